@@ -1,0 +1,3 @@
+"""backdoorlab: attack, detect and remove backdoors in deep neural networks (PyTorch)."""
+
+__version__ = "0.1.0"

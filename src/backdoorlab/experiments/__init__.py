@@ -1,0 +1,1 @@
+"""Experiments: config schema, model cache, results store, and the runner behind `backdoorlab run`."""

@@ -1,0 +1,71 @@
+"""Cache of trained models, keyed by a hash of everything that determines them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .. import __version__
+from ..attacks import Backdoor, TargetRule
+from ..errors import ModelFileError
+from ..models import load_checkpoint, save_checkpoint
+from ..triggers import trigger_from_state
+
+CACHE_FORMAT = 1
+
+
+def cache_key(**parts: Any) -> str:
+    """A short sha256 of ``parts`` as canonical JSON (sorted keys), plus the cache format and package version."""
+    payload = json.dumps({"_format": CACHE_FORMAT, "_version": __version__, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+class ModelCache:
+    """Trained models under ``root/<key>.pt``; a corrupt or unreadable entry is treated as missing."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    def save_model(self, key: str, model: nn.Sequential, architecture: str, input_shape, num_classes: int,
+                   extra: dict | None = None) -> None:  # fmt: skip
+        save_checkpoint(self.path(key), model, architecture=architecture, input_shape=input_shape,
+                        num_classes=num_classes, extra=extra)  # fmt: skip
+
+    def load_model(self, key: str) -> tuple[nn.Sequential, dict] | None:
+        if not self.path(key).is_file():
+            return None
+        try:
+            return load_checkpoint(self.path(key))
+        except ModelFileError:
+            return None
+
+    def save_backdoor(self, key: str, backdoor: Backdoor, input_shape, num_classes: int) -> None:
+        rule = backdoor.target_rule
+        extra = {
+            "attack": backdoor.attack,
+            "params": json.loads(json.dumps(backdoor.params, default=list)),
+            "trigger": backdoor.trigger.to_state(),
+            "target_rule": {"mode": rule.mode, "num_classes": rule.num_classes, "target": rule.target},
+            "poisoned_indices": backdoor.poisoned_indices,
+            "info": backdoor.info,
+        }
+        self.save_model(key, backdoor.model, backdoor.architecture or "", input_shape, num_classes, extra)
+
+    def load_backdoor(self, key: str) -> Backdoor | None:
+        loaded = self.load_model(key)
+        if loaded is None:
+            return None
+        model, payload = loaded
+        extra = payload["extra"]
+        return Backdoor(
+            model=model, trigger=trigger_from_state(extra["trigger"]), target_rule=TargetRule(**extra["target_rule"]),
+            attack=extra["attack"], params=extra["params"], architecture=payload["architecture"],
+            poisoned_indices=extra["poisoned_indices"], info=dict(extra.get("info", {})),
+        )  # fmt: skip

@@ -1,0 +1,10 @@
+"""Models: architectures by name (normalization inside), training, inference, checkpoints."""
+
+from .architectures import MODELS, Normalize, build_model, count_parameters
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .training import TrainingConfig, predict, predict_logits, train_model
+
+__all__ = [
+    "MODELS", "Normalize", "TrainingConfig", "build_model", "count_parameters", "load_checkpoint",
+    "predict", "predict_logits", "read_checkpoint", "save_checkpoint", "train_model",
+]

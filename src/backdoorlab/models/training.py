@@ -1,0 +1,116 @@
+"""Training and inference loops on in-memory tensors (small data sets make DataLoaders pure overhead)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ..utils.device import resolve_device
+from ..utils.progress import track
+from ..utils.seeding import make_generator, seed_everything
+
+
+class TrainingConfig(BaseModel):
+    """How a model is trained. Defaults reach ~98% on MNIST-5k with ``badnet_cnn`` in about 15 s on 2 CPU cores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(2e-3, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1)
+    schedule: Literal["none", "cosine", "step"] = "cosine"
+    augment_shift: int = Field(2, ge=0, le=8, description="random translation by up to this many pixels")
+
+
+def make_optimizer(params, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainingConfig, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, math.ceil(steps / 3)), gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image of (N, C, H, W) by up to ``max_shift`` pixels, zero fill (one roll per batch)."""
+    if max_shift == 0:
+        return x
+    dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=gen))
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    h, w = x.shape[-2:]
+    return padded[..., max_shift + dy : max_shift + dy + h, max_shift + dx : max_shift + dx + w]
+
+
+def train_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainingConfig | None = None,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+    description: str = "training",
+) -> nn.Module:
+    """Train ``model`` in place with cross-entropy on ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) int64.
+
+    Returns the model, on the CPU and in eval mode. The same seed gives the same weights on the same machine.
+    """
+    cfg = cfg or TrainingConfig()
+    dev = resolve_device(device)
+    seed_everything(seed)
+    gen = make_generator(seed)
+    model.to(dev).train()
+    opt = make_optimizer(model.parameters(), cfg)
+    batches = math.ceil(len(x) / cfg.batch_size)
+    sched = make_scheduler(opt, cfg, cfg.epochs * batches)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in track(range(cfg.epochs), description, enabled=progress):
+        order = torch.randperm(len(x), generator=gen)
+        for b in range(batches):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            xb = random_shift(x[idx], cfg.augment_shift, gen).to(dev)
+            loss = loss_fn(model(xb), y[idx].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.cpu().eval()
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: str | torch.device = "auto"
+) -> torch.Tensor:
+    """Logits (N, K) of ``model`` on ``x`` (N, C, H, W), in eval mode, batched; returned on the CPU."""
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    first = next(model.parameters(), None)
+    moved = first is not None and first.device != dev
+    if moved:
+        model.to(dev)
+    try:
+        outs = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
+    finally:
+        if moved:
+            model.to(first.device)  # type: ignore[union-attr]
+        model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def predict(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Predicted labels (N,) int64."""
+    return predict_logits(model, x, **kwargs).argmax(dim=1)

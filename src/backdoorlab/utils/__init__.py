@@ -1,0 +1,1 @@
+"""Small helpers shared by every layer: devices, seeds, atomic files, progress bars."""
