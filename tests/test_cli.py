@@ -37,9 +37,11 @@ def test_run_end_to_end_then_cache(tmp_path, capsys):
     assert {p.name for p in run_dir.iterdir()} == {"report.md", "report.html", "examples.png"}
     html = (run_dir / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html and "http" not in html.split("<body>")[1]
-    rows = sqlite3.connect(out / "results.sqlite").execute(
-        "SELECT attack, metric, value FROM results WHERE run='first'"
-    ).fetchall()
+    rows = (
+        sqlite3.connect(out / "results.sqlite")
+        .execute("SELECT attack, metric, value FROM results WHERE run='first'")
+        .fetchall()
+    )
     values = {(a, m): v for a, m, v in rows}
     assert values[("none", "clean_accuracy")] > 0.85
     assert values[("bn", "asr")] > 0.9
@@ -49,9 +51,11 @@ def test_run_end_to_end_then_cache(tmp_path, capsys):
     # a second run reuses both models and measures the same figures
     assert main(["run", str(cfg), "-o", str(out), "--run-name", "second"]) == 0
     assert "from cache" in capsys.readouterr().err
-    again = sqlite3.connect(out / "results.sqlite").execute(
-        "SELECT attack, metric, value FROM results WHERE run='second'"
-    ).fetchall()
+    again = (
+        sqlite3.connect(out / "results.sqlite")
+        .execute("SELECT attack, metric, value FROM results WHERE run='second'")
+        .fetchall()
+    )
     assert {(a, m): v for a, m, v in again} == values
     assert len(list((out / "cache").glob("*.pt"))) == cached
 
@@ -69,7 +73,10 @@ def test_list(capsys):
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
         ({"model": "resnet9000"}, "unknown model 'resnet9000'; valid names"),
         ({"attacks": [{"name": "badnetz"}]}, "unknown attack 'badnetz' in attacks; valid names: badnets"),
-        ({"attacks": [{"name": "badnets", "poison_rate": 1.5}]}, "poison_rate: Input should be less than or equal to 1"),
+        (
+            {"attacks": [{"name": "badnets", "poison_rate": 1.5}]},
+            "poison_rate: Input should be less than or equal to 1",
+        ),
         ({"attacks": [{"name": "badnets", "target": 12}]}, "target 12 is outside the classes 0..9"),
         ({"attacks": [{"name": "badnets", "size": 20}]}, "larger than the 8x8 image"),
         ({"epochs": 3}, "epochs: unknown field"),

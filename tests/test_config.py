@@ -13,7 +13,7 @@ def test_builtin_default_config():
 
 def test_attack_params_sit_beside_the_name():
     cfg = parse_config({"attacks": [{"name": "badnets", "poison_rate": 0.05, "label": "bn5"}]})
-    (label, attack), = cfg.build_attacks()
+    ((label, attack),) = cfg.build_attacks()
     assert label == "bn5" and attack.poison_rate == 0.05
 
 

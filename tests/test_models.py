@@ -17,7 +17,12 @@ from backdoorlab.models import (
 
 @pytest.mark.parametrize(
     "name, shape",
-    [("badnet_cnn", (1, 28, 28)), ("badnet_cnn", (1, 8, 8)), ("cnn_small", (3, 32, 32)), ("preact_resnet18", (3, 32, 32))],
+    [
+        ("badnet_cnn", (1, 28, 28)),
+        ("badnet_cnn", (1, 8, 8)),
+        ("cnn_small", (3, 32, 32)),
+        ("preact_resnet18", (3, 32, 32)),
+    ],
 )
 def test_architectures_output_shape(name, shape):
     model = build_model(name, shape, 7)

@@ -11,21 +11,28 @@ from rich.console import Console
 
 from .errors import BackdoorlabError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Attack, detect and remove backdoors in deep neural networks.",
+    pretty_exceptions_enable=False,
+)
 out = Console()
 err = Console(stderr=True)
 
 
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Argument(help="YAML config; omit for the built-in MNIST-5k BadNets demo")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="folder for results.sqlite, cache and reports")] = Path("runs"),
-    run_name: Annotated[str | None, typer.Option("--run-name", help="name of the run folder (default: config name + time)")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda[:N] (overrides the config)")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the dataset's files (mnist, cifar10, gtsrb)")] = None,
-    seeds: Annotated[str | None, typer.Option("--seeds", help="comma-separated seeds (overrides the config)")] = None,
+    config: Annotated[Path | None, typer.Argument(help="YAML config; omit for the built-in MNIST-5k demo")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder of results.sqlite, cache, reports")] = Path(
+        "runs"
+    ),
+    run_name: Annotated[str | None, typer.Option("--run-name", help="run folder name (default: name + time)")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda[:N] (overrides config)")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the dataset's files")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="comma-separated seeds (overrides config)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or log lines")] = False,
-) -> None:  # fmt: skip
+) -> None:
     """Train the clean and attacked models of CONFIG, measure them, and write the report."""
     from .experiments.config import load_config, parse_config
     from .experiments.runner import Runner

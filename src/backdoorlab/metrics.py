@@ -61,3 +61,32 @@ def mean_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> tuple
         return float(arr[0]), 0.0
     sem = arr.std(ddof=1) / math.sqrt(arr.size)
     return float(arr.mean()), float(sem * stats.t.ppf((1 + confidence) / 2, arr.size - 1))
+
+
+def detection_metrics(
+    clean_scores: torch.Tensor, attacked_scores: torch.Tensor | None, threshold: float
+) -> dict[str, float]:
+    """Rates of a detector that flags ``score > threshold``.
+
+    Returns ``fpr`` (clean inputs flagged; STRIP's FRR), ``threshold``, and with attacked scores ``tpr``
+    (attacked inputs flagged: the detection rate; 1 - STRIP's FAR) and ``roc_auc`` (attacked = positive class).
+    """
+    out = {"fpr": float((clean_scores > threshold).float().mean()), "threshold": float(threshold)}
+    if attacked_scores is not None and len(attacked_scores):
+        out["tpr"] = float((attacked_scores > threshold).float().mean())
+        out["roc_auc"] = roc_auc(clean_scores, attacked_scores)
+    return out
+
+
+def roc_auc(negative_scores: torch.Tensor, positive_scores: torch.Tensor) -> float:
+    """Area under the ROC curve, positives scoring higher being good; 0.5 is chance. NaN scores are not allowed."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = torch.cat([negative_scores.flatten(), positive_scores.flatten()]).double().numpy()
+    labels = np.r_[np.zeros(negative_scores.numel()), np.ones(positive_scores.numel())]
+    return float(roc_auc_score(labels, scores))
+
+
+def threshold_at_rate(clean_scores: torch.Tensor, rate: float) -> float:
+    """The threshold that flags (``score > t``) at most a fraction ``rate`` of ``clean_scores`` (empirical quantile)."""
+    return float(torch.quantile(clean_scores.double(), 1.0 - rate, interpolation="higher"))

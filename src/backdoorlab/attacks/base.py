@@ -121,7 +121,9 @@ class PoisoningAttack(Attack):
         trigger = self.make_trigger(dataset)
         rule = self.target_rule(dataset)
         poisoned = self.poison(dataset.train, trigger, rule, seed)
-        model = build_model(architecture, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std, seed=seed)
+        model = build_model(
+            architecture, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std, seed=seed
+        )
         train_model(model, poisoned.split.x, poisoned.split.y, training, seed=seed, device=device,
                     progress=progress, description=f"training {self.name}")  # fmt: skip
         return Backdoor(

@@ -8,4 +8,13 @@ from .adapters import from_torch_dataset
 from .base import Dataset, Split, build_dataset
 from .sources import DATASETS, dataset_names, load_dataset, load_npz
 
-__all__ = ["DATASETS", "Dataset", "Split", "build_dataset", "dataset_names", "from_torch_dataset", "load_dataset", "load_npz"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "Split",
+    "build_dataset",
+    "dataset_names",
+    "from_torch_dataset",
+    "load_dataset",
+    "load_npz",
+]

@@ -23,7 +23,9 @@ NPZ_LAYOUT = (
     "an .npz with x_train, y_train, x_test, y_test (or x, y), images uint8 0..255 as NHW or NHWC, "
     "labels int64, optional classes"
 )
-MNIST_LAYOUT = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (.gz allowed)"
+MNIST_LAYOUT = (
+    "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (.gz allowed)"
+)
 CIFAR_LAYOUT = "cifar-10-batches-py/ (data_batch_1..5, test_batch) or cifar-10-python.tar.gz"
 GTSRB_LAYOUT = "Final_Training/Images/<class>/GT-<class>.csv with the images beside each CSV"
 

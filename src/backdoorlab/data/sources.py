@@ -90,12 +90,18 @@ def load_npz(path: Path) -> Dataset:
 
     def images(key: str):
         arr = arrays[key]
-        return to_nchw_float(arr, max_value=1.0 if np.issubdtype(arr.dtype, np.floating) else 255.0, source=f"{path}:{key}")
+        return to_nchw_float(
+            arr, max_value=1.0 if np.issubdtype(arr.dtype, np.floating) else 255.0, source=f"{path}:{key}"
+        )
 
     classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
     if "x_train" in arrays:
-        parts = (images("x_train"), to_labels(arrays["y_train"], f"{path}:y_train"),
-                 images("x_test"), to_labels(arrays["y_test"], f"{path}:y_test"))
+        parts = (
+            images("x_train"),
+            to_labels(arrays["y_train"], f"{path}:y_train"),
+            images("x_test"),
+            to_labels(arrays["y_test"], f"{path}:y_test"),
+        )
     else:
         parts = (images("x"), to_labels(arrays["y"], f"{path}:y"), None, None)
     if len(parts[0]) != len(parts[1]) or (parts[2] is not None and len(parts[2]) != len(parts[3])):

@@ -1,10 +1,16 @@
 """Defenses: input detectors, repairs and model inspectors, each registered by name in :data:`DEFENSES`.
 
-The registry is filled by the defense modules as they land (STRIP, Feature Squeezing, pruning, ...).
+Defense modules register themselves on import; this package imports them all so the registry is complete.
 """
 
-from ..registry import Registry
+from .base import DEFENSES, Defense, DefenseContext, DefenseOutcome, InputDetector, Repair, triggered_test_inputs
 
-DEFENSES: Registry[type] = Registry("defense")
-
-__all__ = ["DEFENSES"]
+__all__ = [
+    "DEFENSES",
+    "Defense",
+    "DefenseContext",
+    "DefenseOutcome",
+    "InputDetector",
+    "Repair",
+    "triggered_test_inputs",
+]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..attacks import ATTACKS, Attack
 from ..data import dataset_names
-from ..defenses import DEFENSES
+from ..defenses import DEFENSES, Defense
 from ..errors import ConfigError
 from ..models import MODELS, TrainingConfig
 from ..utils.validation import build_validated, describe_validation_error
@@ -87,9 +87,10 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_methods(self) -> ExperimentConfig:
-        labels = [a.display for a in self.attacks]
-        if len(set(labels)) != len(labels):
-            raise ValueError("two attacks share a label; give each a distinct 'label'")
+        for kind, specs in (("attacks", self.attacks), ("defenses", self.defenses)):
+            labels = [s.display for s in specs]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"two {kind} share a label; give each a distinct 'label'")
         for spec, registry, kind in [(a, ATTACKS, "attacks") for a in self.attacks] + [
             (d, DEFENSES, "defenses") for d in self.defenses
         ]:
@@ -97,6 +98,13 @@ class ExperimentConfig(BaseModel):
                 valid = ", ".join(registry.names()) or "(none registered yet)"
                 raise ValueError(f"unknown {kind[:-1]} {spec.name!r} in {kind}; valid names: {valid}")
         return self
+
+    def build_defenses(self) -> list[tuple[str, Defense]]:
+        """(label, defense object) for each defense, parameters validated."""
+        return [
+            (spec.display, build_validated(DEFENSES.get(spec.name), spec.params, where=f"defenses[{i}] ({spec.name})"))
+            for i, spec in enumerate(self.defenses)
+        ]
 
     def build_attacks(self) -> list[tuple[str, Attack]]:
         """(label, attack object) for each attack, parameters validated."""
@@ -114,7 +122,8 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{source}: {describe_validation_error(err)}") from None
-    cfg.build_attacks()  # validates each attack's own parameters now, before any work
+    cfg.build_attacks()  # validates each method's own parameters now, before any work
+    cfg.build_defenses()
     return cfg
 
 

@@ -13,6 +13,7 @@ import torch
 
 from ..attacks import Attack, Backdoor
 from ..data import Dataset, load_dataset
+from ..defenses import Defense, DefenseContext, DefenseOutcome
 from ..metrics import backdoor_metrics, clean_accuracy
 from ..models import build_model, predict, train_model
 from ..utils.device import resolve_device
@@ -34,6 +35,17 @@ class RunResult:
     rows: list[ResultRow]
     seconds: float
     examples: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DefenseRecord:
+    """One evaluated (model, defense) cell, kept in memory for the report's defense-specific sections."""
+
+    attack: str
+    defense: str
+    method: str
+    seed: int
+    outcome: DefenseOutcome
 
 
 def _dataset_fingerprint(cfg: ExperimentConfig) -> dict:
@@ -60,6 +72,8 @@ class Runner:
         self.attacks: list[tuple[str, Attack]] = cfg.build_attacks()
         for _, attack in self.attacks:
             attack.check(self.dataset)
+        self.defenses: list[tuple[str, Defense]] = cfg.build_defenses()
+        self.outcomes: list[DefenseRecord] = []
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_name = run_name or f"{cfg.name}-{stamp}"
         self.cache = ModelCache(self.output_dir / "cache")
@@ -93,8 +107,25 @@ class Runner:
         self.cache.save_backdoor(key, bd, self.dataset.input_shape, self.dataset.num_classes)
         return bd
 
-    def _row(self, attack: str, seed: int, metric: str, value: float) -> ResultRow:
-        return ResultRow(self.run_name, self.dataset.name, self.cfg.model, attack, "none", seed, metric, value)
+    def _row(self, attack: str, seed: int, metric: str, value: float, defense: str = "none") -> ResultRow:
+        return ResultRow(self.run_name, self.dataset.name, self.cfg.model, attack, defense, seed, metric, value)
+
+    def defend(self, attack_label: str, model: torch.nn.Module, backdoor: Backdoor | None, seed: int,
+               store: ResultsStore) -> list[ResultRow]:  # fmt: skip
+        """Evaluate every defense of the config on one model; store a cell of rows per defense."""
+        rows: list[ResultRow] = []
+        ctx = DefenseContext(self.dataset, seed=seed, device=self.device, progress=self.progress)
+        for label, defense in self.defenses:
+            start = time.perf_counter()
+            outcome = defense.evaluate(model, backdoor, ctx)
+            metrics = {**outcome.metrics, "seconds": time.perf_counter() - start}
+            cell = [self._row(attack_label, seed, k, float(v), defense=label) for k, v in metrics.items()]
+            store.add(cell)
+            rows += cell
+            self.outcomes.append(DefenseRecord(attack_label, label, defense.name, seed, outcome))
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in outcome.metrics.items())
+            self.log(f"    {label} on {attack_label} (seed {seed}): {shown}")
+        return rows
 
     def run(self) -> RunResult:
         from ..report.build import build_run_report  # report is the layer above; imported only when used
@@ -118,6 +149,7 @@ class Runner:
                 self.log(f"  clean model (seed {seed}): clean accuracy {clean_acc:.4f}")
                 store.add(cell)
                 rows += cell
+                rows += self.defend("none", clean, None, seed, store)
                 for label, attack in self.attacks:
                     bd = self.backdoor(label, attack, seed)
                     m = backdoor_metrics(bd.model, test, bd.trigger, bd.target_rule, device=self.device)
@@ -128,10 +160,11 @@ class Runner:
                     store.add(cell)
                     rows += cell
                     self.log(f"  {label} (seed {seed}): clean accuracy {m['clean_accuracy']:.4f}, ASR {m['asr']:.4f}")
+                    rows += self.defend(label, bd.model, bd, seed, store)
                     if seed == self.cfg.seeds[0]:
                         examples.append(example_set(label, bd, test, self.cfg.examples))
             seconds = time.perf_counter() - start
-            md, page = build_run_report(partial, self.run_name, self.cfg, ds, rows, examples, seconds)
+            md, page = build_run_report(partial, self.run_name, self.cfg, ds, rows, examples, seconds, self.outcomes)
             if final.exists():
                 shutil.rmtree(final)
             partial.rename(final)

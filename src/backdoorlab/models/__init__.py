@@ -5,6 +5,15 @@ from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .training import TrainingConfig, predict, predict_logits, train_model
 
 __all__ = [
-    "MODELS", "Normalize", "TrainingConfig", "build_model", "count_parameters", "load_checkpoint",
-    "predict", "predict_logits", "read_checkpoint", "save_checkpoint", "train_model",
+    "MODELS",
+    "Normalize",
+    "TrainingConfig",
+    "build_model",
+    "count_parameters",
+    "load_checkpoint",
+    "predict",
+    "predict_logits",
+    "read_checkpoint",
+    "save_checkpoint",
+    "train_model",
 ]

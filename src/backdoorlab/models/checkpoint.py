@@ -62,5 +62,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Sequential, dict[str, Any]]:
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise ModelFileError(f"{path}: weights do not fit {payload['architecture']} ({str(err).splitlines()[0]})") from None
+        raise ModelFileError(
+            f"{path}: weights do not fit {payload['architecture']} ({str(err).splitlines()[0]})"
+        ) from None
     return model.eval(), payload

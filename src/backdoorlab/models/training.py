@@ -15,7 +15,7 @@ from ..utils.seeding import make_generator, seed_everything
 
 
 class TrainingConfig(BaseModel):
-    """How a model is trained. Defaults reach ~98% on MNIST-5k with ``badnet_cnn`` in about 15 s on 2 CPU cores."""
+    """How a model is trained. Defaults reach ~98% on MNIST-5k with ``badnet_cnn`` in about 20 s on 2 CPU cores."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -23,7 +23,7 @@ class TrainingConfig(BaseModel):
     lr: float = Field(2e-3, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     weight_decay: float = Field(0.0, ge=0)
-    epochs: int = Field(30, ge=1, le=10_000)
+    epochs: int = Field(40, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
     schedule: Literal["none", "cosine", "step"] = "cosine"
     augment_shift: int = Field(2, ge=0, le=8, description="random translation by up to this many pixels")
@@ -44,13 +44,16 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainingConfig, steps: int) 
 
 
 def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image of (N, C, H, W) by up to ``max_shift`` pixels, zero fill (one roll per batch)."""
+    """Translate each image of (N, C, H, W) by its own random offset of up to ``max_shift`` pixels, zero fill."""
     if max_shift == 0:
         return x
-    dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=gen))
+    n, _, h, w = x.shape
+    dy, dx = torch.randint(-max_shift, max_shift + 1, (2, n, 1), generator=gen)
     padded = nn.functional.pad(x, (max_shift,) * 4)
-    h, w = x.shape[-2:]
-    return padded[..., max_shift + dy : max_shift + dy + h, max_shift + dx : max_shift + dx + w]
+    rows = torch.arange(h) + max_shift + dy  # (N, H)
+    cols = torch.arange(w) + max_shift + dx  # (N, W)
+    out = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2)
 
 
 def train_model(

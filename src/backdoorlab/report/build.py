@@ -10,7 +10,8 @@ from ..experiments.config import ExperimentConfig
 from ..experiments.store import ResultRow
 from .plots import ExampleSet, examples_figure
 from .render import Section, write_report
-from .tables import group_values, main_table, seeds_of
+from .sections import defense_sections
+from .tables import detection_table, group_values, main_table, seeds_of
 
 
 def headline(rows: Sequence[ResultRow]) -> str:
@@ -27,7 +28,8 @@ def headline(rows: Sequence[ResultRow]) -> str:
 
 
 def build_run_report(directory: Path, run: str, cfg: ExperimentConfig, dataset: Dataset, rows: Sequence[ResultRow],
-                     examples: list[ExampleSet], seconds: float) -> tuple[Path, Path]:  # fmt: skip
+                     examples: list[ExampleSet], seconds: float,
+                     outcomes: Sequence = ()) -> tuple[Path, Path]:  # fmt: skip
     """Write the figure, ``report.md`` and ``report.html`` into ``directory``."""
     c, h, w = dataset.input_shape
     seeds = seeds_of(rows)
@@ -39,6 +41,7 @@ def build_run_report(directory: Path, run: str, cfg: ExperimentConfig, dataset: 
             f"{cfg.training.optimizer} lr {cfg.training.lr}, {cfg.training.epochs} epochs, batch "
             f"{cfg.training.batch_size}. Seeds {seeds}. Wall time {seconds:.0f} s.",
             "Attacks: " + "; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.attacks) + ".",
+            "Defenses: " + ("; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.defenses) or "none") + ".",
         ],
     )
     results = Section(
@@ -51,6 +54,15 @@ def build_run_report(directory: Path, run: str, cfg: ExperimentConfig, dataset: 
         tables=[main_table(rows)],
     )
     sections = [setting, results]
+    detection = detection_table(rows)
+    if detection.rows:
+        sections.append(Section(
+            "Input detectors",
+            paragraphs=["Thresholds chosen on the clean val split only. Detection rate on triggered test inputs; "
+                        "false positives on clean test inputs; ROC-AUC with triggered inputs as positives."],
+            tables=[detection],
+        ))  # fmt: skip
+    sections += defense_sections(outcomes, directory)
     if examples:
         fig = directory / "examples.png"
         examples_figure(examples, fig, list(dataset.classes))

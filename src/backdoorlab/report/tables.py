@@ -54,13 +54,32 @@ def group_values(rows: Sequence[ResultRow]) -> dict[tuple[str, str, str, str], d
     return grouped
 
 
-def main_table(rows: Sequence[ResultRow]) -> Table:
-    """One line per (dataset, model, attack, defense): the metrics of ``MAIN_COLUMNS`` in %, mean ± 95% CI."""
+# Columns of the detection table (input detectors), in %.
+DETECTION_COLUMNS = (
+    ("tpr", "detection rate (TPR)"),
+    ("fpr", "false positives (FPR / FRR)"),
+    ("roc_auc", "ROC-AUC"),
+)
+
+
+def metric_table(rows: Sequence[ResultRow], columns: Sequence[tuple[str, str]], needs: str) -> Table:
+    """One line per (dataset, model, attack, defense) group that has metric ``needs``; ``columns`` in %."""
     body = []
     for (dataset, model, attack, defense), metrics in group_values(rows).items():
-        cells = [format_cell(metrics.get(m, [])) for m, _ in MAIN_COLUMNS]
-        body.append([dataset, model, attack, defense, *cells])
-    return Table(["dataset", "model", "attack", "defense", *(t + " (%)" for _, t in MAIN_COLUMNS)], body)
+        if needs in metrics:
+            cells = [format_cell(metrics.get(m, [])) for m, _ in columns]
+            body.append([dataset, model, attack, defense, *cells])
+    return Table(["dataset", "model", "attack", "defense", *(t + " (%)" for _, t in columns)], body)
+
+
+def main_table(rows: Sequence[ResultRow]) -> Table:
+    """Clean accuracy, ASR and robust accuracy per (attack, defense) cell, mean ± 95% CI over seeds."""
+    return metric_table(rows, MAIN_COLUMNS, needs="clean_accuracy")
+
+
+def detection_table(rows: Sequence[ResultRow]) -> Table:
+    """Detection rate, FPR and ROC-AUC of the input detectors per (attack, defense) cell."""
+    return metric_table(rows, DETECTION_COLUMNS, needs="fpr")
 
 
 def seeds_of(rows: Sequence[ResultRow]) -> list[int]:

@@ -13,6 +13,17 @@ from .patches import (
 )
 
 __all__ = [
-    "BADNETS_PATTERN", "MaskedTrigger", "TRIGGER_TYPES", "register_trigger_type", "trigger_from_state", "TRIGGER_KINDS", "Trigger", "blend_trigger", "make_patch_trigger",
-    "pattern_trigger", "pixel_trigger", "square_trigger", "stamp_trigger",
+    "BADNETS_PATTERN",
+    "MaskedTrigger",
+    "TRIGGER_TYPES",
+    "register_trigger_type",
+    "trigger_from_state",
+    "TRIGGER_KINDS",
+    "Trigger",
+    "blend_trigger",
+    "make_patch_trigger",
+    "pattern_trigger",
+    "pixel_trigger",
+    "square_trigger",
+    "stamp_trigger",
 ]

@@ -72,7 +72,9 @@ class MaskedTrigger(Trigger):
         if self.mask_.ndim != 3 or self.mask_.shape[0] != 1:
             raise ConfigError(f"trigger mask must be (1, H, W), got {tuple(self.mask_.shape)}")
         if self.pattern.ndim != 3 or self.pattern.shape[1:] != self.mask_.shape[1:]:
-            raise ConfigError(f"trigger pattern {tuple(self.pattern.shape)} does not match mask {tuple(self.mask_.shape)}")
+            raise ConfigError(
+                f"trigger pattern {tuple(self.pattern.shape)} does not match mask {tuple(self.mask_.shape)}"
+            )
         self.mask_ = self.mask_.float().clamp(0, 1)
         self.pattern = self.pattern.float().clamp(0, 1)
 

@@ -1,0 +1,1 @@
+"""Speed and quality targets of the issues, run by `make bench` (``python -m benchmarks [NAME ...]``)."""
