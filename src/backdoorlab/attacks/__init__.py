@@ -1,9 +1,18 @@
-"""Attacks, one module each; every attack returns a :class:`Backdoor`."""
+"""Attacks, one module each; every attack returns a :class:`Backdoor`.
 
-from .badnets import BadNets
+Each module registers its attack in :data:`ATTACKS`; every module of this package is imported here, so a
+new attack is one new file.
+"""
+
+from ..utils.discovery import import_submodules
 from .base import ATTACKS, Attack, Backdoor, PoisonedSet, PoisoningAttack, TargetRule, poison_split
 
-__all__ = ["ATTACKS", "Attack", "Backdoor", "BadNets", "PoisonedSet", "PoisoningAttack", "TargetRule", "poison_split"]
+import_submodules(__name__, __path__)
+
+from .badnets import BadNets  # noqa: E402
+
+__all__ = ["ATTACKS", "Attack", "Backdoor", "BadNets", "PoisonedSet", "PoisoningAttack", "TargetRule", "make_attack",
+           "poison_split"]  # fmt: skip
 
 
 def make_attack(name: str, params: dict | None = None) -> Attack:

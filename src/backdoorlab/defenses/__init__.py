@@ -1,16 +1,18 @@
-"""Defenses: input detectors, repairs and model inspectors, each registered by name in :data:`DEFENSES`.
+"""Defenses, registered by name in :data:`DEFENSES`:
 
-Defense modules register themselves on import; this package imports them all so the registry is complete.
+- ``input_detectors/``: per input, at run time (STRIP, Feature Squeezing);
+- ``repair/``: model sanitization (pruning, fine-tuning, fine-pruning, unlearning);
+- ``inspection/``: per model, offline (Neural Cleanse, DeepInspect).
+
+Every module of those subpackages is imported here, so a new defense is one new file.
 """
 
+from ..utils.discovery import import_submodules
 from .base import DEFENSES, Defense, DefenseContext, DefenseOutcome, InputDetector, Repair, triggered_test_inputs
 
+for _sub in ("input_detectors", "repair", "inspection"):
+    import_submodules(f"{__name__}.{_sub}", [__path__[0] + "/" + _sub])
+
 __all__ = [
-    "DEFENSES",
-    "Defense",
-    "DefenseContext",
-    "DefenseOutcome",
-    "InputDetector",
-    "Repair",
-    "triggered_test_inputs",
-]
+    "DEFENSES", "Defense", "DefenseContext", "DefenseOutcome", "InputDetector", "Repair", "triggered_test_inputs",
+]  # fmt: skip

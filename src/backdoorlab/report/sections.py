@@ -1,6 +1,7 @@
 """Report sections that belong to one defense method (STRIP's entropy histograms, anomaly bars, curves, ...).
 
-A defense module's report code registers a builder here under the defense's registered name:
+A defense's report code lives in ``report/section_<method>.py`` (imported automatically) and registers a
+builder here under the defense's registered name:
 
     @SECTION_BUILDERS.register("strip")
     def strip_section(records, directory) -> Section | None: ...
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..registry import Registry
+from ..utils.discovery import import_submodules
 from .render import Section
 
 SectionBuilder = Callable[[list, Path], Section | None]
@@ -24,6 +26,7 @@ SECTION_BUILDERS: Registry[SectionBuilder] = Registry("report section")
 
 def defense_sections(records: Sequence, directory: Path) -> list[Section]:
     """The sections of every defense method that has a registered builder, in first-seen order."""
+    import_submodules(__package__, [str(Path(__file__).parent)], prefix="section_")
     by_method: dict[str, list] = defaultdict(list)
     for r in records:
         by_method[r.method].append(r)

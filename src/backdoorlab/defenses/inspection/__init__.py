@@ -1,0 +1,1 @@
+"""Model inspection: decide per model whether it is backdoored (Neural Cleanse, DeepInspect)."""
