@@ -58,6 +58,63 @@ def run(
     out.print(f"results: {output / 'results.sqlite'} (run {result.run}), {result.seconds:.0f} s", highlight=False)
 
 
+ParamOption = Annotated[
+    list[str] | None, typer.Option("--param", "-p", help="method parameter KEY=VALUE (repeatable; YAML values)")
+]
+DataOption = Annotated[str, typer.Option("--data", help="dataset name or npz:PATH")]
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="folder of the dataset's files")]
+
+
+@app.command()
+def attack(
+    name: Annotated[str, typer.Argument(help="registered attack (see `backdoorlab list`)")],
+    data: DataOption = "mnist5k",
+    data_dir: DataDirOption = None,
+    model: Annotated[str, typer.Option("--model", help="architecture to train")] = "badnet_cnn",
+    param: ParamOption = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="training epochs (default of TrainingConfig)")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="checkpoint to write")] = None,
+) -> None:
+    """Run one attack and save the backdoored model (with its trigger) as a checkpoint."""
+    from .experiments.single import parse_params, run_single_attack
+    from .models import TrainingConfig
+    from .utils.validation import build_validated
+
+    training = build_validated(TrainingConfig, {"epochs": epochs} if epochs is not None else {}, where="training")
+    out_path = output or Path("runs") / "attacks" / f"{name}-{data.replace(':', '_').replace('/', '_')}-seed{seed}.pt"
+    _, metrics = run_single_attack(
+        name, parse_params(param or []), dataset=data, data_dir=data_dir, architecture=model, training=training,
+        seed=seed, device=device, output=out_path, progress=None,
+    )  # fmt: skip
+    out.print(", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
+    out.print(f"model: {out_path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def defend(
+    name: Annotated[str, typer.Argument(help="registered defense (see `backdoorlab list`)")],
+    model: Annotated[Path, typer.Option("--model", help="checkpoint (e.g. from `backdoorlab attack`)")],
+    data: DataOption = "mnist5k",
+    data_dir: DataDirOption = None,
+    param: ParamOption = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for defense.json / repaired.pt")] = None,
+) -> None:
+    """Run one defense on a saved model, with the clean val split of DATA as the defender's data."""
+    from .experiments.single import parse_params, run_single_defense
+
+    out_dir = output or Path("runs") / "defend" / f"{name.replace('_', '-')}-{model.stem}"
+    outcome, written = run_single_defense(name.replace("-", "_"), parse_params(param or []), model_path=model,
+                                          dataset=data, data_dir=data_dir, seed=seed, device=device, output=out_dir,
+                                          progress=None)  # fmt: skip
+    out.print(", ".join(f"{k} {v:.4f}" for k, v in outcome.metrics.items()), highlight=False)
+    for path in written:
+        out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
 @app.command("list")
 def list_methods() -> None:
     """Print the registered datasets, models, attacks and defenses."""

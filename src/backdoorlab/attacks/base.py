@@ -53,11 +53,14 @@ class TargetRule:
 
 @dataclass
 class Backdoor:
-    """An attack's result: the backdoored model, its trigger, target rule, poisoned training indices, parameters."""
+    """An attack's result: the backdoored model, its trigger, target rule, poisoned training indices, parameters.
+
+    ``trigger`` and ``target_rule`` are None for attacks without a trigger (label-flip poisoning).
+    """
 
     model: nn.Module
-    trigger: Trigger
-    target_rule: TargetRule
+    trigger: Trigger | None
+    target_rule: TargetRule | None
     attack: str
     params: dict[str, Any]
     architecture: str | None = None

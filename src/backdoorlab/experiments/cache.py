@@ -10,10 +10,10 @@ from typing import Any
 from torch import nn
 
 from .. import __version__
-from ..attacks import Backdoor, TargetRule
+from ..attacks import Backdoor
+from ..attacks.storage import backdoor_from_checkpoint, save_backdoor
 from ..errors import ModelFileError
 from ..models import load_checkpoint, save_checkpoint
-from ..triggers import trigger_from_state
 
 CACHE_FORMAT = 1
 
@@ -47,25 +47,8 @@ class ModelCache:
             return None
 
     def save_backdoor(self, key: str, backdoor: Backdoor, input_shape, num_classes: int) -> None:
-        rule = backdoor.target_rule
-        extra = {
-            "attack": backdoor.attack,
-            "params": json.loads(json.dumps(backdoor.params, default=list)),
-            "trigger": backdoor.trigger.to_state(),
-            "target_rule": {"mode": rule.mode, "num_classes": rule.num_classes, "target": rule.target},
-            "poisoned_indices": backdoor.poisoned_indices,
-            "info": backdoor.info,
-        }
-        self.save_model(key, backdoor.model, backdoor.architecture or "", input_shape, num_classes, extra)
+        save_backdoor(self.path(key), backdoor, input_shape, num_classes)
 
     def load_backdoor(self, key: str) -> Backdoor | None:
         loaded = self.load_model(key)
-        if loaded is None:
-            return None
-        model, payload = loaded
-        extra = payload["extra"]
-        return Backdoor(
-            model=model, trigger=trigger_from_state(extra["trigger"]), target_rule=TargetRule(**extra["target_rule"]),
-            attack=extra["attack"], params=extra["params"], architecture=payload["architecture"],
-            poisoned_indices=extra["poisoned_indices"], info=dict(extra.get("info", {})),
-        )  # fmt: skip
+        return backdoor_from_checkpoint(*loaded) if loaded is not None else None

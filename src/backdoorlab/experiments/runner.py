@@ -14,7 +14,7 @@ import torch
 from ..attacks import Attack, Backdoor
 from ..data import Dataset, load_dataset
 from ..defenses import Defense, DefenseContext, DefenseOutcome
-from ..metrics import backdoor_metrics, clean_accuracy
+from ..metrics import attack_success_rate, backdoor_metrics, clean_accuracy
 from ..models import build_model, predict, train_model
 from ..utils.device import resolve_device
 from .cache import ModelCache, cache_key
@@ -107,6 +107,18 @@ class Runner:
         self.cache.save_backdoor(key, bd, self.dataset.input_shape, self.dataset.num_classes)
         return bd
 
+    def measure(self, bd: Backdoor, clean: torch.nn.Module, clean_acc: float) -> dict[str, float]:
+        """Clean accuracy, ASR and robust accuracy of ``bd`` on test, its clean-accuracy drop against the clean
+        model, and the trigger's ASR on the clean model; only the first two for attacks without a trigger."""
+        test = self.dataset.test
+        if bd.trigger is None:
+            ca = clean_accuracy(bd.model, test, device=self.device)
+            return {"clean_accuracy": ca, "clean_accuracy_drop": clean_acc - ca}
+        m = backdoor_metrics(bd.model, test, bd.trigger, bd.target_rule, device=self.device)
+        m["clean_accuracy_drop"] = clean_acc - m["clean_accuracy"]
+        m["asr_on_clean_model"] = attack_success_rate(clean, test, bd.trigger, bd.target_rule, device=self.device)
+        return m
+
     def _row(self, attack: str, seed: int, metric: str, value: float, defense: str = "none") -> ResultRow:
         return ResultRow(self.run_name, self.dataset.name, self.cfg.model, attack, defense, seed, metric, value)
 
@@ -152,16 +164,14 @@ class Runner:
                 rows += self.defend("none", clean, None, seed, store)
                 for label, attack in self.attacks:
                     bd = self.backdoor(label, attack, seed)
-                    m = backdoor_metrics(bd.model, test, bd.trigger, bd.target_rule, device=self.device)
-                    m["clean_accuracy_drop"] = clean_acc - m["clean_accuracy"]
-                    m["asr_on_clean_model"] = backdoor_metrics(clean, test, bd.trigger, bd.target_rule,
-                                                               device=self.device)["asr"]  # fmt: skip
+                    m = self.measure(bd, clean, clean_acc)
                     cell = [self._row(label, seed, k, v) for k, v in m.items()]
                     store.add(cell)
                     rows += cell
-                    self.log(f"  {label} (seed {seed}): clean accuracy {m['clean_accuracy']:.4f}, ASR {m['asr']:.4f}")
-                    rows += self.defend(label, bd.model, bd, seed, store)
-                    if seed == self.cfg.seeds[0]:
+                    shown = f", ASR {m['asr']:.4f}" if "asr" in m else ""
+                    self.log(f"  {label} (seed {seed}): clean accuracy {m['clean_accuracy']:.4f}{shown}")
+                    rows += self.defend(label, bd.model, bd if bd.trigger is not None else None, seed, store)
+                    if seed == self.cfg.seeds[0] and bd.trigger is not None:
                         examples.append(example_set(label, bd, test, self.cfg.examples))
             seconds = time.perf_counter() - start
             md, page = build_run_report(partial, self.run_name, self.cfg, ds, rows, examples, seconds, self.outcomes)
