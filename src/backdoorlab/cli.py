@@ -32,10 +32,14 @@ def run(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the dataset's files")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", help="comma-separated seeds (overrides config)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or log lines")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local or ray")] = "local",
+    workers: Annotated[int, typer.Option("--workers", help="parallel worker processes (local) or Ray CPUs")] = 1,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="address of a running Ray cluster")] = None,
 ) -> None:
-    """Train the clean and attacked models of CONFIG, measure them, and write the report."""
+    """Run every attack x defense x seed of CONFIG (resuming a killed run), and write the report."""
     from .experiments.config import load_config, parse_config
     from .experiments.runner import Runner
+    from .utils.progress import console
 
     cfg = load_config(config)
     overrides: dict = {}
@@ -47,15 +51,33 @@ def run(
         except ValueError:
             raise BackdoorlabError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     if data_dir is not None:
-        overrides["dataset"] = {**cfg.dataset.model_dump(), "data_dir": str(data_dir)}
+        overrides["dataset"] = [{**d.model_dump(), "data_dir": str(data_dir)} for d in cfg.datasets]
     if overrides:
         cfg = parse_config({**cfg.model_dump(mode="json"), **overrides}, "config with command-line overrides")
-    log = (lambda _msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))
-    runner = Runner(cfg, output, run_name=run_name, progress=False if quiet else None, log=log)
+    log = (lambda _msg: None) if quiet else (lambda msg: console.print(msg, highlight=False, markup=False))
+    runner = Runner(cfg, output, run_name=run_name, progress=False if quiet else None, log=log, executor=executor,
+                    workers=workers, ray_address=ray_address)  # fmt: skip
     result = runner.run()
-    out.print(f"report: {result.report_html}", highlight=False, soft_wrap=True)
-    out.print(f"        {result.report_md}", highlight=False, soft_wrap=True)
-    out.print(f"results: {output / 'results.sqlite'} (run {result.run}), {result.seconds:.0f} s", highlight=False)
+    _print_report_paths(result.report_html, result.report_md)
+    out.print(f"results: {output / 'results.sqlite'} (run {result.run}; {result.computed} cells computed, "
+              f"{result.skipped} reused), {result.seconds:.0f} s", highlight=False)  # fmt: skip
+
+
+def _print_report_paths(html: Path, md: Path) -> None:
+    out.print(f"report: {html}", highlight=False, soft_wrap=True)
+    out.print(f"        {md}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def report(
+    run_name: Annotated[str, typer.Argument(help="run name (the folder under --output)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder of results.sqlite")] = Path("runs"),
+) -> None:
+    """Rebuild a run's report from the results database."""
+    from .experiments.report_only import rebuild_report
+
+    html, md = rebuild_report(run_name, output)
+    _print_report_paths(html, md)
 
 
 ParamOption = Annotated[
@@ -113,6 +135,21 @@ def defend(
     out.print(", ".join(f"{k} {v:.4f}" for k, v in outcome.metrics.items()), highlight=False)
     for path in written:
         out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("inspect")
+def inspect_model(
+    name: Annotated[str, typer.Argument(help="model inspector: neural-cleanse or deepinspect")],
+    model: Annotated[Path, typer.Option("--model", help="checkpoint (e.g. from `backdoorlab attack`)")],
+    data: DataOption = "mnist5k",
+    data_dir: DataDirOption = None,
+    param: ParamOption = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for defense.json")] = None,
+) -> None:
+    """Inspect a saved model (Neural Cleanse, DeepInspect); the same as `defend` for an inspector."""
+    defend(name, model, data, data_dir, param, seed, device, output)
 
 
 @app.command("list")

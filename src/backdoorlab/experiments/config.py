@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,19 @@ class DatasetConfig(BaseModel):
 
 
 class MethodSpec(BaseModel):
-    """One attack or defense of the grid: ``name``, an optional display ``label``, and the method's parameters.
+    """One attack or defense of the grid: ``name``, an optional display ``label``, the method's parameters, and
+    an optional ``sweep`` of parameters, each with a list of values (the grid takes every combination).
 
-    In YAML the parameters sit beside the name: ``{name: badnets, poison_rate: 0.05}``.
+    In YAML the parameters sit beside the name: ``{name: badnets, poison_rate: 0.05}``;
+    a sweep: ``{name: badnets, sweep: {poison_rate: [0.01, 0.05, 0.1]}}`` gives three attacks labelled
+    ``badnets[poison_rate=0.01]`` and so on.
     """
 
     model_config = ConfigDict(extra="forbid")
     name: str
     label: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -49,13 +54,33 @@ class MethodSpec(BaseModel):
         if isinstance(data, str):
             return {"name": data}
         if isinstance(data, dict) and "params" not in data:
-            rest = {k: v for k, v in data.items() if k not in ("name", "label")}
-            return {k: v for k, v in data.items() if k in ("name", "label")} | {"params": rest}
+            own = ("name", "label", "sweep")
+            rest = {k: v for k, v in data.items() if k not in own}
+            return {k: v for k, v in data.items() if k in own} | {"params": rest}
         return data
+
+    @field_validator("sweep")
+    @classmethod
+    def _non_empty(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in sweep.items():
+            if not values:
+                raise ValueError(f"sweep of {key!r} has no values")
+        return sweep
 
     @property
     def display(self) -> str:
         return self.label or self.name
+
+    def expand(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, params) for each combination of the sweep (one entry when there is no sweep)."""
+        if not self.sweep:
+            return [(self.display, dict(self.params))]
+        keys = list(self.sweep)
+        out = []
+        for combo in itertools.product(*(self.sweep[k] for k in keys)):
+            tag = ",".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+            out.append((f"{self.display}[{tag}]", {**self.params, **dict(zip(keys, combo, strict=True))}))
+        return out
 
 
 class ExperimentConfig(BaseModel):
@@ -64,8 +89,8 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
-    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
-    model: str = "badnet_cnn"
+    dataset: DatasetConfig | list[DatasetConfig] = Field(default_factory=DatasetConfig)
+    model: str | list[str] = "badnet_cnn"
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     attacks: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="badnets")])
     defenses: list[MethodSpec] = Field(default_factory=list)
@@ -76,19 +101,30 @@ class ExperimentConfig(BaseModel):
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
         return {"name": value} if isinstance(value, str) else value
 
     @field_validator("model")
     @classmethod
-    def _known_model(cls, name: str) -> str:
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS.names())}")
-        return name
+    def _known_model(cls, names: str | list[str]) -> str | list[str]:
+        for name in [names] if isinstance(names, str) else names:
+            if name not in MODELS:
+                raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS.names())}")
+        return names
+
+    @property
+    def datasets(self) -> list[DatasetConfig]:
+        return self.dataset if isinstance(self.dataset, list) else [self.dataset]
+
+    @property
+    def models(self) -> list[str]:
+        return [self.model] if isinstance(self.model, str) else list(self.model)
 
     @model_validator(mode="after")
     def _check_methods(self) -> ExperimentConfig:
         for kind, specs in (("attacks", self.attacks), ("defenses", self.defenses)):
-            labels = [s.display for s in specs]
+            labels = [label for s in specs for label, _ in s.expand()]
             if len(set(labels)) != len(labels):
                 raise ValueError(f"two {kind} share a label; give each a distinct 'label'")
         for spec, registry, kind in [(a, ATTACKS, "attacks") for a in self.attacks] + [
@@ -100,18 +136,20 @@ class ExperimentConfig(BaseModel):
         return self
 
     def build_defenses(self) -> list[tuple[str, Defense]]:
-        """(label, defense object) for each defense, parameters validated."""
-        return [
-            (spec.display, build_validated(DEFENSES.get(spec.name), spec.params, where=f"defenses[{i}] ({spec.name})"))
-            for i, spec in enumerate(self.defenses)
-        ]
+        """(label, defense object) for each defense and sweep combination, parameters validated."""
+        return _build(self.defenses, DEFENSES, "defenses")
 
     def build_attacks(self) -> list[tuple[str, Attack]]:
-        """(label, attack object) for each attack, parameters validated."""
-        return [
-            (spec.display, build_validated(ATTACKS.get(spec.name), spec.params, where=f"attacks[{i}] ({spec.name})"))
-            for i, spec in enumerate(self.attacks)
-        ]
+        """(label, attack object) for each attack and sweep combination, parameters validated."""
+        return _build(self.attacks, ATTACKS, "attacks")
+
+
+def _build(specs: list[MethodSpec], registry, kind: str) -> list:
+    return [
+        (label, build_validated(registry.get(spec.name), params, where=f"{kind}[{i}] ({spec.name})"))
+        for i, spec in enumerate(specs)
+        for label, params in spec.expand()
+    ]
 
 
 def parse_config(data: Any, source: str = "config") -> ExperimentConfig:

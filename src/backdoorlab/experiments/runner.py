@@ -1,25 +1,25 @@
-"""`backdoorlab run`: train the clean reference and each attacked model per seed, measure, store, report."""
+"""`backdoorlab run`: expand the grid, compute each cell once, commit it, and write the report.
+
+A run is resumable: its name is derived from the config (or given), every cell is committed to SQLite with its
+rows in one transaction, and a restarted run skips the committed cells. Models come from the content-hashed
+cache, so nothing finished is recomputed.
+"""
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-import torch
-
-from ..attacks import Attack, Backdoor
-from ..data import Dataset, load_dataset
-from ..defenses import Defense, DefenseContext, DefenseOutcome
-from ..metrics import attack_success_rate, backdoor_metrics, clean_accuracy
-from ..models import build_model, predict, train_model
-from ..utils.device import resolve_device
-from .cache import ModelCache, cache_key
+from ..utils.progress import console, progress_enabled
+from .artifacts import artifact_path, save_artifacts
 from .config import ExperimentConfig
+from .executors import make_executor
+from .grid import PHASES, Cell, expand_cells
 from .store import ResultRow, ResultsStore
+from .workbench import CellResult, Workbench
 
 Log = Callable[[str], None]
 
@@ -34,167 +34,128 @@ class RunResult:
     report_html: Path
     rows: list[ResultRow]
     seconds: float
-    examples: list = field(default_factory=list)
+    computed: int = 0
+    skipped: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class DefenseRecord:
-    """One evaluated (model, defense) cell, kept in memory for the report's defense-specific sections."""
-
-    attack: str
-    defense: str
-    method: str
-    seed: int
-    outcome: DefenseOutcome
+def default_run_name(cfg: ExperimentConfig) -> str:
+    """``<config name>-<8 hex digits of the config's hash>``: the same config resumes the same run."""
+    digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:8]
+    return f"{cfg.name}-{digest}"
 
 
-def _dataset_fingerprint(cfg: ExperimentConfig) -> dict:
-    """What identifies the data for the cache: the name, and for files their size and modification time."""
-    name = cfg.dataset.name
-    fp: dict = {"name": name, "data_dir": cfg.dataset.data_dir}
-    if name.startswith("npz:"):
-        p = Path(name[4:]).expanduser()
-        fp["file"] = [p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else None
-    return fp
+def cell_rows(run: str, dataset: str, result: CellResult) -> list[ResultRow]:
+    c = result.cell
+    return [ResultRow(run, dataset, c.model, c.attack, c.defense, c.seed, k, v) for k, v in result.metrics.items()]
 
 
 class Runner:
-    """Runs one :class:`ExperimentConfig`. Validation happens in ``__init__``, before anything is written."""
+    """Runs one :class:`ExperimentConfig`. Everything is validated in ``__init__``, before anything is written."""
 
     def __init__(self, cfg: ExperimentConfig, output_dir: str | Path = "runs", *, run_name: str | None = None,
-                 progress: bool | None = None, log: Log = print) -> None:  # fmt: skip
+                 progress: bool | None = None, log: Log = print, executor: str = "local", workers: int = 1,
+                 ray_address: str | None = None) -> None:  # fmt: skip
         self.cfg = cfg
         self.output_dir = Path(output_dir)
-        self.progress = progress
+        self.progress = progress_enabled(progress)
         self.log = log
-        self.device = resolve_device(cfg.device)
-        self.dataset: Dataset = load_dataset(cfg.dataset.name, cfg.dataset.data_dir)
-        self.attacks: list[tuple[str, Attack]] = cfg.build_attacks()
-        for _, attack in self.attacks:
-            attack.check(self.dataset)
-        self.defenses: list[tuple[str, Defense]] = cfg.build_defenses()
-        self.outcomes: list[DefenseRecord] = []
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.run_name = run_name or f"{cfg.name}-{stamp}"
-        self.cache = ModelCache(self.output_dir / "cache")
-        self._data_fp = _dataset_fingerprint(cfg)
+        self.bench = Workbench(cfg, self.output_dir, progress=False)
+        self.bench.check()
+        self.cells = expand_cells(cfg)
+        self.run_name = run_name or default_run_name(cfg)
+        self.executor_args = dict(name=executor, workers=workers, ray_address=ray_address)
+        if executor not in ("local", "ray"):
+            from ..errors import ConfigError
 
-    def _key(self, attack: str, params: dict, seed: int) -> str:
-        return cache_key(data=self._data_fp, model=self.cfg.model, training=self.cfg.training.model_dump(),
-                         attack=attack, params=params, seed=seed)  # fmt: skip
+            raise ConfigError(f"unknown executor {executor!r}; valid: local, ray")
 
-    def clean_model(self, seed: int) -> torch.nn.Module:
-        ds = self.dataset
-        key = self._key("none", {}, seed)
-        cached = self.cache.load_model(key)
-        if cached is not None:
-            self.log(f"  clean model (seed {seed}): from cache")
-            return cached[0]
-        model = build_model(self.cfg.model, ds.input_shape, ds.num_classes, ds.mean, ds.std, seed=seed)
-        train_model(model, ds.train.x, ds.train.y, self.cfg.training, seed=seed, device=self.device,
-                    progress=self.progress, description=f"clean model, seed {seed}")  # fmt: skip
-        self.cache.save_model(key, model, self.cfg.model, ds.input_shape, ds.num_classes)
-        return model
+    @property
+    def directory(self) -> Path:
+        return self.output_dir / self.run_name
 
-    def backdoor(self, label: str, attack: Attack, seed: int) -> Backdoor:
-        key = self._key(attack.name, attack.model_dump(mode="json"), seed)
-        cached = self.cache.load_backdoor(key)
-        if cached is not None:
-            self.log(f"  {label} (seed {seed}): from cache")
-            return cached
-        bd = attack.run(self.dataset, self.cfg.model, self.cfg.training, seed=seed, device=str(self.device),
-                        progress=self.progress)  # fmt: skip
-        self.cache.save_backdoor(key, bd, self.dataset.input_shape, self.dataset.num_classes)
-        return bd
-
-    def measure(self, bd: Backdoor, clean: torch.nn.Module, clean_acc: float) -> dict[str, float]:
-        """Clean accuracy, ASR and robust accuracy of ``bd`` on test, its clean-accuracy drop against the clean
-        model, and the trigger's ASR on the clean model; only the first two for attacks without a trigger."""
-        test = self.dataset.test
-        if bd.trigger is None:
-            ca = clean_accuracy(bd.model, test, device=self.device)
-            return {"clean_accuracy": ca, "clean_accuracy_drop": clean_acc - ca}
-        m = backdoor_metrics(bd.model, test, bd.trigger, bd.target_rule, device=self.device)
-        m["clean_accuracy_drop"] = clean_acc - m["clean_accuracy"]
-        m["asr_on_clean_model"] = attack_success_rate(clean, test, bd.trigger, bd.target_rule, device=self.device)
-        return m
-
-    def _row(self, attack: str, seed: int, metric: str, value: float, defense: str = "none") -> ResultRow:
-        return ResultRow(self.run_name, self.dataset.name, self.cfg.model, attack, defense, seed, metric, value)
-
-    def defend(self, attack_label: str, model: torch.nn.Module, backdoor: Backdoor | None, seed: int,
-               store: ResultsStore) -> list[ResultRow]:  # fmt: skip
-        """Evaluate every defense of the config on one model; store a cell of rows per defense."""
-        rows: list[ResultRow] = []
-        ctx = DefenseContext(self.dataset, seed=seed, device=self.device, progress=self.progress)
-        for label, defense in self.defenses:
-            start = time.perf_counter()
-            outcome = defense.evaluate(model, backdoor, ctx)
-            metrics = {**outcome.metrics, "seconds": time.perf_counter() - start}
-            cell = [self._row(attack_label, seed, k, float(v), defense=label) for k, v in metrics.items()]
-            store.add(cell)
-            rows += cell
-            self.outcomes.append(DefenseRecord(attack_label, label, defense.name, seed, outcome))
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in outcome.metrics.items())
-            self.log(f"    {label} on {attack_label} (seed {seed}): {shown}")
-        return rows
+    def _dataset_name(self, cell: Cell) -> str:
+        return self.bench.dataset(cell.setting).name
 
     def run(self) -> RunResult:
-        from ..report.build import build_run_report  # report is the layer above; imported only when used
+        from ..report.build import build_run_report  # the report is the layer above; imported when used
 
         start = time.perf_counter()
-        ds, test = self.dataset, self.dataset.test
-        self.log(f"run {self.run_name}: {ds.summary()}, model {self.cfg.model}, device {self.device}")
-        partial = self.output_dir / f".{self.run_name}.partial"
-        final = self.output_dir / self.run_name
-        if partial.exists():
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True)
-        rows: list[ResultRow] = []
-        examples = []
+        self.log(f"run {self.run_name}: {len(self.cells)} cells, device {self.bench.device}")
         with ResultsStore(self.output_dir / "results.sqlite") as store:
-            store.start_run(self.run_name, self.cfg.model_dump(mode="json"))
-            for seed in self.cfg.seeds:
-                clean = self.clean_model(seed)
-                clean_acc = clean_accuracy(clean, test, device=self.device)
-                cell = [self._row("none", seed, "clean_accuracy", clean_acc)]
-                self.log(f"  clean model (seed {seed}): clean accuracy {clean_acc:.4f}")
-                store.add(cell)
-                rows += cell
-                rows += self.defend("none", clean, None, seed, store)
-                for label, attack in self.attacks:
-                    bd = self.backdoor(label, attack, seed)
-                    m = self.measure(bd, clean, clean_acc)
-                    cell = [self._row(label, seed, k, v) for k, v in m.items()]
-                    store.add(cell)
-                    rows += cell
-                    shown = f", ASR {m['asr']:.4f}" if "asr" in m else ""
-                    self.log(f"  {label} (seed {seed}): clean accuracy {m['clean_accuracy']:.4f}{shown}")
-                    rows += self.defend(label, bd.model, bd if bd.trigger is not None else None, seed, store)
-                    if seed == self.cfg.seeds[0] and bd.trigger is not None:
-                        examples.append(example_set(label, bd, test, self.cfg.examples))
+            store.start_or_resume(self.run_name, self.cfg.model_dump(mode="json"))
+            done = store.finished_cells(self.run_name)
+            todo = [c for c in self.cells if c.id not in done]
+            if done:
+                self.log(f"  resuming: {len(self.cells) - len(todo)} of {len(self.cells)} cells already finished")
+            stage_seconds = self._compute(todo, store)
+            rows = store.rows(self.run_name)
             seconds = time.perf_counter() - start
-            md, page = build_run_report(partial, self.run_name, self.cfg, ds, rows, examples, seconds, self.outcomes)
-            if final.exists():
-                shutil.rmtree(final)
-            partial.rename(final)
+            md, page = build_run_report(self.directory, self.run_name, self.cfg, self.bench, rows, self.cells,
+                                        seconds, stage_seconds)  # fmt: skip
             store.finish_run(self.run_name)
-        return RunResult(self.run_name, final, final / md.name, final / page.name, rows, seconds, examples)
+        return RunResult(self.run_name, self.directory, md, page, rows, seconds, len(todo),
+                         len(self.cells) - len(todo), stage_seconds)  # fmt: skip
+
+    def _compute(self, todo: list[Cell], store: ResultsStore) -> dict[str, float]:
+        """Compute ``todo`` phase by phase; commit each cell as its result arrives. Returns seconds per phase."""
+        stage_seconds: dict[str, float] = {}
+        if not todo:
+            return stage_seconds
+        executor = make_executor(self.executor_args["name"], self.bench, self.cfg, self.output_dir,
+                                 workers=self.executor_args["workers"], ray_address=self.executor_args["ray_address"],
+                                 device=str(self.bench.device))  # fmt: skip
+        bar = _Bar(len(todo), self.progress)
+        try:
+            for phase in PHASES:
+                cells = [c for c in todo if c.kind == phase]
+                if not cells:
+                    continue
+                phase_start = time.perf_counter()
+                for result in executor.map(cells):
+                    self._commit(result, store)
+                    bar.advance(f"{result.cell.id} ({result.seconds:.1f} s)")
+                    self.log(f"  done {_describe(result)}")
+                stage_seconds[phase] = time.perf_counter() - phase_start
+        finally:
+            bar.close()
+            executor.close()
+        return stage_seconds
+
+    def _commit(self, result: CellResult, store: ResultsStore) -> None:
+        if result.artifacts:
+            save_artifacts(artifact_path(self.directory, result.cell.id), result.artifacts)
+        rows = cell_rows(self.run_name, self._dataset_name(result.cell), result)
+        store.commit_cell(self.run_name, result.cell.id, rows, result.seconds)
 
 
-def example_set(label: str, bd: Backdoor, split, n: int):
-    """``n`` eligible test images spread evenly over the split (so over classes), clean and triggered, with the
-    backdoored model's predictions."""
-    from ..report.plots import ExampleSet
+def _describe(result: CellResult) -> str:
+    c = result.cell
+    what = {"clean": "clean model", "attack": c.attack, "defense": f"{c.defense} on {c.attack}"}[c.kind]
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if k != "seconds")
+    return f"{c.dataset}/{c.model} seed {c.seed}: {what}: {shown} ({result.seconds:.1f} s)"
 
-    eligible = bd.target_rule.eligible(split.y).nonzero().flatten()
-    keep = eligible[torch.linspace(0, len(eligible) - 1, min(n, len(eligible))).long()]
-    x, y = split.x[keep], split.y[keep]
-    xt = bd.trigger(x)
-    return ExampleSet(
-        label=label, clean=x, clean_pred=predict(bd.model, x).tolist(), triggered=xt,
-        triggered_pred=predict(bd.model, xt).tolist(), true=y.tolist(), targets=bd.target_rule.targets(y).tolist(),
-    )  # fmt: skip
+
+class _Bar:
+    """One overall progress bar (cells done / total, ETA) on a terminal; nothing otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     TextColumn("{task.description}"), console=console, transient=True)  # fmt: skip
+            self.progress.start()
+            self.task = self.progress.add_task("", total=total)
+
+    def advance(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, description=text)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def run_experiment(cfg: ExperimentConfig, output_dir: str | Path = "runs", **kwargs) -> RunResult:

@@ -19,6 +19,9 @@ CREATE TABLE IF NOT EXISTS results (
     created TEXT NOT NULL,
     PRIMARY KEY (run, dataset, model, attack, defense, seed, metric)
 );
+CREATE TABLE IF NOT EXISTS cells (
+    run TEXT NOT NULL, cell TEXT NOT NULL, seconds REAL, finished TEXT NOT NULL, PRIMARY KEY (run, cell)
+);
 CREATE TABLE IF NOT EXISTS runs (
     run TEXT PRIMARY KEY, config TEXT NOT NULL, started TEXT NOT NULL, finished TEXT, status TEXT NOT NULL
 );
@@ -79,6 +82,28 @@ class ResultsStore:
             self._conn.executemany(
                 "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*astuple(r), now) for r in rows],
+            )
+
+    def commit_cell(self, run: str, cell: str, rows: Iterable[ResultRow], seconds: float) -> None:
+        """Write a cell's rows and mark it finished, in one transaction: a cell is stored whole or not at all."""
+        now = _now()
+        with self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*astuple(r), now) for r in rows]
+            )
+            self._conn.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)", (run, cell, seconds, now))
+
+    def finished_cells(self, run: str) -> dict[str, float]:
+        """{cell id: seconds} of the cells of ``run`` already committed."""
+        return dict(self._conn.execute("SELECT cell, seconds FROM cells WHERE run = ?", (run,)).fetchall())
+
+    def start_or_resume(self, run: str, config: dict) -> None:
+        """Record the run (a resumed run keeps its start time) and mark it running."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, NULL, 'running') ON CONFLICT(run) DO UPDATE SET status='running', "
+                "config=excluded.config",
+                (run, json.dumps(config), _now()),
             )
 
     def rows(self, run: str) -> list[ResultRow]:

@@ -1,59 +1,151 @@
-"""Assemble the report of one run from its rows and example images."""
+"""Assemble the report of one run from the results store and the cells' saved artifacts."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..data import Dataset
+from ..defenses import DefenseOutcome
+from ..experiments.artifacts import artifact_path, load_artifacts
 from ..experiments.config import ExperimentConfig
+from ..experiments.grid import Cell
 from ..experiments.store import ResultRow
+from ..utils.files import write_atomic
 from .plots import ExampleSet, examples_figure
 from .render import Section, write_report
 from .sections import defense_sections
-from .tables import detection_table, group_values, main_table, seeds_of
+from .tables import Table, detection_table, group_values, main_table, matrix_table, other_metrics_table, seeds_of
+
+
+@dataclass(frozen=True)
+class DefenseRecord:
+    """One evaluated (model, defense) cell, as the defense-specific report sections receive it."""
+
+    attack: str
+    defense: str
+    method: str
+    seed: int
+    outcome: DefenseOutcome
+    dataset: str = ""
+    model: str = ""
 
 
 def headline(rows: Sequence[ResultRow]) -> str:
-    """One sentence per attack: its ASR and clean accuracy (means over seeds)."""
+    """One clause per attack: its ASR and clean accuracy (means over seeds)."""
     parts = []
-    groups = group_values(rows)
-    for (_, _, attack, defense), metrics in groups.items():
-        if attack == "none" or defense != "none" or "asr" not in metrics:
+    for (_, _, attack, defense), metrics in group_values(rows).items():
+        if attack == "none" or defense != "none":
             continue
-        asr = sum(metrics["asr"]) / len(metrics["asr"])
         ca = sum(metrics["clean_accuracy"]) / len(metrics["clean_accuracy"])
-        parts.append(f"{attack}: ASR {asr:.1%} at clean accuracy {ca:.1%}")
+        if "asr" in metrics:
+            asr = sum(metrics["asr"]) / len(metrics["asr"])
+            parts.append(f"{attack}: ASR {asr:.1%} at clean accuracy {ca:.1%}")
+        else:
+            parts.append(f"{attack}: clean accuracy {ca:.1%}")
     return "; ".join(parts) + "." if parts else "No attack was run."
 
 
-def build_run_report(directory: Path, run: str, cfg: ExperimentConfig, dataset: Dataset, rows: Sequence[ResultRow],
-                     examples: list[ExampleSet], seconds: float,
-                     outcomes: Sequence = ()) -> tuple[Path, Path]:  # fmt: skip
-    """Write the figure, ``report.md`` and ``report.html`` into ``directory``."""
-    c, h, w = dataset.input_shape
+def write_tables(directory: Path, rows: Sequence[ResultRow]) -> None:
+    """``results.csv`` and ``results.json``: every row of the run."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["run", "dataset", "model", "attack", "defense", "seed", "metric", "value"])
+    writer.writerows([[r.run, r.dataset, r.model, r.attack, r.defense, r.seed, r.metric, r.value] for r in rows])
+    write_atomic(directory / "results.csv", buffer.getvalue())
+    write_atomic(directory / "results.json", json.dumps([asdict(r) for r in rows], indent=1))
+
+
+def _examples(directory: Path, cells: Sequence[Cell], first_seed: int) -> list[tuple[str, ExampleSet]]:
+    out = []
+    for cell in cells:
+        if cell.kind != "attack" or cell.seed != first_seed:
+            continue
+        ex = load_artifacts(artifact_path(directory, cell.id)).get("examples")
+        if ex:
+            label = f"{cell.attack} ({cell.dataset}, {cell.model})"
+            out.append((cell.dataset, ExampleSet(label, ex["clean"], ex["clean_pred"].tolist(), ex["triggered"],
+                                                 ex["triggered_pred"].tolist(), ex["true"].tolist(),
+                                                 ex["targets"].tolist())))  # fmt: skip
+    return out
+
+
+def _defense_records(directory: Path, cells: Sequence[Cell], cfg: ExperimentConfig, rows: Sequence[ResultRow]):
+    methods = {label: d.name for label, d in cfg.build_defenses()}
+    metrics: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        metrics.setdefault((r.model, r.attack, r.defense, r.seed), {})[r.metric] = r.value
+    records = []
+    for cell in cells:
+        if cell.kind != "defense":
+            continue
+        m = metrics.get((cell.model, cell.attack, cell.defense, cell.seed))
+        if m is None:
+            continue
+        outcome = DefenseOutcome(m, load_artifacts(artifact_path(directory, cell.id)))
+        records.append(DefenseRecord(cell.attack, cell.defense, methods.get(cell.defense, cell.defense), cell.seed,
+                                     outcome, cell.dataset, cell.model))  # fmt: skip
+    return records
+
+
+def _timing_table(rows: Sequence[ResultRow], stage_seconds: dict[str, float]) -> Table:
+    body = [[f"stage: {stage}", f"{secs:.1f}"] for stage, secs in stage_seconds.items()]
+    per_method: dict[str, list[float]] = {}
+    for r in rows:
+        if r.metric == "seconds":
+            key = f"defense {r.defense}" if r.defense != "none" else ("clean model" if r.attack == "none" else
+                                                                      f"attack {r.attack}")  # fmt: skip
+            per_method.setdefault(key, []).append(r.value)
+    body += [[f"{k} (mean per cell)", f"{sum(v) / len(v):.1f}"] for k, v in per_method.items()]
+    return Table(["what", "seconds"], body)
+
+
+def build_run_report(
+    directory: Path, run: str, cfg: ExperimentConfig, bench, rows: Sequence[ResultRow], cells: Sequence[Cell],
+    seconds: float, stage_seconds: dict[str, float],
+) -> tuple[Path, Path]:  # fmt: skip
+    """Write ``report.md``, ``report.html``, ``results.csv``, ``results.json`` and the figures into ``directory``.
+
+    ``bench`` is the run's :class:`~backdoorlab.experiments.workbench.Workbench` (for dataset descriptions).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
     seeds = seeds_of(rows)
+    t = cfg.training
+    described = []
+    for index, (_, model) in enumerate(bench.settings):
+        described.append(f"{bench.dataset(index).summary()}; model {model}")
     setting = Section(
         "Setting",
         paragraphs=[
-            f"Dataset {dataset.name}: {dataset.num_classes} classes, {c}x{h}x{w}, train {len(dataset.train)} / "
-            f"val {len(dataset.val)} / test {len(dataset.test)}. Model {cfg.model}; training "
-            f"{cfg.training.optimizer} lr {cfg.training.lr}, {cfg.training.epochs} epochs, batch "
-            f"{cfg.training.batch_size}. Seeds {seeds}. Wall time {seconds:.0f} s.",
-            "Attacks: " + "; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.attacks) + ".",
+            "; ".join(described) + ".",
+            f"Training: {t.optimizer} lr {t.lr}, {t.epochs} epochs, batch {t.batch_size}, schedule {t.schedule}, "
+            f"random shift {t.augment_shift} px. Seeds {seeds}. Wall time {seconds:.0f} s.",
+            "Attacks: " + "; ".join(f"{s.display} = {s.name} {s.params}{' sweep ' + str(s.sweep) if s.sweep else ''}"
+                                    for s in cfg.attacks) + ".",  # fmt: skip
             "Defenses: " + ("; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.defenses) or "none") + ".",
         ],
     )
-    results = Section(
+    sections = [setting]
+    matrix = matrix_table(rows)
+    if cfg.defenses and matrix.rows:
+        sections.append(Section(
+            "Attack × defense matrix",
+            paragraphs=["Clean accuracy / attack success rate on the test split after each defense, in %, mean over "
+                        "seeds. Repairs change the model; 'none' is the undefended model."],
+            tables=[matrix],
+        ))  # fmt: skip
+    sections.append(Section(
         "Clean accuracy and attack success rate",
         paragraphs=[
-            "All figures on the test split, in %, mean ± 95% CI over seeds (no ± with one seed). "
-            "ASR counts triggered test inputs classified as the attacker's target; inputs whose true label is "
-            "already the target are excluded. Robust accuracy: triggered inputs still given their true label."
+            "All figures on the test split, in %, mean ± 95% CI over seeds (no ± with one seed). ASR counts triggered "
+            "test inputs classified as the attacker's target; inputs whose true label is already the target are "
+            "excluded. Robust accuracy: triggered inputs still given their true label."
         ],
         tables=[main_table(rows)],
-    )
-    sections = [setting, results]
+    ))  # fmt: skip
     detection = detection_table(rows)
     if detection.rows:
         sections.append(Section(
@@ -62,9 +154,16 @@ def build_run_report(directory: Path, run: str, cfg: ExperimentConfig, dataset: 
                         "false positives on clean test inputs; ROC-AUC with triggered inputs as positives."],
             tables=[detection],
         ))  # fmt: skip
-    sections += defense_sections(outcomes, directory)
+    others = other_metrics_table(rows)
+    if others.rows:
+        sections.append(Section("Other defense figures", paragraphs=["Mean over seeds."], tables=[others]))
+    sections += defense_sections(_defense_records(directory, cells, cfg, rows), directory)
+    examples = _examples(directory, cells, min(cfg.seeds))
     if examples:
         fig = directory / "examples.png"
-        examples_figure(examples, fig, list(dataset.classes))
+        names = list(bench.dataset(0).classes) if len({d for d, _ in examples}) == 1 else None
+        examples_figure([e for _, e in examples], fig, names)
         sections.append(Section("Example images", figures=[fig]))
+    sections.append(Section("Run times", tables=[_timing_table(rows, stage_seconds)]))
+    write_tables(directory, rows)
     return write_report(directory, f"backdoorlab run {run}", headline(rows), sections)

@@ -42,8 +42,9 @@ def format_cell(values: Sequence[float], percent: bool = True) -> str:
     mean, ci = mean_ci(list(values))
     if math.isnan(mean):
         return "–"
-    scale = 100.0 if percent else 1.0
-    return f"{mean * scale:.1f}" if ci == 0 else f"{mean * scale:.1f} ± {ci * scale:.1f}"
+    if not percent:
+        return f"{mean:.3g}" if ci == 0 else f"{mean:.3g} ± {ci:.2g}"
+    return f"{mean * 100:.1f}" if ci == 0 else f"{mean * 100:.1f} ± {ci * 100:.1f}"
 
 
 def group_values(rows: Sequence[ResultRow]) -> dict[tuple[str, str, str, str], dict[str, list[float]]]:
@@ -84,3 +85,34 @@ def detection_table(rows: Sequence[ResultRow]) -> Table:
 
 def seeds_of(rows: Sequence[ResultRow]) -> list[int]:
     return sorted({r.seed for r in rows})
+
+
+def matrix_table(rows: Sequence[ResultRow]) -> Table:
+    """Rows (dataset, model, attack) x columns defense: ``CA / ASR`` in %, means over seeds."""
+    groups = group_values(rows)
+    defenses = list(dict.fromkeys(d for (_, _, _, d), m in groups.items() if "clean_accuracy" in m))
+    lines: dict[tuple[str, str, str], dict[str, str]] = {}
+    for (dataset, model, attack, defense), metrics in groups.items():
+        if "clean_accuracy" not in metrics:
+            continue
+        ca = sum(metrics["clean_accuracy"]) / len(metrics["clean_accuracy"])
+        asr = sum(metrics["asr"]) / len(metrics["asr"]) if metrics.get("asr") else None
+        cell = f"{ca * 100:.1f} / {asr * 100:.1f}" if asr is not None else f"{ca * 100:.1f} / –"
+        lines.setdefault((dataset, model, attack), {})[defense] = cell
+    body = [[*key, *(cells.get(d, "") for d in defenses)] for key, cells in lines.items()]
+    return Table(["dataset", "model", "attack", *(f"{d}: CA / ASR" for d in defenses)], body)
+
+
+SHOWN_ELSEWHERE = {m for m, _ in MAIN_COLUMNS} | {m for m, _ in DETECTION_COLUMNS} | {"threshold", "seconds"}
+
+
+def other_metrics_table(rows: Sequence[ResultRow]) -> Table:
+    """Defense cells with figures that no other table shows (inspectors' verdicts, pruned fractions, ...)."""
+    body = []
+    for (dataset, model, attack, defense), metrics in group_values(rows).items():
+        if defense == "none" or "clean_accuracy" in metrics or "fpr" in metrics:
+            continue
+        shown = [f"{k} {format_cell(v, percent=False)}" for k, v in metrics.items() if k not in SHOWN_ELSEWHERE]
+        if shown:
+            body.append([dataset, model, attack, defense, "; ".join(shown)])
+    return Table(["dataset", "model", "attack", "defense", "figures"], body)

@@ -1,0 +1,156 @@
+"""Computes cells. One workbench per process keeps datasets and models in memory between cells."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..attacks import Attack, Backdoor
+from ..data import Dataset, Split, load_dataset
+from ..defenses import Defense, DefenseContext
+from ..metrics import attack_success_rate, backdoor_metrics, clean_accuracy
+from ..models import build_model, predict, train_model
+from ..utils.device import resolve_device
+from .artifacts import portable
+from .cache import ModelCache, cache_key
+from .config import ExperimentConfig
+from .grid import Cell, settings
+
+
+@dataclass
+class CellResult:
+    """What a cell measured: metric -> value, artifacts for the report, and its wall time."""
+
+    cell: Cell
+    metrics: dict[str, float]
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def dataset_fingerprint(name: str, data_dir: str | None) -> dict:
+    """What identifies the data for the cache: the name, and for files their size and modification time."""
+    fp: dict = {"name": name, "data_dir": data_dir}
+    if name.startswith("npz:"):
+        p = Path(name[4:]).expanduser()
+        fp["file"] = [p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else None
+    return fp
+
+
+class Workbench:
+    """Trains, caches and measures the models of one config; ``run_cell`` computes any cell."""
+
+    def __init__(self, cfg: ExperimentConfig, output_dir: str | Path, *, device: str | torch.device | None = None,
+                 progress: bool | None = False, log=lambda _msg: None) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.cache = ModelCache(Path(output_dir) / "cache")
+        self.device = resolve_device(device if device is not None else cfg.device)
+        self.progress = progress
+        self.log = log
+        self.settings = settings(cfg)
+        self.attacks: dict[str, Attack] = dict(cfg.build_attacks())
+        self.defenses: dict[str, Defense] = dict(cfg.build_defenses())
+        self._datasets: dict[int, Dataset] = {}
+        self._clean: dict[tuple[int, int], torch.nn.Module] = {}
+        self._backdoors: dict[tuple[int, int, str], Backdoor] = {}
+
+    def dataset(self, setting: int) -> Dataset:
+        d = self.settings[setting][0]
+        if d not in self._datasets:
+            spec = self.cfg.datasets[d]
+            self._datasets[d] = load_dataset(spec.name, spec.data_dir)
+        return self._datasets[d]
+
+    def check(self) -> None:
+        """Load every dataset and check every attack against it (raises ConfigError before any work)."""
+        for index in range(len(self.settings)):
+            ds = self.dataset(index)
+            for attack in self.attacks.values():
+                attack.check(ds)
+
+    def _key(self, setting: int, attack: str, params: dict, seed: int) -> str:
+        d, model = self.settings[setting]
+        spec = self.cfg.datasets[d]
+        return cache_key(data=dataset_fingerprint(spec.name, spec.data_dir), model=model,
+                         training=self.cfg.training.model_dump(), attack=attack, params=params, seed=seed)  # fmt: skip
+
+    def clean_model(self, setting: int, seed: int) -> torch.nn.Module:
+        if (setting, seed) in self._clean:
+            return self._clean[(setting, seed)]
+        ds, model_name = self.dataset(setting), self.settings[setting][1]
+        key = self._key(setting, "none", {}, seed)
+        loaded = self.cache.load_model(key)
+        if loaded is not None:
+            model = loaded[0]
+        else:
+            model = build_model(model_name, ds.input_shape, ds.num_classes, ds.mean, ds.std, seed=seed)
+            train_model(model, ds.train.x, ds.train.y, self.cfg.training, seed=seed, device=self.device,
+                        progress=self.progress, description=f"clean {model_name}, seed {seed}")  # fmt: skip
+            self.cache.save_model(key, model, model_name, ds.input_shape, ds.num_classes)
+        self._clean[(setting, seed)] = model
+        return model
+
+    def backdoor(self, setting: int, label: str, seed: int) -> Backdoor:
+        if (setting, seed, label) in self._backdoors:
+            return self._backdoors[(setting, seed, label)]
+        attack, ds, model_name = self.attacks[label], self.dataset(setting), self.settings[setting][1]
+        key = self._key(setting, attack.name, attack.model_dump(mode="json"), seed)
+        bd = self.cache.load_backdoor(key)
+        if bd is None:
+            bd = attack.run(ds, model_name, self.cfg.training, seed=seed, device=str(self.device),
+                            progress=self.progress)  # fmt: skip
+            self.cache.save_backdoor(key, bd, ds.input_shape, ds.num_classes)
+        self._backdoors[(setting, seed, label)] = bd
+        return bd
+
+    def run_cell(self, cell: Cell) -> CellResult:
+        start = time.perf_counter()
+        if cell.kind == "clean":
+            model = self.clean_model(cell.setting, cell.seed)
+            metrics, artifacts = {"clean_accuracy": clean_accuracy(model, self.dataset(cell.setting).test,
+                                                                   device=self.device)}, {}  # fmt: skip
+        elif cell.kind == "attack":
+            metrics, artifacts = self._attack_cell(cell)
+        else:
+            metrics, artifacts = self._defense_cell(cell)
+        seconds = time.perf_counter() - start
+        return CellResult(cell, {**metrics, "seconds": seconds}, portable(artifacts), seconds)
+
+    def _attack_cell(self, cell: Cell) -> tuple[dict[str, float], dict[str, Any]]:
+        """Clean accuracy, ASR, robust accuracy, the drop against the clean model, the trigger on the clean model."""
+        test = self.dataset(cell.setting).test
+        bd = self.backdoor(cell.setting, cell.attack, cell.seed)
+        clean = self.clean_model(cell.setting, cell.seed)
+        clean_acc = clean_accuracy(clean, test, device=self.device)
+        if bd.trigger is None:
+            ca = clean_accuracy(bd.model, test, device=self.device)
+            return {"clean_accuracy": ca, "clean_accuracy_drop": clean_acc - ca}, {}
+        m = backdoor_metrics(bd.model, test, bd.trigger, bd.target_rule, device=self.device)
+        m["clean_accuracy_drop"] = clean_acc - m["clean_accuracy"]
+        m["asr_on_clean_model"] = attack_success_rate(clean, test, bd.trigger, bd.target_rule, device=self.device)
+        return m, {"examples": example_images(bd, test, self.cfg.examples)}
+
+    def _defense_cell(self, cell: Cell) -> tuple[dict[str, float], dict[str, Any]]:
+        if cell.attack == "none":
+            model, bd = self.clean_model(cell.setting, cell.seed), None
+        else:
+            bd = self.backdoor(cell.setting, cell.attack, cell.seed)
+            model = bd.model
+        ctx = DefenseContext(self.dataset(cell.setting), seed=cell.seed, device=self.device, progress=self.progress)
+        outcome = self.defenses[cell.defense].evaluate(model, bd if bd is not None and bd.trigger is not None else None,
+                                                       ctx)  # fmt: skip
+        return {k: float(v) for k, v in outcome.metrics.items()}, outcome.artifacts
+
+
+def example_images(bd: Backdoor, split: Split, n: int) -> dict[str, Any]:
+    """``n`` eligible test images spread over the split (so over classes), clean and triggered, with the
+    backdoored model's predictions, true labels and targets."""
+    eligible = bd.target_rule.eligible(split.y).nonzero().flatten()
+    keep = eligible[torch.linspace(0, len(eligible) - 1, min(n, len(eligible))).long()]
+    x, y = split.x[keep], split.y[keep]
+    xt = bd.trigger(x)
+    return {"clean": x, "clean_pred": predict(bd.model, x), "triggered": xt, "triggered_pred": predict(bd.model, xt),
+            "true": y, "targets": bd.target_rule.targets(y)}  # fmt: skip
