@@ -1,0 +1,88 @@
+"""Clean samples for auditing a model: a folder of images, an ``.npz``, or a dataset name.
+
+A folder either holds one subfolder per class (labels from the sorted subfolder names) or images directly
+(unlabeled: labels are -1). Images are resized to the model's input size and converted to its channel count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import DataError
+from .base import Split
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp"}
+UNLABELED = -1
+
+
+@dataclass(frozen=True)
+class CleanData:
+    """Clean samples: ``split`` (labels -1 when unlabeled), class names when known, where they came from."""
+
+    split: Split
+    classes: tuple[str, ...] | None
+    source: str
+
+    @property
+    def labeled(self) -> bool:
+        return bool(len(self.split)) and bool((self.split.y >= 0).all())
+
+
+def _image(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    c, h, w = shape
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.float32) / 255.0
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable image ({err})") from None
+    return torch.from_numpy(arr[None] if c == 1 else arr.transpose(2, 0, 1).copy())
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_image_folder(folder: str | Path, shape: tuple[int, int, int]) -> CleanData:
+    """Images of ``folder`` resized to ``shape`` (C, H, W): labeled by subfolder, or unlabeled when flat."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and _files(d))
+    if subdirs:
+        images, labels = [], []
+        for label, d in enumerate(subdirs):
+            for f in _files(d):
+                images.append(_image(f, shape))
+                labels.append(label)
+        classes: tuple[str, ...] | None = tuple(d.name for d in subdirs)
+    else:
+        files = _files(root)
+        images, labels, classes = [_image(f, shape) for f in files], [UNLABELED] * len(files), None
+    if not images:
+        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or in its subfolders")
+    return CleanData(Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64)), classes, str(root))
+
+
+def load_clean_data(spec: str, shape: tuple[int, int, int], data_dir: str | Path | None = None) -> CleanData:
+    """Clean samples from a folder of images, an ``.npz`` (its test split, else all of it), or a dataset name
+    (its clean ``val`` split, the defender's data)."""
+    from .sources import load_dataset, load_npz
+
+    path = Path(spec)
+    if path.is_dir():
+        return load_image_folder(path, shape)
+    if path.suffix == ".npz" or spec.startswith("npz:"):
+        ds = load_npz(Path(spec.removeprefix("npz:")))
+        clean = CleanData(ds.val, ds.classes, spec)
+    else:
+        ds = load_dataset(spec, data_dir)
+        clean = CleanData(ds.val, ds.classes, spec)
+    if tuple(clean.split.x.shape[1:]) != tuple(shape):
+        raise DataError(f"{spec}: images are {tuple(clean.split.x.shape[1:])} but the model takes {tuple(shape)}")
+    return clean
