@@ -137,6 +137,42 @@ def defend(
         out.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def scan(
+    model: Annotated[Path, typer.Argument(help="model file: TorchScript, .pt2, .onnx, .safetensors, checkpoint")],
+    data: Annotated[str, typer.Option("--data", help="clean samples: image folder, .npz, or dataset name")],
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="expected number of classes")] = None,
+    input_shape: Annotated[str | None, typer.Option("--input-shape", help="C,H,W when the file does not say")] = None,
+    mean: Annotated[str | None, typer.Option("--mean", help="per-channel mean the model expects: 0.5,0.5,0.5")] = None,
+    std: Annotated[str | None, typer.Option("--std", help="per-channel std the model expects")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="registered architecture for weights-only files")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="allow unpickling code (unsafe)")] = False,
+    inspectors: Annotated[str, typer.Option("--inspectors", help="comma-separated")] = "neural_cleanse,deepinspect",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for scan.json and scan.html")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the verdict as JSON on stdout")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:  # fmt: skip
+    """Audit a model: exit 0 when no backdoor is found, 1 when one is, 2 on bad input."""
+    import json
+
+    from .audit.scan import scan_model, write_scan
+
+    names = [n.strip().replace("-", "_") for n in inspectors.split(",") if n.strip()]
+    result = scan_model(model, data, num_classes=num_classes, input_shape=input_shape, mean=mean, std=std,
+                        architecture=arch, trust_pickle=trust_pickle, inspectors=names, seed=seed, device=device,
+                        progress=None if not json_out else False)  # fmt: skip
+    out_dir = output or Path("runs") / "scans" / model.stem
+    js, page = write_scan(result, out_dir)
+    if json_out:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        out.print(result.sentence(), highlight=False, soft_wrap=True)
+        out.print(f"evidence: {page}\n          {js}", highlight=False, soft_wrap=True)
+    if result.infected:
+        raise typer.Exit(1)
+
+
 @app.command("inspect")
 def inspect_model(
     name: Annotated[str, typer.Argument(help="model inspector: neural-cleanse or deepinspect")],

@@ -1,0 +1,150 @@
+"""`backdoorlab scan`: load an untrusted model safely, inspect it (Neural Cleanse, DeepInspect), calibrate
+STRIP for run-time use, and decide.
+
+The model is flagged when any inspector flags it; the suspected targets are the union of the inspectors'
+flagged labels, most anomalous first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data.folders import CleanData, load_clean_data
+from ..defenses.base import DEFENSES
+from ..errors import ConfigError
+from ..models.loading import LoadedModel, load_model_file
+from ..utils.files import write_atomic
+
+INSPECTORS = ("neural_cleanse", "deepinspect")
+MIN_CLEAN = 20
+
+
+@dataclass
+class ScanResult:
+    """The scan's decision and evidence; ``verdicts`` maps inspector name to its Verdict."""
+
+    model: str
+    loaded: LoadedModel
+    clean: CleanData
+    verdicts: dict[str, Any]
+    strip_threshold: float | None
+    strip_details: dict[str, Any]
+    seconds: float
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def infected(self) -> bool:
+        return any(v.infected for v in self.verdicts.values())
+
+    @property
+    def suspected(self) -> list[int]:
+        seen: list[int] = []
+        for v in self.verdicts.values():
+            seen += [label for label in v.suspected if label not in seen]
+        return seen
+
+    def sentence(self) -> str:
+        names = ", ".join(self.verdicts)
+        if self.infected:
+            flagged = [n for n, v in self.verdicts.items() if v.infected]
+            return (f"Backdoor suspected: {' and '.join(flagged)} flag label(s) {self.suspected} as the likely "
+                    f"target of a trigger.")  # fmt: skip
+        return f"No backdoor found: {names} found no label that an abnormally small trigger reaches."
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "format": self.loaded.format, "input_shape": list(self.loaded.input_shape),
+            "num_classes": self.loaded.num_classes, "clean_samples": len(self.clean.split),
+            "clean_labeled": self.clean.labeled, "infected": self.infected, "suspected_targets": self.suspected,
+            "verdict": self.sentence(),
+            "evidence": {name: v.summary() for name, v in self.verdicts.items()},
+            "strip": {"threshold_entropy_bits": self.strip_threshold, **self.strip_details},
+            "seconds": round(self.seconds, 2),
+        }  # fmt: skip
+
+
+def _int_list(text: str | None, what: str, count: int | None = None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if count is not None and len(values) != count:
+        raise ConfigError(f"{what} needs {count} values, got {len(values)}")
+    return values
+
+
+def _float_list(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def scan_model(
+    model_path: str | Path,
+    data: str,
+    *,
+    num_classes: int | None = None,
+    input_shape: str | Sequence[int] | None = None,
+    mean: str | Sequence[float] | None = None,
+    std: str | Sequence[float] | None = None,
+    architecture: str | None = None,
+    trust_pickle: bool = False,
+    inspectors: Sequence[str] = INSPECTORS,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool | None = None,
+    data_dir: str | None = None,
+) -> ScanResult:
+    """Scan ``model_path`` with the clean samples ``data`` (a folder, an .npz or a dataset name)."""
+    start = time.perf_counter()
+    classes = [DEFENSES.get(name) for name in inspectors]  # unknown names fail here, before any work
+    if not inspectors:
+        raise ConfigError("--inspectors names no inspector")
+    shape = _int_list(input_shape, "--input-shape", 3) if isinstance(input_shape, str) else input_shape
+    mean = _float_list(mean, "--mean") if isinstance(mean, str) else mean
+    std = _float_list(std, "--std") if isinstance(std, str) else std
+    loaded = load_model_file(model_path, architecture=architecture, input_shape=shape, num_classes=num_classes,
+                             mean=mean, std=std, trust_pickle=trust_pickle)  # fmt: skip
+    clean = load_clean_data(data, loaded.input_shape, data_dir)
+    if len(clean.split) < MIN_CLEAN:
+        raise ConfigError(f"{data}: {len(clean.split)} clean samples; the scan needs at least {MIN_CLEAN}")
+    if clean.classes is not None and len(clean.classes) != loaded.num_classes and clean.labeled:
+        raise ConfigError(f"{data} has {len(clean.classes)} classes but the model has {loaded.num_classes} outputs")
+    verdicts = {}
+    for name, cls in zip(inspectors, classes, strict=True):
+        inspector = cls()
+        verdicts[name] = inspector.inspect(loaded.model, clean.split, input_shape=loaded.input_shape, seed=seed,
+                                           device=device, progress=progress)  # fmt: skip
+    strip_threshold, strip_details = None, {}
+    if "strip" in DEFENSES:
+        strip = DEFENSES.get("strip")()
+        n = min(getattr(strip, "n", 100), len(clean.split) - 1)
+        if n != getattr(strip, "n", n):
+            strip = DEFENSES.get("strip")(n=n)
+        strip.fit(loaded.model, clean.split, seed=seed, device=device)
+        strip_threshold = float(strip.entropy_boundary_) if hasattr(strip, "entropy_boundary_") else None
+        strip_details = {"params": strip.model_dump(mode="json"), "score_threshold": float(strip.threshold_)}
+    return ScanResult(str(model_path), loaded, clean, verdicts, strip_threshold, strip_details,
+                      time.perf_counter() - start)  # fmt: skip
+
+
+def write_scan(result: ScanResult, output: Path) -> tuple[Path, Path]:
+    """Write ``scan.json`` and ``scan.html`` into ``output``."""
+    from .page import scan_page
+
+    output.mkdir(parents=True, exist_ok=True)
+    js = output / "scan.json"
+    write_atomic(js, json.dumps(result.to_json(), indent=2))
+    page = output / "scan.html"
+    write_atomic(page, scan_page(result))
+    return js, page
