@@ -127,13 +127,12 @@ def scan_model(
                                            device=device, progress=progress)  # fmt: skip
     strip_threshold, strip_details = None, {}
     if "strip" in DEFENSES:
-        strip = DEFENSES.get("strip")()
-        n = min(getattr(strip, "n", 100), len(clean.split) - 1)
-        if n != getattr(strip, "n", n):
-            strip = DEFENSES.get("strip")(n=n)
+        strip_cls = DEFENSES.get("strip")
+        # STRIP draws its overlays from the clean samples: use fewer than its default 100 when they are few
+        strip = strip_cls(n_overlays=min(strip_cls().n_overlays, len(clean.split) - 1))
         strip.fit(loaded.model, clean.split, seed=seed, device=device)
-        strip_threshold = float(strip.entropy_boundary_) if hasattr(strip, "entropy_boundary_") else None
-        strip_details = {"params": strip.model_dump(mode="json"), "score_threshold": float(strip.threshold_)}
+        strip_threshold = float(strip.boundary_)
+        strip_details = {"params": strip.model_dump(mode="json"), **strip.calibration_metrics()}
     return ScanResult(str(model_path), loaded, clean, verdicts, strip_threshold, strip_details,
                       time.perf_counter() - start)  # fmt: skip
 
