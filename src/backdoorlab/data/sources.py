@@ -125,4 +125,4 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         return load_npz(Path(name[4:]).expanduser())
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
-    return DATASETS.get(name)(Path(data_dir) if data_dir is not None else None)
+    return DATASETS.get(name)(Path(data_dir).expanduser() if data_dir is not None else None)
