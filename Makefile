@@ -30,7 +30,13 @@ test: $(DEV_STAMP)
 		|| echo "chromium could not be installed: the browser test will be skipped"
 	$(BIN)/python -m pytest -q
 
-bench: $(DEV_STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(DEV_STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(DEV_STAMP)

@@ -7,6 +7,8 @@ all-to-all targets are per sample.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,6 +16,7 @@ from scipy import stats
 from torch import nn
 
 from .data import Split
+from .errors import ConfigError, check_range
 from .models import predict
 from .triggers import Trigger
 
@@ -90,3 +93,83 @@ def roc_auc(negative_scores: torch.Tensor, positive_scores: torch.Tensor) -> flo
 def threshold_at_rate(clean_scores: torch.Tensor, rate: float) -> float:
     """The threshold that flags (``score > t``) at most a fraction ``rate`` of ``clean_scores`` (empirical quantile)."""
     return float(torch.quantile(clean_scores.double(), 1.0 - rate, interpolation="higher"))
+
+
+# --- Detection metrics shared by every input detector (flag = ``score > threshold``) ---------------------------
+
+ThresholdRule = Literal["empirical", "normal"]
+
+
+def flag_rate(scores: torch.Tensor, threshold: float) -> float:
+    """Fraction of ``scores`` (N,) flagged (``score > threshold``), in [0, 1]; NaN for an empty tensor.
+
+    On attacked inputs this is the TPR (detection rate; STRIP's 1 - FAR), on clean inputs the FPR (STRIP's FRR).
+    """
+    return float((scores > threshold).float().mean()) if scores.numel() else float("nan")
+
+
+def rates_at_threshold(
+    clean_scores: torch.Tensor, attacked_scores: torch.Tensor, threshold: float
+) -> tuple[float, float]:
+    """(TPR on ``attacked_scores``, FPR on ``clean_scores``) of a detector flagging ``score > threshold``."""
+    return flag_rate(attacked_scores, threshold), flag_rate(clean_scores, threshold)
+
+
+def threshold_for_rate(clean_scores: torch.Tensor, rate: float, rule: ThresholdRule = "empirical") -> float:
+    """The threshold ``t`` at which flagging ``score > t`` flags a fraction ``rate`` of clean inputs.
+
+    Chosen on clean scores (N,) only, never on attacked ones. ``rate`` is the target FPR (Feature Squeezing)
+    or FRR (STRIP), in [0, 1) (``normal`` needs it in (0, 1)).
+
+    - ``empirical``: Feature Squeezing's rule (EvadeML-Zoo ``detections/feature_squeezing.py``): sort the scores
+      and take the value at index ``ceil(N * (1 - rate)) - 1``, so exactly ``floor(N * rate)`` clean scores lie
+      above it (fewer with ties). It flags one input more than :func:`threshold_at_rate`, which takes the
+      ``higher`` quantile at ``1 - rate`` over N - 1 gaps; both flag at most ``rate`` of the clean scores.
+    - ``normal``: STRIP's boundary (Gao et al. 2019, section 4.3): fit a normal distribution to the clean
+      scores (mean and maximum-likelihood std, as ``scipy.stats.norm.fit``) and take its ``1 - rate`` quantile.
+      STRIP flags *low* entropy, so its detector scores are negated entropies: this is the paper's
+      ``norm.ppf(FRR, mu, sigma)`` boundary, mirrored. With zero spread the threshold is the mean.
+    """
+    scores = clean_scores.detach().flatten().double()
+    if scores.numel() == 0 or not bool(torch.isfinite(scores).all()):
+        raise ConfigError("cannot choose a threshold: the clean scores are empty or not finite")
+    if rule == "normal":
+        check_range("rate", rate, 0.0, 1.0, low_open=True)
+        if rate >= 1.0:
+            raise ConfigError(f"rate must be below 1 for the normal rule, got {rate}")
+        mean, std = float(scores.mean()), float(scores.std(unbiased=False))
+        return mean if std == 0 else float(stats.norm.ppf(1.0 - rate, loc=mean, scale=std))
+    if rule != "empirical":
+        raise ConfigError(f"unknown threshold rule {rule!r}; use empirical or normal")
+    check_range("rate", rate, 0.0, 1.0)
+    if rate >= 1.0:
+        raise ConfigError(f"rate must be below 1, got {rate}")
+    n = scores.numel()
+    flagged = math.floor(n * rate + 1e-9)  # floor(N * rate) == N - ceil(N * (1 - rate)), without rounding trouble
+    return float(scores.sort().values[n - flagged - 1])
+
+
+def detection_matrix(
+    cells: Mapping[str, Mapping[str, Mapping[str, float]]],
+) -> tuple[list[str], list[tuple[str, list[float], float, float]]]:
+    """The detection table: rows are defense configurations, columns attacks, cells detection rates.
+
+    ``cells`` maps configuration -> attack -> metrics as :func:`detection_metrics` returns them (``fpr`` always;
+    ``tpr`` and ``roc_auc`` when the model was attacked; attack ``"none"`` is the clean model). Returns
+    ``(attacks, rows)``: the attacks that have a ``tpr`` anywhere, in first-seen order, and one row per
+    configuration ``(configuration, [tpr per attack], mean fpr over every model scored, mean roc_auc over
+    attacks)``. Missing figures are NaN.
+    """
+    attacks = list(dict.fromkeys(a for per in cells.values() for a, m in per.items() if "tpr" in m))
+    nan = float("nan")
+    rows = []
+    for config, per in cells.items():
+        fprs = [m["fpr"] for m in per.values() if "fpr" in m]
+        aucs = [m["roc_auc"] for m in per.values() if "roc_auc" in m]
+        rows.append((
+            config,
+            [per.get(a, {}).get("tpr", nan) for a in attacks],
+            sum(fprs) / len(fprs) if fprs else nan,
+            sum(aucs) / len(aucs) if aucs else nan,
+        ))  # fmt: skip
+    return attacks, rows
