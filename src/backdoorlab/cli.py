@@ -204,7 +204,9 @@ def list_methods() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app; a :class:`BackdoorlabError` becomes one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code in this mode
+        if isinstance(code, int):
+            return code
     except BackdoorlabError as e:
         err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
         return 2

@@ -155,10 +155,16 @@ def load_model_file(
         raise ModelFileError(f"{p}: the file does not say its input shape: pass --input-shape C,H,W")
     if declared is not None and tuple(declared) != shape:
         raise ModelFileError(f"{p}: the model takes {tuple(declared)} inputs, not {shape}")
-    if payload is None and arch is None and mean is not None and std is not None:
-        module = nn.Sequential(OrderedDict(normalize=Normalize(mean, std), net=module))
-    if fmt != "export":  # an exported program is already frozen in inference mode and refuses .eval()
-        module.eval()
+    if payload is None and arch is None:
+        # a plain container around foreign modules (ScriptModule, exported GraphModule), so generic code such as
+        # deepcopy(model).requires_grad_(False) works on every format
+        layers = [("normalize", Normalize(mean, std))] if mean is not None and std is not None else []
+        module = nn.Sequential(OrderedDict([*layers, ("net", module)]))
+    if payload is None and arch is None:
+        module.requires_grad_(False)  # scanned, not trained; and copies of ScriptModules keep leaf parameters
+    for child in module.modules():
+        if not isinstance(child, torch.fx.GraphModule):  # an exported program refuses .eval(); it is frozen
+            child.training = False
     try:
         with torch.no_grad():
             out = module(torch.zeros(2, *shape))
