@@ -198,7 +198,7 @@ def list_methods() -> None:
 
     for title, names in (("datasets", dataset_names()), ("models", MODELS.names()), ("attacks", ATTACKS.names()),
                          ("defenses", DEFENSES.names())):  # fmt: skip
-        out.print(f"{title}: {', '.join(names) if names else '(none yet)'}", highlight=False)
+        out.print(f"{title}: {', '.join(names) if names else '(none yet)'}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
