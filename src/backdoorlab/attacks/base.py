@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..data import Dataset, Split
@@ -16,7 +16,9 @@ from ..registry import Registry
 from ..triggers import Trigger
 from ..utils.seeding import make_generator
 
-TargetMode = Literal["all_to_one", "all_to_all"]
+TargetMode = Literal["all_to_one", "all_to_all"]  # what a poisoning attack's ``mode`` parameter offers
+RuleMode = Literal["all_to_one", "all_to_all", "per_trigger"]
+RULE_MODES = ("all_to_one", "all_to_all", "per_trigger")
 
 
 @dataclass(frozen=True)
@@ -25,17 +27,33 @@ class TargetRule:
 
     ``all_to_one``: every triggered input -> ``target``; inputs of class ``target`` are not eligible.
     ``all_to_all``: class y -> (y + 1) mod K, the BadNets all-to-all attack; every input is eligible.
+    ``per_trigger``: an attack with several triggers (TrojanNet: trigger i -> class ``mapping[i]``). The rule
+    describes the trigger being measured, whose class is ``target`` (default ``mapping[0]``): ``targets`` and
+    ``eligible`` behave as ``all_to_one`` towards it, and :meth:`for_trigger` gives the rule of trigger i.
+    ``mapping`` is empty for the two other modes; an empty ``mapping`` in ``per_trigger`` means ``(target,)``.
     """
 
-    mode: TargetMode
+    mode: RuleMode
     num_classes: int
     target: int = 0
+    mapping: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.mode not in ("all_to_one", "all_to_all"):
-            raise ConfigError(f"unknown target mode {self.mode!r}; use all_to_one or all_to_all")
+        if self.mode not in RULE_MODES:
+            raise ConfigError(f"unknown target mode {self.mode!r}; use one of {', '.join(RULE_MODES)}")
         if not 0 <= self.target < self.num_classes:
             raise ConfigError(f"target label {self.target} is outside the classes 0..{self.num_classes - 1}")
+        mapping = tuple(int(c) for c in self.mapping)
+        if self.mode != "per_trigger" and mapping:
+            raise ConfigError(f"a mapping of triggers to classes needs mode per_trigger, not {self.mode}")
+        if self.mode == "per_trigger":
+            mapping = mapping or (self.target,)
+            bad = [c for c in mapping if not 0 <= c < self.num_classes]
+            if bad:
+                raise ConfigError(f"trigger classes {bad} are outside the classes 0..{self.num_classes - 1}")
+            if self.target not in mapping:
+                raise ConfigError(f"target {self.target} is not one of the triggers' classes {list(mapping)}")
+        object.__setattr__(self, "mapping", mapping)
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         """The attacker's label for each true label in ``y`` (N,)."""
@@ -47,7 +65,22 @@ class TargetRule:
         """Bool (N,): inputs whose true label differs from their target (the ones ASR is measured on)."""
         return self.targets(y) != y
 
+    @property
+    def num_triggers(self) -> int:
+        """How many triggers the rule covers: ``len(mapping)`` for ``per_trigger``, else 1."""
+        return len(self.mapping) if self.mode == "per_trigger" else 1
+
+    def for_trigger(self, index: int) -> TargetRule:
+        """The rule of trigger ``index`` (0 <= index < num_triggers): the same rule, measuring that trigger."""
+        if not 0 <= index < self.num_triggers:
+            raise ConfigError(f"trigger index {index} is outside 0..{self.num_triggers - 1}")
+        if self.mode != "per_trigger":
+            return self
+        return TargetRule(self.mode, self.num_classes, self.mapping[index], self.mapping)
+
     def describe(self) -> str:
+        if self.mode == "per_trigger":
+            return f"per-trigger: trigger i -> class {list(self.mapping)}[i] (measured: -> {self.target})"
         return f"all-to-one -> {self.target}" if self.mode == "all_to_one" else "all-to-all (y+1 mod K)"
 
 
@@ -104,11 +137,16 @@ class Attack(BaseModel):
 class PoisoningAttack(Attack):
     """An attack that poisons training data, then trains a fresh model on it.
 
-    Subclasses give ``make_trigger``, ``target_rule`` and ``poison``.
+    Subclasses give ``make_trigger`` (the trigger the backdoor is measured with), ``target_rule`` and ``poison``;
+    ``train_trigger`` may give a different trigger for poisoning (Blend's training alpha).
     """
 
     def make_trigger(self, dataset: Dataset) -> Trigger:
         raise NotImplementedError
+
+    def train_trigger(self, trigger: Trigger) -> Trigger:
+        """The trigger stamped on the poisoned training images; by default the test-time ``trigger`` itself."""
+        return trigger
 
     def target_rule(self, dataset: Dataset) -> TargetRule:
         raise NotImplementedError
@@ -121,18 +159,68 @@ class PoisoningAttack(Attack):
         self.target_rule(dataset)
 
     def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
-        trigger = self.make_trigger(dataset)
+        return self.poison_and_train(dataset, architecture, training, self.make_trigger(dataset), seed=seed,
+                                     device=device, progress=progress)  # fmt: skip
+
+    def poison_and_train(
+        self, dataset: Dataset, architecture: str, training: TrainingConfig, trigger: Trigger, *, seed: int = 0,
+        device: str = "auto", progress: bool | None = None, info: dict[str, Any] | None = None,
+    ) -> Backdoor:  # fmt: skip
+        """Poison ``dataset.train`` with ``train_trigger(trigger)``, train a fresh model, return the Backdoor."""
         rule = self.target_rule(dataset)
-        poisoned = self.poison(dataset.train, trigger, rule, seed)
-        model = build_model(
-            architecture, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std, seed=seed
-        )
-        train_model(model, poisoned.split.x, poisoned.split.y, training, seed=seed, device=device,
-                    progress=progress, description=f"training {self.name}")  # fmt: skip
+        poisoned = self.poison(dataset.train, self.train_trigger(trigger), rule, seed)
+        model = train_fresh(dataset, poisoned.split, architecture, training, seed=seed, device=device,
+                            progress=progress, description=f"training {self.name}")  # fmt: skip
         return Backdoor(
             model=model, trigger=trigger, target_rule=rule, attack=self.name, params=self.model_dump(),
-            architecture=architecture, poisoned_indices=poisoned.poisoned_indices,
+            architecture=architecture, poisoned_indices=poisoned.poisoned_indices, info=dict(info or {}),
         )  # fmt: skip
+
+
+class RelabelPoisoningAttack(PoisoningAttack):
+    """Dirty-label poisoning at a rate: the BadNets scheme, shared by every attack that stamps and relabels.
+
+    Parameters (BackdoorBench's reference setting; methods.md section 2):
+
+    - ``poison_rate`` in (0, 1]: the fraction of the training set that is poisoned (default 0.1), drawn among
+      the inputs whose label differs from their target.
+    - ``target`` (default 0) and ``mode``: ``all_to_one`` or ``all_to_all`` (y -> (y + 1) mod K).
+    - ``poisoning``: ``replace`` (default) or ``add`` (poisoned copies appended, clean originals kept).
+    """
+
+    poison_rate: float = Field(0.1, gt=0, le=1)
+    target: int = Field(0, ge=0)
+    mode: TargetMode = "all_to_one"
+    poisoning: Literal["replace", "add"] = "replace"
+
+    def target_rule(self, dataset: Dataset) -> TargetRule:
+        return dataset_target_rule(self.name, self.mode, self.target, dataset)
+
+    def poison(self, train: Split, trigger: Trigger, rule: TargetRule, seed: int) -> PoisonedSet:
+        eligible = rule.eligible(train.y)
+        count = min(round(self.poison_rate * len(train)), int(eligible.sum()))
+        return poison_chosen(train, trigger, rule, eligible, count, seed, add=self.poisoning == "add",
+                             what=f"poison_rate {self.poison_rate}")  # fmt: skip
+
+
+def dataset_target_rule(attack: str, mode: TargetMode, target: int, dataset: Dataset) -> TargetRule:
+    """``TargetRule(mode, K, target)`` for ``dataset``, with a message naming the attack when target >= K."""
+    if target >= dataset.num_classes:
+        raise ConfigError(
+            f"{attack} target {target} is outside the classes 0..{dataset.num_classes - 1} of {dataset.name}"
+        )
+    return TargetRule(mode, dataset.num_classes, target)
+
+
+def train_fresh(
+    dataset: Dataset, split: Split, architecture: str, training: TrainingConfig, *, seed: int = 0,
+    device: str = "auto", progress: bool | None = None, description: str = "training",
+) -> nn.Sequential:  # fmt: skip
+    """A new ``architecture`` model for ``dataset`` (weights seeded by ``seed``) trained on ``split``; eval mode."""
+    model = build_model(architecture, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std, seed=seed)
+    train_model(model, split.x, split.y, training, seed=seed, device=device, progress=progress,
+                description=description)  # fmt: skip
+    return model
 
 
 def choose_poison_indices(eligible: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -144,16 +232,32 @@ def choose_poison_indices(eligible: torch.Tensor, count: int, seed: int) -> torc
     return candidates[order[:count]].sort().values
 
 
+def poison_chosen(
+    train: Split, trigger: Trigger | None, rule: TargetRule, eligible: torch.Tensor, count: int, seed: int, *,
+    add: bool = False, relabel: bool = True, what: str = "the poisoning rate",
+) -> PoisonedSet:  # fmt: skip
+    """Poison ``count`` rows drawn (by ``seed``) among ``eligible`` (N,) bool: stamp ``trigger`` and, with
+    ``relabel``, give them ``rule``'s targets (else keep their labels: clean-label poisoning).
+
+    ``what`` names the parameter in the error raised when ``count`` < 1.
+    """
+    if count < 1:
+        raise ConfigError(f"{what} poisons no sample of {len(train)}")
+    index = choose_poison_indices(eligible, count, seed)
+    labels = rule.targets(train.y[index]) if relabel else train.y[index]
+    return poison_split(train, index, trigger, labels, add=add)
+
+
 def poison_split(
-    train: Split, index: torch.Tensor, trigger: Trigger, new_labels: torch.Tensor, *, add: bool
+    train: Split, index: torch.Tensor, trigger: Trigger | None, new_labels: torch.Tensor, *, add: bool
 ) -> PoisonedSet:
     """Stamp ``trigger`` on ``train[index]`` and give them ``new_labels``.
 
     ``add=False`` (replace) modifies those rows in place of the clean ones; ``add=True`` appends the poisoned
     copies and keeps the clean originals (the BadNets paper's convention). Returned indices point at the
-    poisoned rows of the returned split.
+    poisoned rows of the returned split. ``trigger=None`` changes labels only (label-flip poisoning).
     """
-    stamped = trigger(train.x[index])
+    stamped = trigger(train.x[index]) if trigger is not None else train.x[index]
     if add:
         x = torch.cat([train.x, stamped])
         y = torch.cat([train.y, new_labels])

@@ -18,3 +18,6 @@ __all__ = [
     "load_dataset",
     "load_npz",
 ]
+
+# Datasets of the application domains (issue 10): fsdd, orl_faces, gtsrb_npz(_small); importing registers them.
+from . import audio, domains  # noqa: E402,F401

@@ -17,3 +17,6 @@ __all__ = [
     "save_checkpoint",
     "train_model",
 ]
+
+# Architectures of the application domains (issue 10); importing them registers them in MODELS.
+from . import faces, speech  # noqa: E402,F401

@@ -27,3 +27,22 @@ __all__ = [
     "square_trigger",
     "stamp_trigger",
 ]
+
+# Triggers of the attacks of issue 5 (Blend reuses blend_trigger; TrojanNet; Refool).
+from .images import fit_images, read_image_file  # noqa: E402
+from .reflection import REFLECTION_MODELS, ReflectionTrigger, gaussian_blur, ghost_copies, vignette  # noqa: E402
+from .trojannet_patterns import NUM_PATTERNS, TrojanNetTrigger, trojannet_patterns, trojannet_trigger  # noqa: E402
+
+__all__ += [
+    "NUM_PATTERNS",
+    "REFLECTION_MODELS",
+    "ReflectionTrigger",
+    "TrojanNetTrigger",
+    "fit_images",
+    "gaussian_blur",
+    "ghost_copies",
+    "read_image_file",
+    "trojannet_patterns",
+    "trojannet_trigger",
+    "vignette",
+]

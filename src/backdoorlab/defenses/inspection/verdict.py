@@ -1,0 +1,162 @@
+"""The verdict of a model inspection, and the robust outlier statistics both inspectors use.
+
+Neural Cleanse (Wang et al., S&P 2019) and DeepInspect (Chen et al., IJCAI 2019) both measure, per candidate
+target label, how small a trigger flips inputs to that label; a backdoor target needs an abnormally *small*
+trigger. Both then test the per-label sizes for a low outlier with a median-absolute-deviation (MAD) statistic
+(methods.md sections 1, 8 and 9):
+
+- :func:`anomaly_index`, Neural Cleanse: ``|x - median| / (1.4826 * MAD)``; only labels *below* the median
+  can be flagged (``mad_outlier_detection.py`` in bolunwang/backdoor).
+- :func:`left_tail_deviation`, DeepInspect's double-MAD variant: ``(median - x) / (1.4826 * MAD_left)`` where
+  ``MAD_left`` is the median of ``|x - median|`` over the values at or below the median only.
+
+A label is flagged when it lies below the median and its index exceeds the cutoff (2: about 95% under
+normality; DeepInspect's alpha = 0.05).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...errors import ConfigError
+
+MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimate of a normal distribution's standard deviation
+DEFAULT_CUTOFF = 2.0
+
+
+def _as_vector(values: torch.Tensor | list[float]) -> torch.Tensor:
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() < 3:
+        raise ConfigError(f"the MAD outlier test needs at least 3 labels, got {v.numel()}")
+    if not torch.isfinite(v).all():
+        raise ConfigError("the MAD outlier test got a NaN or infinite per-label statistic")
+    return v
+
+
+def _scaled(mad: torch.Tensor, median: torch.Tensor) -> torch.Tensor:
+    """``1.4826 * mad``, floored so that identical values give large but finite indices instead of a division by 0."""
+    floor = 1e-12 * max(1.0, float(median.abs()))
+    return (MAD_CONSISTENCY * mad).clamp_min(floor)
+
+
+def anomaly_index(values: torch.Tensor | list[float]) -> torch.Tensor:
+    """Neural Cleanse's anomaly index per label: ``|x - median| / (1.4826 * median(|x - median|))``.
+
+    Args:
+        values: (K,) per-label statistic (e.g. mask L1 norms), K >= 3.
+
+    Returns:
+        (K,) float64, >= 0. The median of an even count is the mean of the two middle values (numpy's
+        convention, as in the reference code).
+    """
+    v = _as_vector(values)
+    median = _median(v)
+    dev = (v - median).abs()
+    mad = _median(dev)
+    return dev / _scaled(mad, median)
+
+
+def left_tail_deviation(values: torch.Tensor | list[float]) -> torch.Tensor:
+    """DeepInspect's deviation factor with the double-MAD left tail: ``(median - x) / (1.4826 * MAD_left)``.
+
+    ``MAD_left`` is the median absolute deviation of the values at or below the median. Positive for labels
+    below the median (the suspicious side), negative above it.
+
+    Args:
+        values: (K,) per-label statistic (e.g. perturbation magnitudes), K >= 3.
+
+    Returns:
+        (K,) float64.
+    """
+    v = _as_vector(values)
+    median = _median(v)
+    left = v[v <= median]
+    mad_left = _median((left - median).abs())
+    return (median - v) / _scaled(mad_left, median)
+
+
+def _median(v: torch.Tensor) -> torch.Tensor:
+    """numpy's median (mean of the two middle values for an even count); torch.median takes the lower one."""
+    s = v.sort().values
+    n = s.numel()
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def flagged_labels(statistic: torch.Tensor, index: torch.Tensor, cutoff: float) -> list[int]:
+    """Labels below the median of ``statistic`` whose ``index`` exceeds ``cutoff``, most anomalous first."""
+    below = statistic.double() < _median(statistic.double())
+    hits = (below & (index > cutoff)).nonzero().flatten()
+    return [int(i) for i in hits[index[hits].argsort(descending=True)]]
+
+
+@dataclass(repr=False)
+class Verdict:
+    """What an inspection concludes about one model.
+
+    Attributes:
+        method: ``neural_cleanse``, ``deepinspect`` or ``deepinspect-lite`` (clean data instead of inversion).
+        statistic_name: what ``statistic`` measures (``mask L1``, ``perturbation L1``).
+        statistic: (K,) per-label trigger size; smaller = easier to reach = more suspicious.
+        anomaly_index: (K,) per-label outlier index (>= 0 for NC; DeepInspect's signed deviation factor).
+        cutoff: labels below the median with ``anomaly_index > cutoff`` are flagged (default 2).
+        suspected: the flagged labels, most anomalous first; ``infected`` is ``bool(suspected)``.
+        masks: (K, 1, H, W) reversed trigger masks in [0, 1], or None (DeepInspect: mean |perturbation|).
+        patterns: (K, C, H, W) reversed trigger patterns in [0, 1], or None.
+        examples: (K, n, C, H, W) clean inputs with each label's reversed trigger stamped, or None.
+        seconds: wall time of the inspection.
+        details: method-specific extras (per-label success rates, epochs run, ...), tensors or plain data.
+    """
+
+    method: str
+    statistic_name: str
+    statistic: torch.Tensor
+    anomaly_index: torch.Tensor
+    cutoff: float = DEFAULT_CUTOFF
+    suspected: list[int] = field(default_factory=list)
+    masks: torch.Tensor | None = None
+    patterns: torch.Tensor | None = None
+    examples: torch.Tensor | None = None
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def infected(self) -> bool:
+        return bool(self.suspected)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.statistic.numel())
+
+    @property
+    def below_median(self) -> torch.Tensor:
+        """(K,) bool: labels whose statistic is below the median (the only ones that can be flagged)."""
+        return self.statistic.double() < _median(self.statistic.double())
+
+    @property
+    def score(self) -> float:
+        """Model-level suspicion: the largest anomaly index among labels below the median (0 when none)."""
+        below = self.below_median
+        return float(self.anomaly_index[below].max()) if below.any() else 0.0
+
+    @property
+    def ranking(self) -> list[int]:
+        """Labels from the smallest statistic (most suspicious) to the largest."""
+        return [int(i) for i in self.statistic.argsort()]
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for JSON: the decision, the per-label statistic and index, the run time."""
+        return {
+            "method": self.method, "infected": self.infected, "suspected": self.suspected, "score": self.score,
+            "cutoff": self.cutoff, "statistic_name": self.statistic_name,
+            "statistic": [round(float(v), 4) for v in self.statistic],
+            "anomaly_index": [round(float(v), 4) for v in self.anomaly_index], "seconds": round(self.seconds, 3),
+        }  # fmt: skip
+
+    def __repr__(self) -> str:
+        state = f"infected, suspected {self.suspected}" if self.infected else "clean"
+        return f"Verdict({self.method}: {state}, score {self.score:.2f}, {self.seconds:.1f} s)"
+
+    __str__ = __repr__

@@ -1,0 +1,44 @@
+"""Neural Cleanse mitigation by unlearning (Wang et al., S&P 2019; methods.md section 9, "Mitigation").
+
+Run Neural Cleanse; if a label is flagged, fine-tune the model for one epoch on the clean data where 20% of the
+images carry that label's reversed trigger (mask + pattern) and keep their correct labels.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from ..base import DEFENSES
+from ..inspection.finetune import Stamp, TriggerRepair
+from ..inspection.neural_cleanse import NeuralCleanse
+from ..inspection.verdict import Verdict
+
+
+@DEFENSES.register("nc_unlearning")
+class NCUnlearning(TriggerRepair):
+    """Neural Cleanse unlearning.
+
+    Parameters: ``inspection`` (the :class:`NeuralCleanse` parameters, e.g. ``{batches_per_epoch: 4}``),
+    ``fraction`` 0.2 stamped and ``epochs`` 1 (the paper's unlearning recipe, mirrored by BackdoorBench's
+    ``unlearning_ratio`` 0.2; the paper fine-tunes on about 10% of the training data, we on the defender's
+    clean split), the fine-tuning optimizer (SGD, momentum 0.9, lr 1e-3, batches of 8: see
+    :class:`TriggerRepair`), ``when`` (``flagged``: leave an unflagged model as it is).
+    """
+
+    name: ClassVar[str] = "nc_unlearning"
+
+    inspection: NeuralCleanse = Field(default_factory=NeuralCleanse)
+
+    def inspector(self) -> NeuralCleanse:
+        return self.inspection
+
+    def stamper(self, verdict: Verdict) -> Stamp:
+        masks, patterns = verdict.masks, verdict.patterns
+        assert masks is not None and patterns is not None
+
+        def stamp(x, t, gen):
+            return (1 - masks[t]) * x + masks[t] * patterns[t]
+
+        return stamp

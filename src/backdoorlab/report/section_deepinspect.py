@@ -1,0 +1,24 @@
+"""Report section for DeepInspect: verdict table, deviation-factor bars with the alpha = 0.05 cutoff, triggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .inspection import inspection_section, population_section, population_table
+from .render import Section
+from .sections import SECTION_BUILDERS
+
+__all__ = ["deepinspect_section", "population_section", "population_table"]
+
+
+@SECTION_BUILDERS.register("deepinspect")
+def deepinspect_section(records: list, directory: Path) -> Section | None:
+    lite = sorted({r.outcome.artifacts["verdict"].method for r in records if "verdict" in r.outcome.artifacts})
+    note = (
+        "DeepInspect (Chen et al. 2019) trains a conditional generator G(z, t) against the frozen model on "
+        "model-inverted data and measures, per label, the L1 size of the perturbations it needs; deviation factor "
+        "= (median - x) / (1.4826 MAD of the left half), infected when above 2 (alpha = 0.05). Rows marked "
+        "deepinspect-lite used the clean validation images instead of model inversion. Masks show the mean "
+        f"|perturbation| per pixel. Methods in this run: {', '.join(lite) or 'none'}."
+    )
+    return inspection_section("DeepInspect", records, directory, "deepinspect", note)

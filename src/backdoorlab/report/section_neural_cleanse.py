@@ -1,0 +1,22 @@
+"""Report section for Neural Cleanse: verdict table, anomaly-index bars with the cutoff, reversed triggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .inspection import inspection_section, population_section, population_table
+from .render import Section
+from .sections import SECTION_BUILDERS
+
+__all__ = ["neural_cleanse_section", "population_section", "population_table"]
+
+
+@SECTION_BUILDERS.register("neural_cleanse")
+def neural_cleanse_section(records: list, directory: Path) -> Section | None:
+    note = (
+        "Neural Cleanse (Wang et al. 2019) reverse-engineers, for every label, the smallest mask + pattern that sends "
+        "clean images to it; the statistic is the mask's L1 norm. Anomaly index = |L1 - median| / (1.4826 MAD); a "
+        "label below the median with an index above the cutoff (2) is flagged. The real trigger's mask L1 is shown "
+        "beside the reversed ones."
+    )
+    return inspection_section("Neural Cleanse", records, directory, "neural_cleanse", note)
