@@ -15,9 +15,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-DEBUG = False
-
-
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -59,15 +56,10 @@ def check_page(path: Path, timeout: float = 60.0) -> PageCheck:
             for method in ("Runtime.enable", "Log.enable", "Page.enable", "Network.enable"):
                 send(method)
             send("Page.navigate", url=path.resolve().as_uri())
-            loaded = False
-            while not loaded:
-                msg = json.loads(ws.recv())
+
+            def collect(msg: dict) -> None:
                 method = msg.get("method")
-                if DEBUG:
-                    print(str(msg)[:200])
-                if method == "Page.loadEventFired":
-                    loaded = True
-                elif method == "Runtime.consoleAPICalled" and msg["params"]["type"] in ("error", "assert"):
+                if method == "Runtime.consoleAPICalled" and msg["params"]["type"] in ("error", "assert"):
                     result.errors.append(str(msg["params"]["args"]))
                 elif method == "Runtime.exceptionThrown":
                     result.errors.append(msg["params"]["exceptionDetails"].get("text", "exception"))
@@ -77,15 +69,24 @@ def check_page(path: Path, timeout: float = 60.0) -> PageCheck:
                     url = msg["params"]["request"]["url"]
                     if not url.startswith(("data:", "file:")):
                         result.requests.append(url)
+
+            def evaluate(expression: str):
+                n = send("Runtime.evaluate", expression=expression, returnByValue=True)
+                while True:
+                    msg = json.loads(ws.recv())
+                    if msg.get("id") == n:
+                        return msg.get("result", {}).get("result", {}).get("value")
+                    collect(msg)
+
+            # poll the document's state rather than wait for one event, which a busy machine can make us miss
+            while evaluate("document.readyState + '|' + location.href") != f"complete|{path.resolve().as_uri()}":
+                if time.time() > deadline + timeout:
+                    raise TimeoutError("the page did not finish loading")
+                time.sleep(0.2)
             script = ("JSON.stringify({title: document.title, images: [...document.images].map(i => "
                       "({ok: i.complete && i.naturalWidth > 0, width: i.naturalWidth}))})")  # fmt: skip
-            n = send("Runtime.evaluate", expression=script, returnByValue=True)
-            while True:
-                msg = json.loads(ws.recv())
-                if msg.get("id") == n:
-                    value = json.loads(msg["result"]["result"]["value"])
-                    result.images, result.title = value["images"], value["title"]
-                    break
+            value = json.loads(evaluate(script))
+            result.images, result.title = value["images"], value["title"]
             ws.close()
         finally:
             proc.kill()
