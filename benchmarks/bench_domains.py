@@ -97,6 +97,12 @@ def summarise(domain: Domain, cfg: ExperimentConfig, result: RunResult, out_dir:
     return table, checks
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (the runner's worker pool), in seconds."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def missing_data(cfg: ExperimentConfig) -> str | None:
     """Why the domain cannot run (its data file is absent), or None."""
     try:
@@ -123,17 +129,17 @@ def main() -> bool:
             print(f"SKIPPED {domain.title}: {reason}")
             continue
         out_dir = out_root / domain.key
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         run = Runner(cfg, out_dir, progress=False, log=lambda _m: None, workers=workers).run()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         bench_ds = Workbench(cfg, out_dir, progress=False).dataset(0)
         print(f"{domain.title}: {bench_ds.summary()}, {cfg.models[0]}, {cfg.training.epochs} epochs: "
               f"{seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in run.stage_seconds.items())})", flush=True)
         rows, domain_checks = summarise(domain, cfg, run, out_dir)
         per_domain += rows
         checks += domain_checks
-        timing.append([domain.title, f"{seconds:.0f}", *(f"{run.stage_seconds.get(p, 0):.0f}"
-                                                         for p in ("clean", "attack", "defense"))])  # fmt: skip
+        timing.append([domain.title, f"{seconds:.0f}", f"{cpu:.0f}", *(f"{run.stage_seconds.get(p, 0):.0f}"
+                                                                       for p in ("clean", "attack", "defense"))])
         results.append(t1.DomainResults(domain.title, run.rows))
     if not results:
         print("SKIPPED: no domain's data is present (see shared/data/README.md; set BENCH_DATA_DIR)")
@@ -141,10 +147,13 @@ def main() -> bool:
     print()
     print_table(["domain", "attack", "clean model CA", "backdoored CA", "ASR", "CA drop", "stop -> target"],
                 per_domain)  # fmt: skip
-    total = sum(float(t[1]) for t in timing)
+    total, total_cpu = sum(float(t[1]) for t in timing), sum(float(t[2]) for t in timing)
     print()
-    print_table(["domain", "wall s", "clean phase s", "attack phase s", "defense phase s"],
-                timing + [["total", f"{total:.0f}", "", "", ""]])  # fmt: skip
+    print_table(["domain", "wall s", "CPU s (all processes)", "clean phase s", "attack phase s", "defense phase s"],
+                timing + [["total", f"{total:.0f}", f"{total_cpu:.0f}", "", "", ""]])  # fmt: skip
+    cores = os.cpu_count() or 1
+    print(f"\nCPU time / {cores} cores = {total_cpu / cores:.0f} s: about the wall time on an otherwise idle machine "
+          f"if every core were busy throughout (load average now {os.getloadavg()[0]:.1f})")
     print("\nTable 1 (Fine-Pruning), cl / bd in %, mean ± 95% CI over seeds; † = the paper's (methods.md tags)\n")
     print(t1.table1(results).markdown())
     print("\nSTRIP: FAR at FRR 1% (boundary from val), FRR on clean test inputs, in %\n")
