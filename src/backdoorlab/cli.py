@@ -173,19 +173,8 @@ def scan(
         raise typer.Exit(1)
 
 
-@app.command("inspect")
-def inspect_model(
-    name: Annotated[str, typer.Argument(help="model inspector: neural-cleanse or deepinspect")],
-    model: Annotated[Path, typer.Option("--model", help="checkpoint (e.g. from `backdoorlab attack`)")],
-    data: DataOption = "mnist5k",
-    data_dir: DataDirOption = None,
-    param: ParamOption = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: Annotated[str, typer.Option("--device")] = "auto",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for defense.json")] = None,
-) -> None:
-    """Inspect a saved model (Neural Cleanse, DeepInspect); the same as `defend` for an inspector."""
-    defend(name, model, data, data_dir, param, seed, device, output)
+# `inspect` is `defend` under the name that model inspectors (Neural Cleanse, DeepInspect) are used with
+app.command("inspect", help="Inspect a saved model (neural_cleanse, deepinspect); the same as `defend`.")(defend)
 
 
 @app.command("list")
