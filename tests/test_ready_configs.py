@@ -14,7 +14,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def test_ready_config_validates(path):
     cfg = load_config(path)
     attacks, defenses = cfg.build_attacks(), cfg.build_defenses()
-    assert attacks, f"{path.name} names no attack"
+    assert attacks or defenses, f"{path.name} names no attack and no defense"
     cells = expand_cells(cfg)
     per_seed = len(cfg.datasets) * len(cfg.models) * (1 + len(attacks) + (1 + len(attacks)) * len(defenses))
     assert len(cells) == per_seed * len(cfg.seeds)

@@ -1,0 +1,148 @@
+"""ART adapters: our models as ART classifiers, every registered attack on a tiny digits model, the study presets."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from backdoorlab.adversarial import (
+    ADVERSARIAL_ATTACKS,
+    COLUMN_ORDER,
+    art_classifier,
+    make_evasion_attack,
+    require_art,
+    round_to_levels,
+    study_attacks,
+    study_keys,
+    target_labels,
+)  # fmt: skip
+from backdoorlab.errors import ConfigError
+
+from .adversarial_support import tiny_digits_model
+
+pytest.importorskip("art")
+
+# Budgets small enough for a unit test; every attack still runs its real ART code path.
+TINY = {
+    "fgsm": {"eps": 0.3},
+    "bim": {"eps": 0.3, "eps_step": 0.1, "max_iter": 3},
+    "cw2": {"max_iter": 5, "binary_search_steps": 1, "initial_const": 1.0, "confidence": 0},
+    "cw0": {"max_iter": 3, "binary_search_steps": 1, "initial_const": 1.0, "confidence": 0},
+    "cw_inf": {"max_iter": 2, "initial_const": 1.0, "largest_const": 2.0, "decrease_factor": 0.1},
+    "min_eps_bim": {"grid": 3, "max_iter": 3, "confidence": 0},
+    "deepfool": {"max_iter": 5},
+    "jsma": {"gamma": 0.1},
+}
+
+
+@pytest.fixture(scope="module")
+def setup(digits):
+    model = tiny_digits_model(digits)
+    pred = model(digits.test.x).argmax(1)
+    keep = (pred == digits.test.y).nonzero().flatten()[:6]
+    return model, digits.test.x[keep], digits.test.y[keep]
+
+
+def test_round_to_levels_gives_256_levels_in_range():
+    x = torch.tensor([-0.2, 0.0, 0.3, 0.5 / 255, 1.5 / 255, 0.999, 1.3])
+    out = round_to_levels(x)
+    assert out.min() >= 0 and out.max() <= 1
+    np.testing.assert_allclose((out * 255).numpy(), np.rint(np.clip(x.numpy(), 0, 1) * 255), atol=1e-4)
+    assert out[3] == 0.0 and out[4] == pytest.approx(2 / 255)  # half to even, as np.rint
+
+
+def test_target_labels_next_and_least_likely():
+    logits = torch.tensor([[3.0, 1.0, -2.0], [0.0, 5.0, 1.0]])
+    y = torch.tensor([0, 2])
+    assert target_labels("next", logits, y).tolist() == [1, 0]
+    assert target_labels("ll", logits, y).tolist() == [2, 0]
+    assert target_labels("untargeted", logits, y) is None
+
+
+def test_one_pass_class_gradient_equals_arts(setup, digits):
+    from art.estimators.classification import PyTorchClassifier
+
+    model, x, _ = setup
+    ours = art_classifier(model, digits.input_shape, digits.num_classes)
+    arts = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=digits.input_shape, nb_classes=10,
+                             clip_values=(0.0, 1.0))  # fmt: skip
+    labels = np.array([3, 1, 3, 9, 0, 1])
+    for label in (labels, 4):
+        got, want = ours.class_gradient(x.numpy(), label=label), arts.class_gradient(x.numpy(), label=label)
+        assert got.shape == want.shape == (6, 1, 1, 8, 8)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert ours.class_gradient(x.numpy()).shape == (6, 10, 1, 8, 8)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_attack_gives_rounded_images_and_honest_success(setup, digits, name):
+    model, x, y = setup
+    target = "untargeted" if name in ("fgsm", "bim", "cw_inf", "deepfool") else "next"
+    attack = make_evasion_attack(name, {**TINY[name], "target": target})
+    out = attack.run(model, x, y, num_classes=digits.num_classes)
+    assert out.x.shape == x.shape and out.x.dtype == torch.float32
+    assert out.x.min() >= 0 and out.x.max() <= 1
+    assert torch.equal(out.x * 255, torch.round(out.x * 255))  # on 256 levels
+    predicted = model(out.x).argmax(1)
+    assert torch.equal(out.predicted, predicted)
+    if target == "untargeted":
+        assert out.targets is None and torch.equal(out.success, predicted != y)
+    else:
+        assert torch.equal(out.targets, (y + 1) % 10) and torch.equal(out.success, predicted == out.targets)
+    assert out.seconds >= 0
+
+
+def test_fast_attacks_fool_the_tiny_model(setup, digits):
+    model, x, y = setup
+    assert make_evasion_attack("bim", {"max_iter": 5}).run(model, x, y, num_classes=10).success.float().mean() >= 0.8
+    ll = make_evasion_attack("min_eps_bim", {"target": "ll", "grid": 6, "max_iter": 10, "confidence": 2})
+    out = ll.run(model, x, y, num_classes=10)
+    assert out.success.float().mean() >= 0.8
+    assert torch.equal(out.targets, model(x).argmin(1))
+    dist = out.distortion(x)
+    assert 0 < dist["linf"] <= 0.5 + 1 / 255 and 0 < dist["l0"] <= 1
+
+
+def test_registry_and_parameter_checks():
+    assert set(ADVERSARIAL_ATTACKS.names()) == set(TINY)
+    with pytest.raises(ConfigError, match="unknown adversarial attack 'cw3'"):
+        make_evasion_attack("cw3")
+    with pytest.raises(ConfigError, match="jsma has no 'untargeted' variant"):
+        make_evasion_attack("jsma", {"target": "untargeted"})
+    with pytest.raises(ConfigError, match="cw_inf has no 'next' variant"):
+        make_evasion_attack("cw_inf", {"target": "next"})
+    with pytest.raises(ConfigError, match="eps"):
+        make_evasion_attack("fgsm", {"eps": 2})
+    with pytest.raises(ConfigError, match="unknown field"):
+        make_evasion_attack("bim", {"epsilon": 0.1})
+    with pytest.raises(ConfigError, match="must not exceed"):
+        make_evasion_attack("min_eps_bim", {"eps_min": 0.4, "eps_max": 0.1})
+
+
+def test_study_presets_follow_the_paper():
+    mnist = study_attacks("mnist")
+    assert [c.key for c in mnist] == study_keys("mnist") and "deepfool" not in study_keys("mnist")
+    assert len(mnist) == 10 and len(study_attacks("cifar10")) == 11
+    by_key = {c.key: c.attack for c in mnist}
+    assert by_key["fgsm"].eps == 0.3 and by_key["bim"].eps_step == 0.06 and by_key["cw2_ll"].confidence == 10
+    assert by_key["jsma_ll"].target == "ll" and by_key["jsma_ll"].theta == 1 and by_key["jsma_ll"].gamma == 0.1
+    cifar = {c.key: c.attack for c in study_attacks("cifar10")}
+    assert cifar["fgsm"].eps == 0.0156 and cifar["deepfool"].overshoot == 10 and cifar["cw0_next"].confidence == 5
+    assert [k for k in COLUMN_ORDER if k in cifar] == list(cifar)
+
+
+def test_study_overrides_by_attack_then_column():
+    cols = study_attacks("mnist", ["cw2_ll", "fgsm", "cw2_next"], {"cw2": {"max_iter": 7}, "cw2_ll": {"max_iter": 3}})
+    assert [c.key for c in cols] == ["fgsm", "cw2_next", "cw2_ll"]  # the table's order
+    assert cols[1].attack.max_iter == 7 and cols[2].attack.max_iter == 3 and cols[1].label == "CW2 Next"
+    with pytest.raises(ConfigError, match="no column 'deepfool' in the mnist study"):
+        study_attacks("mnist", ["deepfool"])
+    with pytest.raises(ConfigError, match="neither a column nor an attack"):
+        study_attacks("mnist", None, {"deepfool": {"max_iter": 3}})
+
+
+def test_missing_art_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "art", None)
+    with pytest.raises(ConfigError, match=r"backdoorlab\[adversarial\]"):
+        require_art()
