@@ -156,7 +156,7 @@ def main() -> bool:
           f"if every core were busy throughout (load average now {os.getloadavg()[0]:.1f})")
     print("\nTable 1 (Fine-Pruning), cl / bd in %, mean ± 95% CI over seeds; † = the paper's (methods.md tags)\n")
     print(t1.table1(results).markdown())
-    print("\nSTRIP: FAR at FRR 1% (boundary from val), FRR on clean test inputs, in %\n")
+    print("\nSTRIP: FAR at FRR 1% (boundary from val), FRR on clean test inputs, ROC-AUC of the entropy, in %\n")
     print(t1.strip_table(results).markdown())
     print("\nNeural Cleanse: anomaly index (flagged when > 2)\n")
     print(t1.neural_cleanse_table(results).markdown())

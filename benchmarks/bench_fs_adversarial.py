@@ -59,12 +59,10 @@ def run_set(key: str, out_dir: Path) -> tuple[dict[str, float], dict[str, float]
         print(f"{key}: skipped ({err})")
         return None
     result = runner.run()
-    metrics: dict[str, float] = {}
-    for (_, _, attack, defense), values in group_values(result.rows).items():
-        if attack == "none" and defense == "fs_adversarial":
-            metrics = {k: sum(v) / len(v) for k, v in values.items()}
-        if attack == "none" and defense == "none":
-            metrics["clean_accuracy"] = sum(values["clean_accuracy"]) / len(values["clean_accuracy"])
+    means = {(a, d): {k: sum(v) / len(v) for k, v in values.items()}
+             for (_, _, a, d), values in group_values(result.rows).items()}  # fmt: skip
+    metrics = {**means.get(("none", "fs_adversarial"), {}),
+               "clean_accuracy": means.get(("none", "none"), {}).get("clean_accuracy", float("nan"))}  # fmt: skip
     print(f"report: {result.report_md}")
     return metrics, result.stage_seconds, result.seconds
 

@@ -3,6 +3,7 @@ the combined Table 1 report (from made-up result rows, so every number it prints
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ from backdoorlab.attacks import ATTACKS
 from backdoorlab.data import load_dataset
 from backdoorlab.data.domains import gtsrb_from_npz
 from backdoorlab.defenses import DEFENSES
-from backdoorlab.errors import DataError
+from backdoorlab.errors import ConfigError, DataError
 from backdoorlab.experiments.config import load_config
 from backdoorlab.experiments.store import ResultRow
+from backdoorlab.models import predict
 from backdoorlab.report import table1 as t1
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,8 @@ def test_gtsrb_npz_loaders_keep_every_nth_frame_and_a_stratified_test_fraction(t
              x_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.zeros(2, np.int64))  # fmt: skip
     with pytest.raises(DataError, match="lacks train_frame"):
         gtsrb_from_npz(tmp_path / "bad.npz", name="x", frame_step=6)
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        gtsrb_from_npz(tmp_path / "gtsrb.npz", name="x", frame_step=4)
 
 
 def test_the_yellow_sticker_sits_inside_the_sign():
@@ -103,7 +107,7 @@ def results() -> list[t1.DomainResults]:
         ("badnets", "fine_pruning"): {"clean_accuracy": [0.90, 0.91, 0.92], "asr": [0.0, 0.02, 0.04]},
         ("pruning_aware", "none"): {"clean_accuracy": [0.97, 0.97, 0.97], "asr": [1.0, 1.0, 1.0]},
         ("none", "strip"): {"fpr": [0.01, 0.02, 0.0]},
-        ("badnets", "strip"): {"tpr": [1.0, 0.98, 0.99], "fpr": [0.01, 0.0, 0.02]},
+        ("badnets", "strip"): {"tpr": [1.0, 0.98, 0.99], "fpr": [0.01, 0.0, 0.02], "roc_auc": [1.0, 0.99, 0.98]},
         ("pruning_aware", "strip"): {"tpr": [0.5, 0.6, 0.7], "fpr": [0.01, 0.0, 0.02],
                                      "entropy_boundary": [-0.1, 0.3, 0.2]},
         ("none", "neural_cleanse"): {"anomaly_index_max": [1.2, 1.5, 2.5], "flagged": [0, 0, 1]},
@@ -138,6 +142,7 @@ def test_strip_and_neural_cleanse_tables(results):
     face = strip.rows[0]
     assert face[strip.headers.index("Baseline FAR")].startswith("1.0 ± ")  # 1 - tpr: 0, 2, 1 %
     assert face[strip.headers.index("Pruning-aware FAR")].startswith("40.0 ± ")
+    assert face[strip.headers.index("Baseline ROC-AUC")].startswith("99.0 ± ")
     assert strip.rows[-1][strip.headers.index("Baseline FAR")].startswith("0.0 †")  # GTSRB, the STRIP paper
     nc = t1.neural_cleanse_table(results)
     assert nc.rows[0][nc.headers.index("clean: flagged")] == "1/3"
@@ -153,7 +158,7 @@ def test_findings_say_where_defenses_fail(results):
     assert "Fine-Pruning removes the backdoor (ASR 99.0% -> 2.0%), at a cost of 6.0 points" in text
     assert "pruning-aware attack: STRIP fails (FAR 40.0%" in text
     assert "in 1/3 seeds the normal fit put its boundary at or below 0 bits" in text
-    assert "baseline attack: STRIP works (FAR 1.0%" in text
+    assert "baseline attack: STRIP works (FAR 1.0% at FRR 1.0% on test; entropy ROC-AUC 99.0%)" in text
     assert "Neural Cleanse finds the target (flagged in 3/3 seeds; its reversed trigger was the smallest in 2/3)" \
         in text
     assert "flags the clean model in 1/3 seeds (false alarm)" in text
@@ -165,3 +170,35 @@ def test_findings_say_where_defenses_fail(results):
 def test_the_domain_attacks_are_registered():
     for name in ("badnets_glasses", "pruning_aware_glasses", "badnets_audio", "pruning_aware_audio"):
         assert name in ATTACKS
+
+
+def _pick(split, n: int):
+    """``n`` inputs of ``split`` drawn with a fixed seed."""
+    return split.subset(torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n])
+
+
+DATA_FILES = {"faces": "orl_faces.npz", "speech": "fsdd.npz", "traffic-signs": "gtsrb.npz"}
+
+
+@pytest.mark.parametrize("domain", sorted(CONFIGS))
+def test_a_tiny_slice_of_each_real_set_goes_through_attack_strip_and_pruning(domain):
+    """The config's own attack on ~200 real training inputs, 1 epoch: the trigger lands where it should on real
+    data, and STRIP and pruning run on the result. (Quality is the benchmark's job.)"""
+    if not (SHARED / DATA_FILES[domain]).is_file():
+        pytest.skip(f"../shared/data/{DATA_FILES[domain]} is absent (CI data only; users pass their own copy)")
+    cfg = load_config(ROOT / "configs" / f"table1-{domain}.yaml")
+    full = load_dataset(cfg.datasets[0].name, SHARED)
+    ds = dataclasses.replace(full, train=_pick(full.train, 200), val=_pick(full.val, 40), test=_pick(full.test, 60))
+    attack = dict(cfg.build_attacks())["badnets"]
+    training = cfg.training.model_copy(update={"epochs": 1, "batch_size": 32})
+    bd = attack.run(ds, cfg.models[0], training, seed=0, progress=False)
+    triggered = bd.trigger(ds.test.x)
+    changed = (triggered != ds.test.x).flatten(2).any(dim=1)  # (N, H*W): positions the trigger touched
+    assert torch.all(changed & ~(bd.trigger.mask.flatten(1) > 0) == 0)  # nothing outside the mask
+    assert float(changed.float().mean()) > 0
+    assert predict(bd.model, triggered).shape == (60,)
+    strip = DEFENSES.get("strip")(n_overlays=5)
+    strip.fit(bd.model, ds.val, seed=0)
+    assert torch.isfinite(strip.score(triggered[:10])).all()
+    pruned = DEFENSES.get("pruning")(prune_ratio=0.25).repair(bd.model, ds.val, seed=0)
+    assert predict(pruned, ds.test.x).shape == (60,)

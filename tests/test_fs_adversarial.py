@@ -115,6 +115,8 @@ def test_evaluate_on_a_clean_model(outcome, digits):
     # the joint threshold is the legitimate first half's 95% point
     art = out.artifacts
     joint = art["squeezer_scores"][:, [art["squeezers"].index("bit_depth_1"), art["squeezers"].index("median_2x2")]]
+    assert torch.bincount(art["attack"] + 1).tolist() == [60, 20, 20, 20]  # legitimate, then each attack
+    assert not art["success"][art["attack"] < 0].any() and int(art["first_half"].sum()) == 120 // 2
     first_legit = (art["attack"] < 0) & art["first_half"]
     assert m["threshold"] == threshold_for_rate(joint.max(1).values[first_legit], 0.05)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import Dataset, Split, build_dataset, stratified_split, to_labels, to_nchw_float
 from .npz_files import class_names, locate_file, read_npz_arrays
 from .sources import DATASETS
@@ -49,11 +49,15 @@ def load_orl_faces(data_dir: Path | None = None) -> Dataset:
 def gtsrb_from_npz(path: Path, *, name: str, frame_step: int = 3, test_fraction: float = 1.0) -> Dataset:
     """GTSRB from ``gtsrb.npz``: 3x32x32 RGB in [0, 1], 43 classes.
 
-    ``frame_step``: keep the training frames whose number within their track is a multiple of it (the file
-    keeps every 3rd of the 30 frames of each physical sign; 6 halves that and still covers every track).
+    ``frame_step``: keep the training frames whose number within their track is a multiple of it, a multiple of 3
+    (the file keeps every 3rd of the 30 frames of each physical sign; 6 halves that and still covers every track).
     ``test_fraction``: a class-stratified fraction of the official test set (fixed, seed 0); 1 keeps it all.
     A stratified 10% of the training images becomes ``val``.
     """
+    if frame_step < 3 or frame_step % 3:
+        raise ConfigError(f"frame_step must be a multiple of 3 (the file keeps every 3rd frame), got {frame_step}")
+    if not 0 < test_fraction <= 1:
+        raise ConfigError(f"test_fraction must be in (0, 1], got {test_fraction}")
     arrays = read_npz_arrays(path, ("x_train", "y_train", "x_test", "y_test"), GTSRB_NPZ_LAYOUT)
     keep = np.ones(len(arrays["y_train"]), dtype=bool)
     if frame_step != 3:

@@ -141,24 +141,28 @@ def strip_far(grouped: dict, attack: str) -> list[float]:
 
 
 def strip_table(results: Sequence[DomainResults]) -> Table:
-    """STRIP on each domain: FRR on the clean model's clean test inputs, and FAR / FRR under each attack (in %).
+    """STRIP on each domain: FRR on the clean model's clean test inputs, and FAR / FRR / ROC-AUC under each attack
+    (in %).
 
     STRIP's boundary is set on the defenders' clean ``val`` data for the FRR target of the config (1%, the
-    paper's headline); the FRR shown is what that boundary gives on clean test inputs."""
+    paper's headline); the FRR shown is what that boundary gives on clean test inputs. The ROC-AUC of the entropy
+    (triggered vs clean test inputs) needs no boundary: it shows whether the entropy separates them at all when
+    the boundary fails."""
     headers = ["domain", "ours: dataset / model", "clean model FRR"]
     for title, _ in ATTACKS:
-        headers += [f"{title} FAR", f"{title} FRR"]
+        headers += [f"{title} FAR", f"{title} FRR", f"{title} ROC-AUC"]
     body = []
     for domain in results:
         g = domain.grouped()
         cells = [domain.title, domain.setting, format_cell(_values(g, "none", "strip", "fpr"))]
         for _, attack in ATTACKS:
-            cells += [format_cell(strip_far(g, attack)), format_cell(_values(g, attack, "strip", "fpr"))]
+            cells += [format_cell(strip_far(g, attack)), format_cell(_values(g, attack, "strip", "fpr")),
+                      format_cell(_values(g, attack, "strip", "roc_auc"))]  # fmt: skip
         body.append(cells)
     for title in DOMAIN_TITLES:
         cells = [title, "paper †", "–"]
         for _, attack in ATTACKS:
-            cells += [_paper_cell(STRIP_PAPER.get((title, attack, "far"))), "–"]
+            cells += [_paper_cell(STRIP_PAPER.get((title, attack, "far"))), "–", "–"]
         body.append(cells)
     return Table(headers, body)
 
@@ -236,6 +240,8 @@ def detector_findings(domain: DomainResults) -> list[str]:
             below = sum(v <= 0 for v in _values(g, attack, "strip", "entropy_boundary"))
             why = (f"; in {below}/{len(far)} seeds the normal fit put its boundary at or below 0 bits, so it flagged "
                    "nothing") if below else ""  # fmt: skip
+            auc = _values(g, attack, "strip", "roc_auc")
+            why += f"; entropy ROC-AUC {_pct(_mean(auc))}" if auc else ""
             out.append(f"{domain.title}, {title.lower()} attack: STRIP {'works' if ok else 'fails'} (FAR "
                        f"{_pct(_mean(far))} at FRR {_pct(_mean(_values(g, attack, 'strip', 'fpr')))} on test{why}).")
         flagged = _values(g, attack, "neural_cleanse", "target_flagged")
@@ -284,7 +290,7 @@ def markdown(results: Sequence[DomainResults]) -> str:
         "confidence tag in reference/methods.md; they come from different data, models and triggers.",
         "## Fine-Pruning (cl = clean accuracy, bd = attack success rate)",
         table1(results).markdown(), _tags(FP_PAPER.values()), FP_NOTE,
-        "## STRIP (FAR at the FRR target; FRR measured on clean test inputs)",
+        "## STRIP (FAR at the FRR target; FRR measured on clean test inputs; ROC-AUC of the entropy)",
         strip_table(results).markdown(), _tags(STRIP_PAPER.values()),
         "## Neural Cleanse (anomaly index; flagged when > 2)",
         neural_cleanse_table(results).markdown(), _tags(NC_PAPER.values()),

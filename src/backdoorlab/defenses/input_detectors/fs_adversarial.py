@@ -153,7 +153,7 @@ class FSAdversarial(Defense):
     def configurations(self, preset: str) -> list[list[str]]:
         """The squeezer configurations measured: each single squeezer, then the joint detector."""
         singles, joint = SQUEEZERS[preset]
-        return [[s] for s in (self.squeezers or singles)] + [list(self.joint or joint)]
+        return [[s] for s in dict.fromkeys(self.squeezers or singles)] + [list(dict.fromkeys(self.joint or joint))]
 
     def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
         """The table on ``model`` (see the class doc); no rows when ``backdoor`` is not None."""
@@ -173,12 +173,12 @@ class FSAdversarial(Defense):
 
         legit_index = order[: min(len(test), len(x) * len(columns))]
         all_x = torch.cat([test.x[legit_index], *(r.x for r in results)])
+        sizes = torch.tensor([len(legit_index)] + [len(x)] * len(columns))
         dset = DetectionSet(
-            attack=torch.cat([torch.full((len(legit_index),), -1), *(torch.full((len(x),), i) for i in
-                                                                     range(len(columns)))]),
+            attack=torch.arange(-1, len(columns)).repeat_interleave(sizes),
             success=torch.cat([torch.zeros(len(legit_index), dtype=torch.bool), *(r.success for r in results)]),
             first_half=split_halves(len(all_x), gen),
-        )  # fmt: skip
+        )
         start = time.perf_counter()
         configs = self.configurations(preset)
         names = list(dict.fromkeys(s for c in configs for s in c))
