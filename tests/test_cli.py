@@ -104,3 +104,11 @@ def test_console_script_exit_code(tmp_path):
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert json.dumps("nope")[1:-1] in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["run", "--runs-dir", "x"], ["scan"], ["nosuchcommand"]])
+def test_usage_errors_exit_2_without_a_traceback(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "No such" in err or "Missing" in err

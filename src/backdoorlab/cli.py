@@ -204,13 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as e:
         return e.exit_code
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+    except Exception as e:  # click's usage errors (typer may vendor its own click: match by class name)
+        kinds = {c.__name__ for c in type(e).__mro__}
+        if "ClickException" in kinds:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            err.print(f"error: {e.format_message()}{hint}", highlight=False, markup=False, soft_wrap=True)  # type: ignore[attr-defined]
             return 2
-        if isinstance(e, click.exceptions.Abort):
+        if "Abort" in kinds:
             return 130
         raise
     return 0

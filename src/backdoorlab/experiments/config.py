@@ -16,6 +16,7 @@ from ..defenses import DEFENSES, Defense
 from ..errors import ConfigError
 from ..models import MODELS, TrainingConfig
 from ..utils.validation import build_validated, describe_validation_error
+from .population import spread_targets
 
 
 class DatasetConfig(BaseModel):
@@ -83,6 +84,28 @@ class MethodSpec(BaseModel):
         return out
 
 
+class PopulationConfig(BaseModel):
+    """Detection over a population of models (Neural Cleanse / DeepInspect papers): ``k`` clean and ``k``
+    backdoored models of one setting, one per seed, each backdoored model aimed at its own target.
+
+    ``k`` (2-100, default 5) sets the seeds to 0..k-1 unless ``seeds`` are given (then there must be k of
+    them); ``targets`` (default: k labels spread over the classes, e.g. 0, 2, 4, 6, 8 of 10) gives the
+    target of the backdoored model of each seed, for every attack with a ``target`` (or ``targets``)
+    parameter.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(5, ge=2, le=100)
+    targets: list[int] | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _non_negative(cls, targets: list[int] | None) -> list[int] | None:
+        if targets is not None and any(t < 0 for t in targets):
+            raise ValueError(f"targets must be labels >= 0, got {targets}")
+        return targets
+
+
 class ExperimentConfig(BaseModel):
     """Everything `backdoorlab run` needs. Defaults: MNIST-5k, ``badnet_cnn``, one seed, CPU or GPU."""
 
@@ -97,6 +120,7 @@ class ExperimentConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     device: str = "auto"
     examples: int = Field(6, ge=1, le=32, description="example images per attack in the report figure")
+    population: PopulationConfig | None = None
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -120,6 +144,26 @@ class ExperimentConfig(BaseModel):
     @property
     def models(self) -> list[str]:
         return [self.model] if isinstance(self.model, str) else list(self.model)
+
+    @model_validator(mode="after")
+    def _population_seeds(self) -> ExperimentConfig:
+        pop = self.population
+        if pop is None:
+            return self
+        if "seeds" not in self.model_fields_set:
+            self.seeds = list(range(pop.k))
+        elif len(self.seeds) != pop.k:
+            raise ValueError(f"population.k is {pop.k} but {len(self.seeds)} seeds are given; give {pop.k} or none")
+        if pop.targets is not None and len(pop.targets) != pop.k:
+            raise ValueError(f"population.targets has {len(pop.targets)} labels; population.k = {pop.k} needs {pop.k}")
+        return self
+
+    def population_target(self, seed: int, num_classes: int) -> int | None:
+        """The target of the backdoored model of ``seed`` in a population run (None without ``population``)."""
+        if self.population is None:
+            return None
+        targets = self.population.targets or spread_targets(len(self.seeds), num_classes)
+        return int(targets[self.seeds.index(seed) % len(targets)])
 
     @model_validator(mode="after")
     def _check_methods(self) -> ExperimentConfig:

@@ -19,6 +19,7 @@ from .artifacts import portable
 from .cache import ModelCache, cache_key
 from .config import ExperimentConfig
 from .grid import Cell, settings
+from .population import attack_with_target
 
 
 @dataclass
@@ -68,8 +69,19 @@ class Workbench:
         """Load every dataset and check every attack against it (raises ConfigError before any work)."""
         for index in range(len(self.settings)):
             ds = self.dataset(index)
-            for attack in self.attacks.values():
-                attack.check(ds)
+            for label in self.attacks:
+                for seed in self.cfg.seeds:
+                    self.attack_for(label, seed, ds.num_classes).check(ds)
+
+    def attack_for(self, label: str, seed: int, num_classes: int) -> Attack:
+        """The attack of ``label`` for ``seed``: in a population run (``cfg.population``) a single-target attack is
+        aimed at that seed's target; otherwise the configured attack."""
+        attack = self.attacks[label]
+        target = self.cfg.population_target(seed, num_classes)
+        fields = type(attack).model_fields
+        if target is None or getattr(attack, "mode", "all_to_one") != "all_to_one":
+            return attack
+        return attack_with_target(attack, target) if "target" in fields or "targets" in fields else attack
 
     def _key(self, setting: int, attack: str, params: dict, seed: int) -> str:
         d, model = self.settings[setting]
@@ -96,7 +108,8 @@ class Workbench:
     def backdoor(self, setting: int, label: str, seed: int) -> Backdoor:
         if (setting, seed, label) in self._backdoors:
             return self._backdoors[(setting, seed, label)]
-        attack, ds, model_name = self.attacks[label], self.dataset(setting), self.settings[setting][1]
+        ds, model_name = self.dataset(setting), self.settings[setting][1]
+        attack = self.attack_for(label, seed, ds.num_classes)
         key = self._key(setting, attack.name, attack.model_dump(mode="json"), seed)
         bd = self.cache.load_backdoor(key)
         if bd is None:

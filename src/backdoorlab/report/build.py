@@ -15,6 +15,7 @@ from ..experiments.config import ExperimentConfig
 from ..experiments.grid import Cell
 from ..experiments.store import ResultRow
 from ..utils.files import write_atomic
+from .inspection import population_section, populations_from_records
 from .plots import ExampleSet, examples_figure
 from .render import Section, write_report
 from .sections import defense_sections
@@ -157,7 +158,11 @@ def build_run_report(
     others = other_metrics_table(rows)
     if others.rows:
         sections.append(Section("Other defense figures", paragraphs=["Mean over seeds."], tables=[others]))
-    sections += defense_sections(_defense_records(directory, cells, cfg, rows), directory)
+    records = _defense_records(directory, cells, cfg, rows)
+    sections += defense_sections(records, directory)
+    if cfg.population is not None or len(cfg.seeds) >= 3:  # model-level rates mean little over fewer models
+        sections += [population_section(p, directory, f"population_{i}")
+                     for i, p in enumerate(populations_from_records(records))]  # fmt: skip
     examples = _examples(directory, cells, min(cfg.seeds))
     if examples:
         fig = directory / "examples.png"

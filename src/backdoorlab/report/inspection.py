@@ -9,6 +9,7 @@ DefenseRecords whose ``outcome.artifacts`` hold ``verdict`` (a Verdict), ``true_
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -191,12 +192,37 @@ def population_figure(result, path: Path) -> None:
     plt.close(fig)
 
 
+def populations_from_records(records: Sequence) -> list:
+    """``PopulationResult`` per (dataset, model, attack) from the runner's inspector records: the inspections of the
+    clean models of that dataset and model (one per seed) against those of the attack's models (one per seed,
+    each with its own target in a ``population`` run). Attacks with no clean counterpart are left out."""
+    from ..experiments.population import InspectionRecord, PopulationResult
+
+    records = [r for r in records if "verdict" in r.outcome.artifacts]
+
+    def inspection(r, role: str) -> InspectionRecord:
+        target = r.outcome.artifacts.get("true_target") if role == "backdoored" else None
+        return InspectionRecord(r.defense, role, r.seed, target, r.outcome.artifacts["verdict"], r.outcome.metrics)
+
+    out = []
+    settings = dict.fromkeys((r.dataset, r.model) for r in records)
+    for dataset, model in settings:
+        mine = [r for r in records if (r.dataset, r.model) == (dataset, model)]
+        clean = [inspection(r, "clean") for r in mine if r.attack == "none"]
+        for attack in dict.fromkeys(r.attack for r in mine if r.attack != "none"):
+            bad = [inspection(r, "backdoored") for r in mine if r.attack == attack]
+            if clean and bad:
+                out.append(PopulationResult(attack, [], clean + bad))
+    return out
+
+
 def population_section(result, directory: Path, stem: str = "population") -> Section:
     """A report section for a ``PopulationResult``: the detection table and the per-model score plot."""
-    path = directory / f"{stem}_{result.attack}.png"
+    path = directory / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}_{result.attack}") + ".png")
     population_figure(result, path)
+    models = len(result.members) or len({(r.role, r.seed) for r in result.records})
     note = (
-        f"{len(result.members)} models ({result.attack}): each inspector's verdict per model. TPR = backdoored models "
+        f"{models} models ({result.attack}): each inspector's verdict per model. TPR = backdoored models "
         "flagged, FPR = clean models flagged, ROC-AUC of the model score (largest anomaly index among labels below "
         "the median), target ranked first = the true target has the smallest reversed trigger."
     )
