@@ -156,6 +156,24 @@ def test_unlearning_removes_a_trained_backdoor() -> None:
     assert backdoor_metrics(bd.model, ds.test, bd.trigger, bd.target_rule) == before  # input model untouched
 
 
+def test_unlearning_reuses_the_inspector_cells_verdict(monkeypatch) -> None:
+    """With a shared ``ctx.verdicts`` the inspector runs once: the repair takes its verdict instead of inspecting."""
+    ds, bd = digits(), backdoored_digits()
+    ctx = DefenseContext(ds, seed=0, device="cpu", verdicts={})
+    inspected = DEFENSES.get("neural_cleanse")(**FAST).evaluate(bd.model, bd, ctx)
+    assert len(ctx.verdicts) == 1
+
+    def no_second_inspection(*args, **kwargs):
+        raise AssertionError("inspected again")
+
+    monkeypatch.setattr(NeuralCleanse, "inspect", no_second_inspection)
+    repaired = DEFENSES.get("nc_unlearning")(inspection=FAST).evaluate(bd.model, bd, ctx)
+    assert repaired.artifacts["verdict"] is inspected.artifacts["verdict"]
+    other = DEFENSES.get("nc_unlearning")(inspection={**FAST, "max_epochs": 39})  # another inspector: inspects
+    with pytest.raises(AssertionError, match="inspected again"):
+        other.evaluate(bd.model, bd, ctx)
+
+
 def test_registered_as_inspector() -> None:
     assert DEFENSES.get("neural_cleanse").kind == "inspector"
     assert DEFENSES.get("nc_unlearning").kind == "repair"

@@ -25,12 +25,19 @@ DefenseKind = Literal["input_detector", "repair", "inspector"]
 
 @dataclass
 class DefenseContext:
-    """What a defense gets when the runner evaluates it: the data, a seed, a device, progress on/off."""
+    """What a defense gets when the runner evaluates it: the data, a seed, a device, progress on/off.
+
+    ``verdicts``: inspections already run on this same model with this seed, by inspector (see
+    ``inspection.base.verdict_key``), shared by the cells of one model so that a repair built on an inspection
+    (Neural Cleanse unlearning, DeepInspect patching) reuses the inspector cell's verdict instead of
+    recomputing it; None keeps nothing.
+    """
 
     dataset: Dataset
     seed: int = 0
     device: torch.device | str = "cpu"
     progress: bool | None = None
+    verdicts: dict[str, Any] | None = None
 
 
 @dataclass

@@ -57,6 +57,7 @@ class Workbench:
         self._datasets: dict[int, Dataset] = {}
         self._clean: dict[tuple[int, int], torch.nn.Module] = {}
         self._backdoors: dict[tuple[int, int, str], Backdoor] = {}
+        self._verdicts: dict[tuple[int, int, str], dict] = {}  # inspections per model, reused by repairs
 
     def dataset(self, setting: int) -> Dataset:
         d = self.settings[setting][0]
@@ -152,7 +153,9 @@ class Workbench:
         else:
             bd = self.backdoor(cell.setting, cell.attack, cell.seed)
             model = bd.model
-        ctx = DefenseContext(self.dataset(cell.setting), seed=cell.seed, device=self.device, progress=self.progress)
+        verdicts = self._verdicts.setdefault((cell.setting, cell.seed, cell.attack), {})
+        ctx = DefenseContext(self.dataset(cell.setting), seed=cell.seed, device=self.device, progress=self.progress,
+                             verdicts=verdicts)  # fmt: skip
         outcome = self.defenses[cell.defense].evaluate(model, bd if bd is not None and bd.trigger is not None else None,
                                                        ctx)  # fmt: skip
         return {k: float(v) for k, v in outcome.metrics.items()}, outcome.artifacts

@@ -154,8 +154,11 @@ class Inspector(Defense):
     def evaluate(self, model: nn.Module, backdoor: Backdoor | None, ctx: DefenseContext) -> DefenseOutcome:
         """Inspect ``model`` with the ``val`` split; rows from :func:`verdict_metrics`; the Verdict in artifacts."""
         ds = ctx.dataset
-        verdict = self.inspect(model, ds.val if self.needs_clean_data else None, input_shape=ds.input_shape,
-                               seed=ctx.seed, device=ctx.device, progress=ctx.progress)  # fmt: skip
+        verdict = remembered_verdict(self, ctx)
+        if verdict is None:
+            verdict = self.inspect(model, ds.val if self.needs_clean_data else None, input_shape=ds.input_shape,
+                                   seed=ctx.seed, device=ctx.device, progress=ctx.progress)  # fmt: skip
+            remember_verdict(self, ctx, verdict)
         artifacts: dict[str, Any] = {"verdict": verdict, "summary": verdict.summary()}
         target = single_target(backdoor)
         if backdoor is not None and backdoor.trigger is not None:
@@ -165,6 +168,21 @@ class Inspector(Defense):
                 artifacts["true_mask"] = backdoor.trigger.mask
         artifacts["true_target"] = target
         return DefenseOutcome(verdict_metrics(verdict, backdoor), artifacts)
+
+
+def verdict_key(inspector: Inspector) -> str:
+    """What identifies an inspection of one model at one seed: the inspector's class and parameters."""
+    return f"{type(inspector).__name__}:{inspector.model_dump_json()}"
+
+
+def remembered_verdict(inspector: Inspector, ctx: DefenseContext) -> Verdict | None:
+    """The verdict of ``inspector`` already computed on the context's model, if the context keeps them."""
+    return None if ctx.verdicts is None else ctx.verdicts.get(verdict_key(inspector))
+
+
+def remember_verdict(inspector: Inspector, ctx: DefenseContext, verdict: Verdict) -> None:
+    if ctx.verdicts is not None:
+        ctx.verdicts[verdict_key(inspector)] = verdict
 
 
 def single_target(backdoor: Backdoor | None) -> int | None:

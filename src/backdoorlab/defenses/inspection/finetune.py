@@ -21,7 +21,7 @@ from ...data import Split
 from ...models import TrainingConfig, train_model
 from ...utils.seeding import make_generator
 from ..base import DefenseOutcome, Repair
-from .base import Inspector
+from .base import Inspector, remember_verdict, remembered_verdict
 from .verdict import Verdict
 
 Stamp = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
@@ -65,6 +65,7 @@ class TriggerRepair(Repair):
     batch_size: int = Field(8, ge=1)
     when: Literal["flagged", "always"] = "flagged"
     _verdict: Verdict | None = PrivateAttr(default=None)
+    _given: Verdict | None = PrivateAttr(default=None)
 
     def inspector(self) -> Inspector:
         raise NotImplementedError
@@ -74,11 +75,14 @@ class TriggerRepair(Repair):
 
     def repair(self, model: nn.Module, clean: Split, *, seed: int = 0, device: str | torch.device = "auto",
                progress: bool | None = None) -> nn.Module:  # fmt: skip
-        """A repaired copy of ``model``; the verdict of the inspection is kept in ``last_verdict``."""
+        """A repaired copy of ``model``; the verdict of the inspection is kept in ``last_verdict``. A verdict handed
+        over by :meth:`evaluate` (the runner's inspector cell on the same model and seed) is used as it is."""
         inspector = self.inspector()
-        verdict = inspector.inspect(model, clean if inspector.needs_clean_data else None,
-                                    input_shape=tuple(clean.x.shape[1:]), seed=seed, device=device,
-                                    progress=progress)  # fmt: skip
+        verdict, self._given = self._given, None
+        if verdict is None:
+            verdict = inspector.inspect(model, clean if inspector.needs_clean_data else None,
+                                        input_shape=tuple(clean.x.shape[1:]), seed=seed, device=device,
+                                        progress=progress)  # fmt: skip
         return self.repair_with_verdict(model, clean, verdict, seed=seed, device=device, progress=progress)
 
     def repair_with_verdict(self, model: nn.Module, clean: Split, verdict: Verdict, *, seed: int = 0,
@@ -102,9 +106,13 @@ class TriggerRepair(Repair):
         return self._verdict
 
     def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        """The repair's clean accuracy / ASR (see :class:`Repair`), plus ``flagged`` and the verdict."""
+        """The repair's clean accuracy / ASR (see :class:`Repair`), plus ``flagged`` and the verdict. The inspection
+        is taken from ``ctx.verdicts`` when the same inspector already ran on this model, and left there."""
+        self._given = remembered_verdict(self.inspector(), ctx)
         outcome = super().evaluate(model, backdoor, ctx)
         verdict = self._verdict
+        if verdict is not None:
+            remember_verdict(self.inspector(), ctx, verdict)
         extra: dict[str, Any] = {}
         if verdict is not None:
             outcome.metrics["flagged"] = float(verdict.infected)
