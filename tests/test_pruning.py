@@ -28,7 +28,7 @@ from backdoorlab.models.channels import (
     prune_count_within_drop,
 )
 from backdoorlab.models.replay import MaskedReplay
-from backdoorlab.report.section_fine_pruning import fine_pruning_table
+from backdoorlab.report.section_fine_pruning import fine_pruning_table, table1_section
 from backdoorlab.report.sections import SECTION_BUILDERS
 from backdoorlab.utils.validation import build_validated
 
@@ -248,6 +248,19 @@ def test_fine_pruning_table_layout():
     assert row["Pruning-aware / Fine-Tuning [lr=0.05] cl"] == "96.0" and row["Pruning-aware / None cl"] == "–"
     custom = fine_pruning_table(rows, attacks=[("BadNets", "badnets")], defenses=[("FP", "fine_pruning")])
     assert custom.headers == ["dataset", "model", "BadNets / FP cl", "BadNets / FP bd"]
+
+
+def test_table1_section_picks_the_runs_attacks_and_repairs_by_method():
+    rows = (_rows("bn-a", "none", [0.98], [1.0]) + _rows("bn-a", "ft", [0.97], [0.3])
+            + _rows("pa", "none", [0.97], [0.99]) + _rows("pa", "fine_pruning", [0.96], [0.9]))  # fmt: skip
+    attacks = [("bn-a", "badnets"), ("pa", "pruning_aware"), ("blend", "blend")]
+    section = table1_section(rows, attacks, [("ft", "fine_tuning"), ("fine_pruning", "fine_pruning"), ("s", "strip")])
+    (table,) = section.tables
+    row = dict(zip(table.headers, table.rows[0], strict=True))
+    assert row["Baseline (bn-a) / Fine-Tuning (ft) bd"] == "30.0"
+    assert row["Pruning-aware (pa) / Fine-Pruning bd"] == "90.0"
+    assert not any("blend" in h or "strip" in h for h in table.headers)
+    assert table1_section(rows, attacks, [("s", "strip")]) is None
 
 
 def test_report_sections_draw_curves_and_activations(outcomes, tmp_path):

@@ -18,6 +18,7 @@ from ..utils.files import write_atomic
 from .inspection import population_section, populations_from_records
 from .plots import ExampleSet, examples_figure
 from .render import Section, write_report
+from .section_fine_pruning import table1_section
 from .sections import defense_sections
 from .tables import Table, detection_table, group_values, main_table, matrix_table, other_metrics_table, seeds_of
 
@@ -158,6 +159,9 @@ def build_run_report(
     others = other_metrics_table(rows)
     if others.rows:
         sections.append(Section("Other defense figures", paragraphs=["Mean over seeds."], tables=[others]))
+    table1 = table1_section(rows, [(label, a.name) for label, a in cfg.build_attacks()],
+                            [(label, d.name) for label, d in cfg.build_defenses()])  # fmt: skip
+    sections += [table1] if table1 is not None else []
     records = _defense_records(directory, cells, cfg, rows)
     sections += defense_sections(records, directory)
     if cfg.population is not None or len(cfg.seeds) >= 3:  # model-level rates mean little over fewer models
