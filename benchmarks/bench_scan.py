@@ -68,7 +68,9 @@ def export(model: nn.Module, example: torch.Tensor, stem: Path) -> dict[str, Pat
 
 def timed_scan(path: Path, data: Path, **kwargs) -> tuple[object, float, float]:
     start, cpu = time.perf_counter(), time.process_time()
-    result = scan_model(path, str(data), num_classes=10, seed=0, device="cpu", progress=False, **kwargs)
+    shape = "1,28,28" if path.suffix == ".ts" else None  # TorchScript files do not record their input shape
+    result = scan_model(path, str(data), num_classes=10, input_shape=shape, seed=0, device="cpu", progress=False,
+                        **kwargs)
     return result, time.perf_counter() - start, time.process_time() - cpu
 
 

@@ -319,6 +319,11 @@ class MinimalEpsilonBIM(EvasionAttack):
     geometrically from ``eps_min`` to ``eps_max`` (each with ``max_iter`` steps of 2.5 eps / ``max_iter``), and keeps
     for each input the first epsilon whose rounded example reaches the margin; inputs no epsilon solves keep the
     last try. Chosen because ART's own ``CarliniLInfMethod`` cannot run targeted (see :class:`CarliniWagnerLinf`).
+
+    Default ``grid`` 47: from 1/255 to 0.5, consecutive epsilons are 1/0.9 apart, the resolution of CW-infinity's
+    search (its bound tau shrinks by the decrease factor 0.9). A coarser grid overshoots the smallest epsilon: with
+    12 steps (1.55 apart) 11 of 20 LL examples on MNIST badnet_cnn ended at 0.5, which rounds to 128/255 and so
+    survives 1-bit squeezing; with 47, 1 of 20 (mean L-infinity 0.42 and 0.36).
     """
 
     name: ClassVar[str] = "min_eps_bim"
@@ -326,7 +331,7 @@ class MinimalEpsilonBIM(EvasionAttack):
     confidence: float = Field(10.0, ge=0, description="logit margin required (CW-infinity's confidence)")
     eps_min: float = Field(1 / 255, gt=0, le=1)
     eps_max: float = Field(0.5, gt=0, le=1)
-    grid: int = Field(12, ge=1, le=100)
+    grid: int = Field(47, ge=1, le=200, description="epsilons tried (default: 1/0.9 apart, as CW-infinity)")
     max_iter: int = Field(20, ge=1, le=10_000)
 
     @model_validator(mode="after")
