@@ -129,7 +129,9 @@ def fs_adversarial_section(records: Sequence, directory: Path) -> Section | None
             "(a targeted attack succeeds only when it hits its target); FPR on its legitimate inputs; ROC-AUC of "
             "legitimate vs successful adversarial examples. '–': no successful example to measure on. CW∞ Next/LL "
             "are a stand-in (min_eps_bim: targeted BIM at the smallest epsilon), because ART's CW∞ cannot run "
-            "targeted; CW0 is ART's CarliniL0Method, which on NCHW images leaves its examples nearly dense.",
+            "targeted; CW2 runs by projected gradient steps in pixel space (ART's ElasticNet with beta 0, the CW2 "
+            "objective; solver 'projected'), because ART's tanh-space CarliniL2Method cannot move pixels that are "
+            "exactly 0 or 1; CW0 is ART's CarliniL0Method, which on NCHW images leaves its examples nearly dense.",
             *paragraphs,
         ],
         tables=tables,
