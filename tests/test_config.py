@@ -16,8 +16,9 @@ def test_builtin_default_config():
     from backdoorlab.defenses import DEFENSES
 
     # every attack and every defense that exists (issue 8: the default benchmark), one seed
-    assert {a.name for _, a in cfg.build_attacks()} == set(ATTACKS.names()) - DOMAIN_VARIANTS
-    assert {d.name for _, d in cfg.build_defenses()} == set(DEFENSES.names()) - NOT_FOR_BACKDOORS
+    product = lambda names: {n for n in names if not n.startswith("test_")}  # noqa: E731  (not stubs of other tests)
+    assert {a.name for _, a in cfg.build_attacks()} == product(ATTACKS.names()) - DOMAIN_VARIANTS
+    assert {d.name for _, d in cfg.build_defenses()} == product(DEFENSES.names()) - NOT_FOR_BACKDOORS
     assert cfg.seeds == [0]
 
 
