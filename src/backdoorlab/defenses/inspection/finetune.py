@@ -111,10 +111,9 @@ class TriggerRepair(Repair):
         self._given = remembered_verdict(self.inspector(), ctx)
         outcome = super().evaluate(model, backdoor, ctx)
         verdict = self._verdict
-        if verdict is not None:
-            remember_verdict(self.inspector(), ctx, verdict)
         extra: dict[str, Any] = {}
         if verdict is not None:
+            remember_verdict(self.inspector(), ctx, verdict)
             outcome.metrics["flagged"] = float(verdict.infected)
             extra = {"verdict": verdict, "summary": verdict.summary()}
         return DefenseOutcome(outcome.metrics, {**outcome.artifacts, **extra})
