@@ -17,6 +17,15 @@ from backdoorlab.adversarial import (
     study_keys,
     target_labels,
 )  # fmt: skip
+from backdoorlab.adversarial.carlini import (
+    RowAdam,
+    _objective,
+    _pixels_to_fix,
+    carlini_l0,
+    carlini_l2,
+    logit_margin,
+    to_tanh_space,
+)  # fmt: skip
 from backdoorlab.errors import ConfigError
 
 from .adversarial_support import tiny_digits_model
@@ -28,7 +37,7 @@ TINY = {
     "fgsm": {"eps": 0.3},
     "bim": {"eps": 0.3, "eps_step": 0.1, "max_iter": 3},
     "cw2": {"max_iter": 5, "binary_search_steps": 1, "initial_const": 1.0, "confidence": 0},
-    "cw0": {"max_iter": 3, "binary_search_steps": 1, "initial_const": 1.0, "confidence": 0},
+    "cw0": {"max_iter": 3, "initial_const": 1.0, "confidence": 0, "max_total_iter": 100},
     "cw_inf": {"max_iter": 2, "initial_const": 1.0, "largest_const": 2.0, "decrease_factor": 0.1},
     "min_eps_bim": {"grid": 3, "max_iter": 3, "confidence": 0},
     "deepfool": {"max_iter": 5},
@@ -104,26 +113,95 @@ def test_fast_attacks_fool_the_tiny_model(setup, digits):
     assert 0 < dist["linf"] <= 0.5 + 1 / 255 and 0 < dist["l0"] <= 1
 
 
+def _margins(model, adv, targets):
+    return logit_margin(model(adv).detach(), targets, True)
+
+
 def test_cw2_moves_zero_pixels_and_keeps_the_margin(setup, digits):
-    """ART's tanh-space CW2 cannot move pixels exactly at 0 (gradient scaled by about 2e-6); the default
-    ``projected`` solver must, and must keep only candidates with the full logit margin (issue 7: on MNIST the tanh
-    solver changed only the digit's stroke, L-infinity near 1, 31% success)."""
+    """ART's tanh-space CW2 cannot move pixels exactly at 0 (gradient scaled by about 2e-6); Carlini's own solver
+    (Adam) and the ``projected`` one must, and must keep only candidates with the full logit margin (issue 7: on
+    MNIST the tanh solver changed only the digit's stroke, L-infinity near 1, 31% success)."""
     model, x, y = setup
     zero = (x == 0).flatten(1)
     assert zero.float().mean() > 0.2  # the digits have many exactly-zero pixels, as MNIST does
     params = {"target": "next", "confidence": 2.0, "initial_const": 1.0, "binary_search_steps": 3, "max_iter": 50}
-    projected = make_evasion_attack("cw2", params)
-    assert projected.solver == "projected"
     classifier = art_classifier(model, digits.input_shape, digits.num_classes)
-    targets = ((y + 1) % 10).numpy()
-    adv = torch.from_numpy(projected.generate(classifier, x.numpy(), targets))
-    logits = model(adv).detach()
-    margin = logits[torch.arange(len(x)), targets] - logits.scatter(1, torch.from_numpy(targets)[:, None], -1e9).amax(1)
-    assert (margin >= 2.0 - 1e-4).float().mean() >= 0.8  # success means the full margin, as in Carlini's code
+    targets = (y + 1) % 10
+    projected = make_evasion_attack("cw2", {**params, "solver": "projected"})
+    adv = torch.from_numpy(projected.generate(classifier, x.numpy(), targets.numpy()))
+    assert (_margins(model, adv, targets) >= 2.0 - 1e-4).float().mean() >= 0.8  # success means the full margin
     changed = (adv - x).flatten(1).abs() > 1e-3
     assert (changed & zero).any(dim=1).float().mean() >= 0.8
-    tanh = make_evasion_attack("cw2", {**params, "solver": "tanh"}).generate(classifier, x.numpy(), targets)
+    tanh = make_evasion_attack("cw2", {**params, "solver": "tanh"}).generate(classifier, x.numpy(), targets.numpy())
     assert not ((torch.from_numpy(tanh) - x).flatten(1).abs() > 1e-3)[zero].any()  # ART's limitation, documented
+
+
+def test_carlini_cw2_reaches_the_target_with_margin(setup):
+    model, x, y = setup
+    targets = (y + 1) % 10
+    attack = make_evasion_attack("cw2", {"target": "next", "confidence": 2.0, "initial_const": 1.0,
+                                         "binary_search_steps": 3, "max_iter": 300})  # fmt: skip
+    assert attack.solver == "carlini"
+    adv = attack.perturb(model, x, targets, num_classes=10)
+    ok = _margins(model, adv, targets) >= 2.0 - 1e-4
+    assert ok.float().mean() >= 0.8
+    assert ((adv - x).flatten(1).abs() > 1e-3)[ok].any()
+    _, success = carlini_l2(model, x, targets, confidence=2.0, binary_search_steps=3, max_iter=300, initial_const=1.0)
+    assert torch.equal(success, ok)  # success is exactly "margin reached"; failures come back unchanged
+    assert torch.equal(adv[~ok], x[~ok])
+
+
+def test_carlini_cw0_is_sparser_than_cw2(setup):
+    model, x, y = setup
+    targets = (y + 1) % 10
+    l2, ok2 = carlini_l2(model, x, targets, confidence=1.0, binary_search_steps=3, max_iter=300, initial_const=1.0)
+    l0, ok0 = carlini_l0(model, x, targets, confidence=1.0, max_iter=100, initial_const=0.1, max_total_iter=3000)
+    both = ok2 & ok0
+    assert both.float().mean() >= 0.5
+    assert (_margins(model, l0, targets)[ok0] >= 1.0 - 0.01).all()
+    count = lambda adv: ((adv - x)[both].flatten(1).abs() > 1e-3).sum(dim=1).float().mean()  # noqa: E731
+    assert count(l0) < count(l2)
+
+
+def test_l0_pixel_rule_and_mask():
+    change = torch.tensor([0.5, 0.001, 0.002, 0.003, 0.02, 0.0])
+    valid = torch.tensor([True, True, True, True, True, False])
+    # ascending change over free pixels: 1, 2, 3, 4 (0.02 > 0.01 stops after it), 0; at most ceil(0.3 sqrt(100)) = 3
+    assert _pixels_to_fix(change, valid, 100).tolist() == [1, 2, 3]
+    assert _pixels_to_fix(change, valid, 10_000).tolist() == [1, 2, 3, 4]  # stops after the first big change
+    assert _pixels_to_fix(change, valid, 0).tolist() == [1]  # at least one
+    assert len(_pixels_to_fix(change, torch.zeros(6, dtype=torch.bool), 100)) == 0
+    # the objective keeps the original value wherever the mask forbids a change
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.tensor([[[[0.0, 1.0], [0.3, 0.7]]]])
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    obj = _objective(model, torch.full_like(x, 2.0), to_tanh_space(x), x, torch.tensor([1]), torch.ones(1),
+                     targeted=True, confidence=1.0, mask=mask, original=x)  # fmt: skip
+    assert torch.equal(obj.images[mask == 0], x[mask == 0]) and (obj.images[mask == 1] != x[mask == 1]).all()
+    assert (obj.grad[mask == 0] == 0).all()
+
+
+def test_row_adam_first_step_and_reset():
+    param, grad = torch.zeros(2, 3), torch.tensor([[1e-4, -5.0, 2.0], [3.0, 3.0, -1e-3]])
+    adam = RowAdam(param, lr=0.01)
+    adam.step(param, grad[:1], torch.tensor([0]))
+    # TensorFlow's Adam: the first step is -lr * sign(gradient), whatever its size (what moves saturated pixels)
+    torch.testing.assert_close(param[0], torch.tensor([-0.01, 0.01, -0.01]), rtol=2e-2, atol=0)
+    assert (param[1] == 0).all() and adam.t.tolist() == [1, 0]
+    adam.reset(torch.tensor([0]))
+    assert adam.t.tolist() == [0, 0] and (adam.m == 0).all()
+
+
+def test_carlini_input_checks():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        carlini_l2(model, torch.full((1, 1, 2, 2), 1.5), torch.tensor([0]))
+    with pytest.raises(ValueError, match="N labels"):
+        carlini_l0(model, torch.zeros(2, 1, 2, 2), torch.tensor([0]))
+    with pytest.raises(ConfigError, match="solver"):
+        make_evasion_attack("cw0", {"solver": "tanh"})
+    with pytest.raises(ConfigError, match="max_total_iter"):
+        make_evasion_attack("cw0", {"max_total_iter": 0})
 
 
 def test_registry_and_parameter_checks():

@@ -4,6 +4,8 @@
 - :mod:`.attacks`: FGSM, BIM, CW-infinity, CW2, CW0, DeepFool, JSMA (and the CW-infinity stand-in
   ``min_eps_bim``), registered by name in :data:`ADVERSARIAL_ATTACKS`, with Next / LL targets where the method has
   them; results are rounded to 256 levels;
+- :mod:`.carlini`: Carlini and Wagner's own L2 and L0 algorithms (tanh space, Adam), batched in torch, behind
+  ``cw2`` and ``cw0``'s default ``solver: carlini``;
 - :mod:`.study`: the Feature Squeezing study's attacks and squeezers per dataset (``mnist``, ``cifar10``).
 
 ART is optional: ``pip install 'backdoorlab[adversarial]'``. Importing this package does not import ART.
@@ -25,12 +27,14 @@ from .attacks import (
     round_to_levels,
     target_labels,
 )  # fmt: skip
+from .carlini import carlini_l0, carlini_l2
 from .classifier import art_classifier, require_art
 from .study import COLUMN_ORDER, COLUMNS, SQUEEZERS, StudyAttack, preset_for_channels, study_attacks, study_keys
 
 __all__ = [
     "ADVERSARIAL_ATTACKS", "BIM", "COLUMN_ORDER", "COLUMNS", "FGSM", "JSMA", "SQUEEZERS", "AdversarialExamples",
     "CarliniWagnerL0", "CarliniWagnerL2", "CarliniWagnerLinf", "DeepFool", "EvasionAttack", "MinimalEpsilonBIM",
-    "StudyAttack", "art_classifier", "make_evasion_attack", "preset_for_channels", "require_art", "round_to_levels",
+    "StudyAttack", "art_classifier", "carlini_l0", "carlini_l2", "make_evasion_attack", "preset_for_channels",
+    "require_art", "round_to_levels",
     "study_attacks", "study_keys", "target_labels",
 ]  # fmt: skip
