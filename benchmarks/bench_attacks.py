@@ -15,10 +15,14 @@ retrains it). Means over seeds (BENCH_SEEDS, default 3). The colour part is kept
 labels cost every attack ~10 points of clean accuracy), 8 epochs, and Refool's selection runs 4 rounds of 1 epoch
 there (16 rounds of 2 epochs on MNIST, the defaults). No peer library with these four attacks is installed, so no
 peer ratio is printed.
+
+Environment: ``BENCH_SEEDS`` (default 3); ``BENCH_WORKERS`` (default 1): seeds run in that many spawned processes
+at one torch thread each; ``BENCH_ATTACK_SETS`` (default ``mnist,colour``): which settings run.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +35,7 @@ from backdoorlab.metrics import backdoor_metrics, clean_accuracy
 from backdoorlab.models import TrainingConfig
 from backdoorlab.utils.seeding import make_generator
 
-from .common import bench_seeds, check, fmt, print_table
+from .common import bench_seeds, bench_workers, check, fmt, map_in_workers, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOUR_FILE = ROOT.parent / "shared" / "data" / "gtsrb.npz"
@@ -40,6 +44,7 @@ FLIP_RATES = (0.1, 0.2, 0.4)
 
 @dataclass
 class Setting:
+    key: str  # BENCH_ATTACK_SETS name: mnist or colour
     label: str
     dataset: Dataset
     architecture: str
@@ -153,22 +158,31 @@ def frequent_classes(full: Dataset, k: int, sizes: tuple[int, int, int], seed: i
 
 
 def settings() -> list[Setting]:
-    out = [Setting("MNIST-5k", load_dataset("mnist5k"), "badnet_cnn", TrainingConfig())]
+    out = [Setting("mnist", "MNIST-5k", load_dataset("mnist5k"), "badnet_cnn", TrainingConfig())]
     if COLOUR_FILE.is_file():
         gtsrb10 = frequent_classes(load_dataset(f"npz:{COLOUR_FILE}"), 10, (3000, 500, 2000))
-        out.append(Setting("GTSRB-10 (colour)", gtsrb10, "cnn_small", TrainingConfig(epochs=8),
+        out.append(Setting("colour", "GTSRB-10 (colour)", gtsrb10, "cnn_small", TrainingConfig(epochs=8),
                            {"selection_rounds": 4, "selection_epochs": 1}))  # fmt: skip
     else:
         print(f"colour part skipped: {COLOUR_FILE} not found (the shared data folder beside the repository)")
     return out
 
 
+def run_job(job: tuple[str, int]) -> SeedResult:
+    """One (setting label, seed), in whichever process runs it (settings are rebuilt there, not pickled)."""
+    label, seed = job
+    return run_seed(next(s for s in settings() if s.label == label), seed)
+
+
 def main() -> bool:
     seeds = bench_seeds()
+    chosen = os.environ.get("BENCH_ATTACK_SETS", "mnist,colour").split(",")
     targets = []
     for s in settings():
-        results = [(seed, run_seed(s, seed)) for seed in seeds]
-        targets += report(s, results)
+        if s.key not in chosen:
+            continue
+        done = map_in_workers(run_job, [(s.label, seed) for seed in seeds], bench_workers())
+        targets += report(s, list(zip(seeds, done, strict=True)))
     print()
     print_table(["target", "measured", "required", "status"], targets)
     return all(t[-1] == "ok" for t in targets)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 from backdoorlab.metrics import mean_ci
 
@@ -11,6 +13,29 @@ from backdoorlab.metrics import mean_ci
 def bench_seeds(default: int = 3) -> list[int]:
     """Seeds 0..N-1, N from ``BENCH_SEEDS`` (default 3)."""
     return list(range(int(os.environ.get("BENCH_SEEDS", default))))
+
+
+def bench_workers(default: int = 1) -> int:
+    """Worker processes from ``BENCH_WORKERS`` (default ``default``)."""
+    return max(1, int(os.environ.get("BENCH_WORKERS", default)))
+
+
+def _one_thread_then(fn: Callable, arg):
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(arg)
+
+
+def map_in_workers(fn: Callable, args: Sequence, workers: int) -> list:
+    """``[fn(a) for a in args]``, in ``workers`` spawned processes at one torch thread each when ``workers`` > 1.
+
+    ``fn`` must be a module-level function and its arguments and results picklable.
+    """
+    if workers <= 1 or len(args) <= 1:
+        return [fn(a) for a in args]
+    with ProcessPoolExecutor(min(workers, len(args)), mp_context=get_context("spawn")) as pool:
+        return list(pool.map(_one_thread_then, [fn] * len(args), args))
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

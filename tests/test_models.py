@@ -20,6 +20,7 @@ from backdoorlab.models import (
     [
         ("badnet_cnn", (1, 28, 28)),
         ("badnet_cnn", (1, 8, 8)),
+        ("carlini_mnist", (1, 28, 28)),
         ("cnn_small", (3, 32, 32)),
         ("preact_resnet18", (3, 32, 32)),
     ],
@@ -35,6 +36,14 @@ def test_badnet_cnn_matches_paper_on_mnist():
     assert linears[0].in_features == 512 and linears[0].out_features == 512
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(16, (5, 5)), (32, (5, 5))]
+
+
+def test_carlini_mnist_has_the_studys_layers():
+    net = build_model("carlini_mnist", (1, 28, 28), 10).net
+    convs = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert convs == [32, 32, 64, 64]
+    assert linears == [(64 * 4 * 4, 200), (200, 200), (200, 10)]
 
 
 def test_normalize_is_first_layer():

@@ -49,6 +49,23 @@ def badnet_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module
     return nn.Sequential(features, nn.Flatten(), nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, num_classes))
 
 
+@MODELS.register("carlini_mnist")
+def carlini_mnist(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Carlini and Wagner's MNIST network (S&P 2017), the "carlini" model of the Feature Squeezing study.
+
+    conv 32@3x3, conv 32@3x3, max-pool 2, conv 64@3x3, conv 64@3x3, max-pool 2 (no padding, ReLU after each conv),
+    fc 200, dropout 0.5, fc 200, fc K. About 0.31M parameters at 28x28 and K = 10. Needs inputs of at least 12x12.
+    """
+    c = input_shape[0]
+    features = nn.Sequential(
+        nn.Conv2d(c, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+    )  # fmt: skip
+    flat = _flat_size(features, input_shape)
+    return nn.Sequential(features, nn.Flatten(), nn.Linear(flat, 200), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, num_classes))  # fmt: skip
+
+
 def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
