@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -175,20 +176,26 @@ def settings() -> list[Setting]:
     return out
 
 
+@cache
+def settings_by_key() -> dict[str, Setting]:
+    """:func:`settings` by key, built once per process (a worker builds its own rather than unpickling datasets)."""
+    return {s.key: s for s in settings()}
+
+
 def run_job(job: tuple[str, int]) -> SeedResult:
-    """One (setting label, seed), in whichever process runs it (settings are rebuilt there, not pickled)."""
-    label, seed = job
-    return run_seed(next(s for s in settings() if s.label == label), seed)
+    """One (setting key, seed), in whichever process runs it."""
+    key, seed = job
+    return run_seed(settings_by_key()[key], seed)
 
 
 def main() -> bool:
     seeds = bench_seeds()
     chosen = os.environ.get("BENCH_ATTACK_SETS", "mnist,colour").split(",")
     targets = []
-    for s in settings():
+    for s in settings_by_key().values():
         if s.key not in chosen:
             continue
-        done = map_in_workers(run_job, [(s.label, seed) for seed in seeds], bench_workers())
+        done = map_in_workers(run_job, [(s.key, seed) for seed in seeds], bench_workers())
         targets += report(s, list(zip(seeds, done, strict=True)))
     print()
     print_table(["target", "measured", "required", "status"], targets)

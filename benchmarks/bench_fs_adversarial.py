@@ -89,25 +89,24 @@ def show(key: str, title: str, metrics: dict[str, float], stages: dict[str, floa
 def main() -> bool:
     out_dir = Path(os.environ.get("BENCH_OUT", ROOT / "runs"))
     chosen = os.environ.get("BENCH_FS_SETS", "mnist,mnist_carlini,cifar").split(",")
-    titles = TITLES
     targets = []
     for key in (k for k in SETS if k in chosen):
         measured = run_set(key, out_dir)
         if measured is None:
-            targets.append([f"{titles[key]}: table", "–", "reported", "data missing (not counted)"])
+            targets.append([f"{TITLES[key]}: table", "–", "reported", "data missing (not counted)"])
             continue
         metrics, stages, total = measured
-        show(key, titles[key], metrics, stages, total)
+        show(key, TITLES[key], metrics, stages, total)
         overall, fpr, auc = metrics["tpr"], metrics["fpr"], metrics["roc_auc"]
         if key == "mnist":
             targets += [check("MNIST-5k joint overall detection rate", overall, ">= 0.95", overall >= 0.95),
                         check("MNIST-5k joint FPR (measured half)", fpr, "<= 0.05", fpr <= 0.05)]  # fmt: skip
         else:
-            targets += [[f"{titles[key]}: joint overall detection rate", f"{overall:.4f}", "reported", "measured"],
-                        [f"{titles[key]}: joint FPR (measured half)", f"{fpr:.4f}", "reported",
+            targets += [[f"{TITLES[key]}: joint overall detection rate", f"{overall:.4f}", "reported", "measured"],
+                        [f"{TITLES[key]}: joint FPR (measured half)", f"{fpr:.4f}", "reported",
                          "measured"]]  # fmt: skip
-        targets += [[f"{titles[key]}: joint ROC-AUC", f"{auc:.4f}", "reported", "measured"],
-                    [f"{titles[key]}: time for the table", f"{stages.get('defense', float('nan')):.0f} s", "reported",
+        targets += [[f"{TITLES[key]}: joint ROC-AUC", f"{auc:.4f}", "reported", "measured"],
+                    [f"{TITLES[key]}: time for the table", f"{stages.get('defense', float('nan')):.0f} s", "reported",
                      "measured"]]  # fmt: skip
     print()
     print_table(["target", "measured", "required", "status"], targets)

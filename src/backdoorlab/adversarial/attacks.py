@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models import predict_logits
+from ..models.channels import evaluating
 from ..registry import Registry
 from ..utils.device import resolve_device
 from .carlini import carlini_l0, carlini_l2
@@ -215,19 +216,10 @@ class _CarliniWagner(EvasionAttack):
         if not self._uses_carlini():
             return super().perturb(model, x, labels, num_classes=num_classes, device=device)
         dev = resolve_device(device)
-        first = next(model.parameters(), None)
-        was_training = model.training
-        model.eval()
-        if first is not None:
-            model.to(dev)
-        try:
+        with evaluating(model, dev):
             return torch.cat([self.carlini(model, x[i : i + self.batch_size].to(dev),
                                            labels[i : i + self.batch_size].to(dev)).cpu()
                               for i in range(0, len(x), self.batch_size)])  # fmt: skip
-        finally:
-            if first is not None:
-                model.to(first.device)
-            model.train(was_training)
 
 
 @cache

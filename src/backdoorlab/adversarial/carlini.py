@@ -20,6 +20,7 @@ Shared pieces (pixels in [0, 1], images (N, C, H, W)):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -168,7 +169,7 @@ def _pixels_to_fix(change: torch.Tensor, valid: torch.Tensor, changed_pixels: in
         return free
     order = free[torch.argsort(change[free], stable=True)]
     big = (change[order] > 0.01).nonzero().flatten()
-    count = int(torch.ceil(torch.tensor(0.3 * changed_pixels**0.5)).clamp(min=1))
+    count = max(1, math.ceil(0.3 * changed_pixels**0.5))
     if len(big):
         count = min(count, int(big[0]) + 1)
     return order[:count]
