@@ -101,6 +101,17 @@ def test_dirty_label_poisoning_relabels_other_classes():
     assert len(idx) == 30 and train.y[idx].ne(0).all() and out.split.y[idx].eq(0).all()
 
 
+@pytest.mark.parametrize(("params", "expected"), [
+    ({}, (0.05, 0.45)),  # clean label: the reference code's alpha_t = 1 - U(0.05, 0.45)
+    ({"variant": "dirty_label"}, (0.6, 0.6)),  # dirty label: BackdoorBench's fixed alpha_t = 0.4
+    ({"variant": "dirty_label", "reflection_weight": [0.1, 0.2]}, (0.1, 0.2)),
+])
+def test_reflection_weight_default_follows_the_variant(params, expected):
+    trig = make_attack("refool", {**params, **SMALL}).reflection_trigger(torch.rand(3, 1, 8, 8), seed=0)
+    assert trig.reflection_weight == pytest.approx(expected)
+    assert trig.describe()["reflection_weight"] == pytest.approx(list(expected))
+
+
 def test_pool_from_another_dataset_file(tmp_path, digits):
     path = tmp_path / "other.npz"
     rng = np.random.default_rng(0)

@@ -6,7 +6,9 @@ Two variants, named in the Backdoor's ``info["variant"]`` and parameters:
 - ``clean_label`` (the paper's, default): only target-class training images get a reflection; labels are left
   as they are;
 - ``dirty_label`` (what BackdoorBench and BackdoorBox run, because the clean-label attack is unstable in their
-  hands): a fraction of the other classes' images get a reflection and the target label, as BadNets.
+  hands): a fraction of the other classes' images get a reflection and the target label, as BadNets. As in
+  BackdoorBench's version, the background weight alpha_t is fixed at 0.4 (a reflection weight of 0.6), which its
+  authors chose because a random alpha_t made the ASR unstable; the paper's random range stays available.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ..utils.seeding import make_generator
 from .base import ATTACKS, Backdoor, PoisonedSet, RelabelPoisoningAttack, TargetRule, poison_chosen, train_fresh
 
 POOL_SPLITS = ("val", "test", "train")
+PAPER_WEIGHT = (0.05, 0.45)  # 1 - alpha_t with alpha_t = 1 - U(0.05, 0.45), the reference code's blend_images
+DIRTY_LABEL_WEIGHT = (0.6, 0.6)  # BackdoorBench's refool default.yaml: alpha_t = 0.4 fixed
 
 
 @ATTACKS.register("refool")
@@ -42,7 +46,8 @@ class Refool(RelabelPoisoningAttack):
       ``poisoning``: as BadNets. The clean-label variant is all-to-one only.
     - ``reflection``: the reflection model, ``mixed`` (default: ghost with probability ``ghost_rate`` = 0.49,
       else out of focus), ``same_depth``, ``out_of_focus`` or ``ghost``; ``reflection_weight`` (range of
-      1 - alpha_t, default (0.05, 0.45)), ``sigma`` (blur, default (1, 5) pixels), ``offset`` (ghost, default
+      1 - alpha_t; default by variant: (0.05, 0.45), the reference code's, for clean label, and (0.6, 0.6),
+      BackdoorBench's fixed alpha_t = 0.4, for dirty label), ``sigma`` (blur, default (1, 5) pixels), ``offset`` (ghost, default
       (3, 8) pixels): see :class:`backdoorlab.triggers.ReflectionTrigger`.
     - ``pool``: where the reflection images come from, never downloaded: ``val`` (default: the dataset's
       held-out split), ``test``, ``train`` (training images of the other classes) or ``npz:PATH`` (the training
@@ -72,7 +77,7 @@ class Refool(RelabelPoisoningAttack):
     target_rate: float = Field(0.2, gt=0, le=1)
     reflection: ReflectionModel = "mixed"
     ghost_rate: float = Field(0.49, ge=0, le=1)
-    reflection_weight: tuple[float, float] = (0.05, 0.45)
+    reflection_weight: tuple[float, float] | None = None
     sigma: tuple[float, float] = (1.0, 5.0)
     offset: tuple[int, int] = (3, 8)
     pool: str = "val"
@@ -117,8 +122,15 @@ class Refool(RelabelPoisoningAttack):
         return x[order.sort().values]
 
     def reflection_trigger(self, reflections: torch.Tensor, seed: int, assign: str = "random") -> ReflectionTrigger:
-        return ReflectionTrigger(reflections, self.reflection, self.ghost_rate, self.reflection_weight, self.sigma,
+        return ReflectionTrigger(reflections, self.reflection, self.ghost_rate, self.weight_range, self.sigma,
                                  self.offset, assign=assign, seed=seed)  # fmt: skip
+
+    @property
+    def weight_range(self) -> tuple[float, float]:
+        """The reflection weight range 1 - alpha_t in use: ``reflection_weight``, else the variant's default."""
+        if self.reflection_weight is not None:
+            return self.reflection_weight
+        return DIRTY_LABEL_WEIGHT if self.variant == "dirty_label" else PAPER_WEIGHT
 
     # poisoning
 
@@ -141,7 +153,7 @@ class Refool(RelabelPoisoningAttack):
         else:
             weights = torch.ones(len(candidates))
             chosen = torch.randperm(len(candidates), generator=make_generator(seed + 1))[:keep]
-        info = {"variant": self.variant, "reflections": keep, "candidates": len(candidates),
+        info = {"variant": self.variant, "reflection_weight": list(self.weight_range), "reflections": keep, "candidates": len(candidates),
                 "selection_rounds": self.selection_rounds, "selection_weights": weights[chosen].tolist()}  # fmt: skip
         bd = self.poison_and_train(dataset, architecture, training, self.reflection_trigger(candidates[chosen], seed),
                                    seed=seed, device=device, progress=progress, info=info)  # fmt: skip
