@@ -47,8 +47,8 @@ class Refool(RelabelPoisoningAttack):
     - ``reflection``: the reflection model, ``mixed`` (default: ghost with probability ``ghost_rate`` = 0.49,
       else out of focus), ``same_depth``, ``out_of_focus`` or ``ghost``; ``reflection_weight`` (range of
       1 - alpha_t; default by variant: (0.05, 0.45), the reference code's, for clean label, and (0.6, 0.6),
-      BackdoorBench's fixed alpha_t = 0.4, for dirty label), ``sigma`` (blur, default (1, 5) pixels), ``offset`` (ghost, default
-      (3, 8) pixels): see :class:`backdoorlab.triggers.ReflectionTrigger`.
+      BackdoorBench's fixed alpha_t = 0.4, for dirty label), ``sigma`` (blur, default (1, 5) pixels),
+      ``offset`` (ghost, default (3, 8) pixels): see :class:`backdoorlab.triggers.ReflectionTrigger`.
     - ``pool``: where the reflection images come from, never downloaded: ``val`` (default: the dataset's
       held-out split), ``test``, ``train`` (training images of the other classes) or ``npz:PATH`` (the training
       images of another dataset file, resized and converted to this dataset's shape). The paper takes them
@@ -153,8 +153,9 @@ class Refool(RelabelPoisoningAttack):
         else:
             weights = torch.ones(len(candidates))
             chosen = torch.randperm(len(candidates), generator=make_generator(seed + 1))[:keep]
-        info = {"variant": self.variant, "reflection_weight": list(self.weight_range), "reflections": keep, "candidates": len(candidates),
-                "selection_rounds": self.selection_rounds, "selection_weights": weights[chosen].tolist()}  # fmt: skip
+        info = {"variant": self.variant, "reflection_weight": list(self.weight_range), "reflections": keep,
+                "candidates": len(candidates), "selection_rounds": self.selection_rounds,
+                "selection_weights": weights[chosen].tolist()}  # fmt: skip
         bd = self.poison_and_train(dataset, architecture, training, self.reflection_trigger(candidates[chosen], seed),
                                    seed=seed, device=device, progress=progress, info=info)  # fmt: skip
         bd.info["poisoned"] = len(bd.poisoned_indices)
