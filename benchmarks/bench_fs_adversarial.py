@@ -2,11 +2,12 @@
 
 Runs ``configs/feature-squeezing-mnist.yaml`` (MNIST-5k, ``badnet_cnn`` trained clean),
 ``configs/feature-squeezing-mnist-carlini.yaml`` (the same on the study's own MNIST architecture, ``carlini_mnist``;
-reported, no target) and ``configs/feature-squeezing-cifar.yaml`` (the 32x32 colour set ``cifar10_png5k.npz``,
-``cnn_small``) through the experiment runner and prints, for each, the table in the source's layout (rows: squeezer
-configurations with their thresholds; columns: attacks with Next/LL split, overall detection rate, FPR, ROC-AUC), what
-each attack achieved, and the wall time of the table (the defense phase: attacks plus scoring) and of the whole
-run.
+reported, no target), ``configs/feature-squeezing-mnist-full.yaml`` (badnet_cnn trained on the full MNIST training
+set of ``mnist.npz``, as the study trained its model; reported, no target) and
+``configs/feature-squeezing-cifar.yaml`` (the 32x32 colour set ``cifar10_png5k.npz``, ``cnn_small``) through the
+experiment runner and prints, for each, the table in the source's layout (rows: squeezer configurations with their
+thresholds; columns: attacks with Next/LL split, overall detection rate, FPR, ROC-AUC), what each attack achieved,
+and the wall time of the table (the defense phase: attacks plus scoring) and of the whole run.
 
 Targets: MNIST-5k joint detector (1-bit + median 2x2) overall detection rate >= 0.95 at FPR <= 5% on the measured half
 (the paper: 0.982 at 3.98%); its ROC-AUC and each attack's column reported. The colour set: the joint detector (5-bit
@@ -14,9 +15,9 @@ Targets: MNIST-5k joint detector (1-bit + median 2x2) overall detection rate >= 
 
 Models come from the runner's model cache under ``BENCH_OUT`` (default ``runs``, where ``backdoorlab run`` keeps
 them), so a second run only recomputes the table; every run gets a new run name, so nothing else is reused.
-``BENCH_FS_SETS`` picks among ``mnist``, ``mnist_carlini`` and ``cifar`` (default all three). ``BENCH_DATA_DIR``: the
-folder of ``cifar10_png5k.npz`` (default ``../shared/data`` from the repository root); without the file the colour set
-is skipped with a note.
+``BENCH_FS_SETS`` picks among ``mnist``, ``mnist_carlini``, ``mnist_full`` and ``cifar`` (default all four).
+``BENCH_DATA_DIR``: the folder of ``mnist.npz`` and ``cifar10_png5k.npz`` (default ``../shared/data`` from the
+repository root); a set whose file is missing is skipped with a note.
 """
 
 from __future__ import annotations
