@@ -16,8 +16,8 @@ labels cost every attack ~10 points of clean accuracy), 15 epochs of Adam at lr 
 epochs and lr 2e-3 the clean model ranged 86.7-97.4% by seed). Refool's selection runs its defaults (16 rounds of
 2 epochs) on both sets. Refool's reflections on GTSRB-10 come from the CIFAR-10 5k file (natural photos, as the
 paper's PascalVOC images; on one seed, 20 epochs, random reflection weight: ASR 69.9% vs 64.8% with reflections of
-other traffic signs), or from the dataset's val split when that file is absent. No peer
-library with these four attacks is installed, so no peer ratio is printed.
+other traffic signs), or from the dataset's val split when that file is absent. No peer library with these four
+attacks is installed, so no peer ratio is printed.
 
 Environment: ``BENCH_SEEDS`` (default 3); ``BENCH_WORKERS`` (default 1): seeds run in that many spawned processes
 at one torch thread each; ``BENCH_ATTACK_SETS`` (default ``mnist,colour``): which settings run.

@@ -24,12 +24,11 @@ from ..data import Dataset, Split, load_dataset
 from ..errors import ConfigError, DataError
 from ..models import TrainingConfig, predict, train_model
 from ..triggers import ReflectionTrigger, fit_images
-from ..triggers.reflection import ReflectionModel
+from ..triggers.reflection import REFERENCE_WEIGHT, ReflectionModel
 from ..utils.seeding import make_generator
 from .base import ATTACKS, Backdoor, PoisonedSet, RelabelPoisoningAttack, TargetRule, poison_chosen, train_fresh
 
 POOL_SPLITS = ("val", "test", "train")
-PAPER_WEIGHT = (0.05, 0.45)  # 1 - alpha_t with alpha_t = 1 - U(0.05, 0.45), the reference code's blend_images
 DIRTY_LABEL_WEIGHT = (0.6, 0.6)  # BackdoorBench's refool default.yaml: alpha_t = 0.4 fixed
 
 
@@ -130,7 +129,7 @@ class Refool(RelabelPoisoningAttack):
         """The reflection weight range 1 - alpha_t in use: ``reflection_weight``, else the variant's default."""
         if self.reflection_weight is not None:
             return self.reflection_weight
-        return DIRTY_LABEL_WEIGHT if self.variant == "dirty_label" else PAPER_WEIGHT
+        return DIRTY_LABEL_WEIGHT if self.variant == "dirty_label" else REFERENCE_WEIGHT
 
     # poisoning
 

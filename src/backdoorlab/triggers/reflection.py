@@ -40,6 +40,7 @@ from .base import Trigger, register_trigger_type
 
 ReflectionModel = Literal["mixed", "same_depth", "out_of_focus", "ghost"]
 REFLECTION_MODELS = ("mixed", "same_depth", "out_of_focus", "ghost")
+REFERENCE_WEIGHT = (0.05, 0.45)  # 1 - alpha_t, alpha_t = 1 - U(0.05, 0.45) in the reference code's blend_images
 _DRAWS = 10  # random numbers drawn per image
 
 
@@ -125,7 +126,7 @@ class ReflectionTrigger(Trigger):
     reflections: torch.Tensor
     model: ReflectionModel = "mixed"
     ghost_rate: float = 0.49
-    reflection_weight: tuple[float, float] = (0.05, 0.45)
+    reflection_weight: tuple[float, float] = REFERENCE_WEIGHT
     sigma: tuple[float, float] = (1.0, 5.0)
     offset: tuple[int, int] = (3, 8)
     ghost_weight: tuple[float, float] = (0.15, 0.5)
