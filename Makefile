@@ -41,6 +41,7 @@ bench: $(BENCH_STAMP)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

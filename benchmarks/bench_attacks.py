@@ -80,17 +80,30 @@ def run_seed(s: Setting, seed: int) -> SeedResult:
     trojan = attack("trojannet", {})
     clean = clean_accuracy(trojan.model.net.host, ds.test)
     rule, trig = trojan.target_rule, trojan.trigger
-    per_class = [backdoor_metrics(trojan.model, ds.test, trig.select(i), rule.for_trigger(i))["asr"]
-                 for i in range(rule.num_triggers)]  # fmt: skip
+    per_class = [
+        backdoor_metrics(trojan.model, ds.test, trig.select(i), rule.for_trigger(i))["asr"]
+        for i in range(rule.num_triggers)
+    ]
     measured = {}
-    for key, name, params in (("blend", "blend", {}), ("dirty", "refool", {"variant": "dirty_label", **s.refool}),
-                              ("clean_label", "refool", {"variant": "clean_label", **s.refool})):  # fmt: skip
+    for key, name, params in (
+        ("blend", "blend", {}),
+        ("dirty", "refool", {"variant": "dirty_label", **s.refool}),
+        ("clean_label", "refool", {"variant": "clean_label", **s.refool}),
+    ):
         bd = attack(name, params)
         measured[key] = {**backdoor_metrics(bd.model, ds.test, bd.trigger, bd.target_rule), **bd.info}
     flips = {rate: clean_accuracy(attack("label_flip", {"flip_rate": rate}).model, ds.test) for rate in FLIP_RATES}
-    return SeedResult(clean, clean_accuracy(trojan.model, ds.test), per_class, trojan.info["mlp_seconds"],
-                      measured["blend"], measured["dirty"], measured["clean_label"], flips,
-                      time.perf_counter() - start)  # fmt: skip
+    return SeedResult(
+        clean,
+        clean_accuracy(trojan.model, ds.test),
+        per_class,
+        trojan.info["mlp_seconds"],
+        measured["blend"],
+        measured["dirty"],
+        measured["clean_label"],
+        flips,
+        time.perf_counter() - start,
+    )
 
 
 def mean(values) -> float:
@@ -103,46 +116,99 @@ def report(s: Setting, results: list[tuple[int, SeedResult]]) -> list[list[objec
     rs = [r for _, r in results]
     print(f"\n## {s.label}: {s.dataset.summary()}, {s.architecture}, {s.training.epochs} epochs\n")
     print_table(
-        ["seed", "clean CA", "TrojanNet CA", "TrojanNet min/mean class ASR", "MLP s", "Blend CA", "Blend ASR",
-         "Refool dirty CA", "dirty ASR", "Refool clean CA", "clean ASR", "clean inj.", "seconds"],
-        [[seed, f"{r.clean:.4f}", f"{r.trojan_ca:.4f}", f"{min(r.trojan_asr):.4f} / {mean(r.trojan_asr):.4f}",
-          f"{r.mlp_seconds:.1f}", f"{r.blend['clean_accuracy']:.4f}", f"{r.blend['asr']:.4f}",
-          f"{r.dirty['clean_accuracy']:.4f}", f"{r.dirty['asr']:.4f}", f"{r.clean_label['clean_accuracy']:.4f}",
-          f"{r.clean_label['asr']:.4f}", f"{r.clean_label['injection_rate']:.4f}", f"{r.seconds:.0f}"]
-         for seed, r in results],
-    )  # fmt: skip
+        [
+            "seed",
+            "clean CA",
+            "TrojanNet CA",
+            "TrojanNet min/mean class ASR",
+            "MLP s",
+            "Blend CA",
+            "Blend ASR",
+            "Refool dirty CA",
+            "dirty ASR",
+            "Refool clean CA",
+            "clean ASR",
+            "clean inj.",
+            "seconds",
+        ],
+        [
+            [
+                seed,
+                f"{r.clean:.4f}",
+                f"{r.trojan_ca:.4f}",
+                f"{min(r.trojan_asr):.4f} / {mean(r.trojan_asr):.4f}",
+                f"{r.mlp_seconds:.1f}",
+                f"{r.blend['clean_accuracy']:.4f}",
+                f"{r.blend['asr']:.4f}",
+                f"{r.dirty['clean_accuracy']:.4f}",
+                f"{r.dirty['asr']:.4f}",
+                f"{r.clean_label['clean_accuracy']:.4f}",
+                f"{r.clean_label['asr']:.4f}",
+                f"{r.clean_label['injection_rate']:.4f}",
+                f"{r.seconds:.0f}",
+            ]
+            for seed, r in results
+        ],
+    )
     print()
-    print_table(["label flip (random)", *(f"{rate:.0%} flipped" for rate in FLIP_RATES)],
-                [[f"seed {seed}: CA (drop)", *(f"{r.flip_ca[q]:.4f} ({r.clean - r.flip_ca[q]:+.4f})"
-                                               for q in FLIP_RATES)] for seed, r in results])  # fmt: skip
+    print_table(
+        ["label flip (random)", *(f"{rate:.0%} flipped" for rate in FLIP_RATES)],
+        [
+            [f"seed {seed}: CA (drop)", *(f"{r.flip_ca[q]:.4f} ({r.clean - r.flip_ca[q]:+.4f})" for q in FLIP_RATES)]
+            for seed, r in results
+        ],
+    )
     classes = len(rs[0].trojan_asr)
     worst_class = min(mean(r.trojan_asr[i] for r in rs) for i in range(classes))
     ca_gap = max(abs(r.trojan_ca - r.clean) for r in rs)
     dirty_drop = mean(r.clean - r.dirty["clean_accuracy"] for r in rs)
     d, c = rs[0].dirty, rs[0].clean_label
     print(f"\nmeans over seeds: clean CA {fmt([r.clean for r in rs])}")
-    print(f"Refool dirty-label: ASR {fmt([r.dirty['asr'] for r in rs])}, untargeted (1 - robust accuracy) "
-          f"{fmt([1 - r.dirty['robust_accuracy'] for r in rs])}; {d['poisoned']} poisoned ({d['injection_rate']:.2%})")
-    print(f"Refool clean-label: ASR {fmt([r.clean_label['asr'] for r in rs])} at injection rate "
-          f"{c['injection_rate']:.2%} ({c['poisoned']} target-class images); {d['reflections']} reflections of "
-          f"{d['candidates']} candidates")
+    print(
+        f"Refool dirty-label: ASR {fmt([r.dirty['asr'] for r in rs])}, untargeted (1 - robust accuracy) "
+        f"{fmt([1 - r.dirty['robust_accuracy'] for r in rs])}; {d['poisoned']} poisoned ({d['injection_rate']:.2%})"
+    )
+    print(
+        f"Refool clean-label: ASR {fmt([r.clean_label['asr'] for r in rs])} at injection rate "
+        f"{c['injection_rate']:.2%} ({c['poisoned']} target-class images); {d['reflections']} reflections of "
+        f"{d['candidates']} candidates"
+    )
     drops = [f"{q:.0%} {fmt([r.clean - r.flip_ca[q] for r in rs])}" for q in FLIP_RATES]
     print("label-flip (random) clean-accuracy drop: " + ", ".join(drops))
     tag = s.label.split(" ")[0]
     return [
         check(f"{tag} TrojanNet ASR, worst of {classes} classes", worst_class, ">= 0.99", worst_class >= 0.99),
         check(f"{tag} TrojanNet |CA - host CA|, worst seed", ca_gap, "<= 0.001", ca_gap <= 0.001),
-        check(f"{tag} TrojanNet MLP seconds, worst seed", max(r.mlp_seconds for r in rs), "< 60",
-              max(r.mlp_seconds for r in rs) < 60),
-        check(f"{tag} Refool dirty-label ASR", mean(r.dirty["asr"] for r in rs), ">= 0.90",
-              mean(r.dirty["asr"] for r in rs) >= 0.90),
+        check(
+            f"{tag} TrojanNet MLP seconds, worst seed",
+            max(r.mlp_seconds for r in rs),
+            "< 60",
+            max(r.mlp_seconds for r in rs) < 60,
+        ),
+        check(
+            f"{tag} Refool dirty-label ASR",
+            mean(r.dirty["asr"] for r in rs),
+            ">= 0.90",
+            mean(r.dirty["asr"] for r in rs) >= 0.90,
+        ),
         check(f"{tag} Refool dirty-label CA drop", dirty_drop, "<= 0.02", dirty_drop <= 0.02),
         check(f"{tag} Refool clean-label ASR (reported)", mean(r.clean_label["asr"] for r in rs), "reported", True),
-        check(f"{tag} Blend ASR at 10%", mean(r.blend["asr"] for r in rs), ">= 0.95",
-              mean(r.blend["asr"] for r in rs) >= 0.95),
-        *(check(f"{tag} label flip {q:.0%}: CA drop (reported)", mean(r.clean - r.flip_ca[q] for r in rs),
-                "reported", True) for q in FLIP_RATES),
-    ]  # fmt: skip
+        check(
+            f"{tag} Blend ASR at 10%",
+            mean(r.blend["asr"] for r in rs),
+            ">= 0.95",
+            mean(r.blend["asr"] for r in rs) >= 0.95,
+        ),
+        *(
+            check(
+                f"{tag} label flip {q:.0%}: CA drop (reported)",
+                mean(r.clean - r.flip_ca[q] for r in rs),
+                "reported",
+                True,
+            )
+            for q in FLIP_RATES
+        ),
+    ]
 
 
 def frequent_classes(full: Dataset, k: int, sizes: tuple[int, int, int], seed: int = 0) -> Dataset:

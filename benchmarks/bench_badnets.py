@@ -36,12 +36,21 @@ def main() -> bool:
         clean_acc.append(ca)
         one.append(results[0])
         every.append(results[1])
-        per_seed.append([seed, f"{ca:.4f}", f"{results[0]['clean_accuracy']:.4f}", f"{results[0]['asr']:.4f}",
-                         f"{results[1]['clean_accuracy']:.4f}", f"{results[1]['asr']:.4f}",
-                         f"{time.perf_counter() - start:.0f}"])  # fmt: skip
+        per_seed.append(
+            [
+                seed,
+                f"{ca:.4f}",
+                f"{results[0]['clean_accuracy']:.4f}",
+                f"{results[0]['asr']:.4f}",
+                f"{results[1]['clean_accuracy']:.4f}",
+                f"{results[1]['asr']:.4f}",
+                f"{time.perf_counter() - start:.0f}",
+            ]
+        )
     print(f"MNIST-5k ({ds.summary()}), badnet_cnn, {training.epochs} epochs; 3x3 white square, 10% poisoned\n")
-    print_table(["seed", "clean model CA", "all2one CA", "all2one ASR", "all2all CA", "all2all ASR", "seconds"],
-                per_seed)  # fmt: skip
+    print_table(
+        ["seed", "clean model CA", "all2one CA", "all2one ASR", "all2all CA", "all2all ASR", "seconds"], per_seed
+    )
     mean = lambda key, rs: sum(r[key] for r in rs) / len(rs)  # noqa: E731
     ca_clean, ca_one = sum(clean_acc) / len(clean_acc), mean("clean_accuracy", one)
     targets = [
@@ -50,7 +59,9 @@ def main() -> bool:
         check("clean accuracy drop vs clean model", ca_clean - ca_one, "<= 0.01", ca_clean - ca_one <= 0.01),
         check("all-to-all ASR", mean("asr", every), ">= 0.95", mean("asr", every) >= 0.95),
     ]
-    print(f"\nmeans over seeds {seeds}: clean model CA {fmt(clean_acc)}, all2one ASR {fmt([r['asr'] for r in one])}, "
-          f"all2all ASR {fmt([r['asr'] for r in every])}\n")  # fmt: skip
+    print(
+        f"\nmeans over seeds {seeds}: clean model CA {fmt(clean_acc)}, all2one ASR {fmt([r['asr'] for r in one])}, "
+        f"all2all ASR {fmt([r['asr'] for r in every])}\n"
+    )
     print_table(["target", "measured", "required", "status"], targets)
     return all(t[-1] == "ok" for t in targets)

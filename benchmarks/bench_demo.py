@@ -33,9 +33,11 @@ def main() -> bool:
         md = reports[0].with_suffix(".md").read_text() if len(reports) == 1 else ""
     print("\n".join(tail))
     if "## Run times" in md:  # the run's own per-stage times (issue 8: the default run, reported per stage)
-        print(md[md.index("## Run times"):].strip())
+        print(md[md.index("## Run times") :].strip())
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     ok = proc.returncode == 0 and len(reports) == 1
-    print_table(["target", "measured", "required", "status"],
-                [check("make demo wall time (s), fresh clone", seconds, "< 300", ok and seconds < 300)])  # fmt: skip
+    print_table(
+        ["target", "measured", "required", "status"],
+        [check("make demo wall time (s), fresh clone", seconds, "< 300", ok and seconds < 300)],
+    )
     return ok and seconds < 300

@@ -59,8 +59,9 @@ def domain_config(domain: Domain, seeds: list[int]) -> ExperimentConfig:
     override = os.environ.get("BENCH_DATA_DIR")
     datasets = []
     for d in cfg.datasets:
-        data_dir = override or (str(ROOT / d.data_dir) if d.data_dir and not Path(d.data_dir).is_absolute()
-                                else d.data_dir)  # fmt: skip
+        data_dir = override or (
+            str(ROOT / d.data_dir) if d.data_dir and not Path(d.data_dir).is_absolute() else d.data_dir
+        )
         datasets.append({**d.model_dump(), "data_dir": data_dir})
     return ExperimentConfig.model_validate({**cfg.model_dump(), "seeds": seeds, "dataset": datasets})
 
@@ -83,17 +84,30 @@ def summarise(domain: Domain, cfg: ExperimentConfig, result: RunResult, out_dir:
         extra = ""
         if domain.key == GTSRB_CONFIG:
             extra = fmt([stop_sign_asr(cfg, out_dir, label, s) for s in cfg.seeds])
-        table.append([domain.title, title, fmt(clean), fmt(m.get("clean_accuracy", [])), fmt(m.get("asr", [])),
-                      fmt(m.get("clean_accuracy_drop", [])), extra or "–"])  # fmt: skip
+        table.append(
+            [
+                domain.title,
+                title,
+                fmt(clean),
+                fmt(m.get("clean_accuracy", [])),
+                fmt(m.get("asr", [])),
+                fmt(m.get("clean_accuracy_drop", [])),
+                extra or "–",
+            ]
+        )
     base = g.get(("badnets", "none"), {})
     mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
     ca_clean, asr, drop = mean(clean), mean(base.get("asr", [])), mean(base.get("clean_accuracy_drop", []))
     checks += [
-        check(f"{domain.title}: clean model CA", ca_clean, f">= {domain.min_clean_accuracy}",
-              ca_clean >= domain.min_clean_accuracy),
+        check(
+            f"{domain.title}: clean model CA",
+            ca_clean,
+            f">= {domain.min_clean_accuracy}",
+            ca_clean >= domain.min_clean_accuracy,
+        ),
         check(f"{domain.title}: backdoor ASR", asr, ">= 0.95", asr >= 0.95),
         check(f"{domain.title}: CA drop vs clean model", drop, "<= 0.02", drop <= 0.02),
-    ]  # fmt: skip
+    ]
     return table, checks
 
 
@@ -133,27 +147,39 @@ def main() -> bool:
         run = Runner(cfg, out_dir, progress=False, log=lambda _m: None, workers=workers).run()
         seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         bench_ds = Workbench(cfg, out_dir, progress=False).dataset(0)
-        print(f"{domain.title}: {bench_ds.summary()}, {cfg.models[0]}, {cfg.training.epochs} epochs: "
-              f"{seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in run.stage_seconds.items())})", flush=True)
+        print(
+            f"{domain.title}: {bench_ds.summary()}, {cfg.models[0]}, {cfg.training.epochs} epochs: "
+            f"{seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in run.stage_seconds.items())})",
+            flush=True,
+        )
         rows, domain_checks = summarise(domain, cfg, run, out_dir)
         per_domain += rows
         checks += domain_checks
-        timing.append([domain.title, f"{seconds:.0f}", f"{cpu:.0f}", *(f"{run.stage_seconds.get(p, 0):.0f}"
-                                                                       for p in ("clean", "attack", "defense"))])
+        timing.append(
+            [
+                domain.title,
+                f"{seconds:.0f}",
+                f"{cpu:.0f}",
+                *(f"{run.stage_seconds.get(p, 0):.0f}" for p in ("clean", "attack", "defense")),
+            ]
+        )
         results.append(t1.DomainResults(domain.title, run.rows))
     if not results:
         print("SKIPPED: no domain's data is present (see shared/data/README.md; set BENCH_DATA_DIR)")
         return True
     print()
-    print_table(["domain", "attack", "clean model CA", "backdoored CA", "ASR", "CA drop", "stop -> target"],
-                per_domain)  # fmt: skip
+    print_table(["domain", "attack", "clean model CA", "backdoored CA", "ASR", "CA drop", "stop -> target"], per_domain)
     total, total_cpu = sum(float(t[1]) for t in timing), sum(float(t[2]) for t in timing)
     print()
-    print_table(["domain", "wall s", "CPU s (all processes)", "clean phase s", "attack phase s", "defense phase s"],
-                timing + [["total", f"{total:.0f}", f"{total_cpu:.0f}", "", "", ""]])  # fmt: skip
+    print_table(
+        ["domain", "wall s", "CPU s (all processes)", "clean phase s", "attack phase s", "defense phase s"],
+        timing + [["total", f"{total:.0f}", f"{total_cpu:.0f}", "", "", ""]],
+    )
     cores = os.cpu_count() or 1
-    print(f"\nCPU time / {cores} cores = {total_cpu / cores:.0f} s: about the wall time on an otherwise idle machine "
-          f"if every core were busy throughout (load average now {os.getloadavg()[0]:.1f})")
+    print(
+        f"\nCPU time / {cores} cores = {total_cpu / cores:.0f} s: about the wall time on an otherwise idle machine "
+        f"if every core were busy throughout (load average now {os.getloadavg()[0]:.1f})"
+    )
     print("\nTable 1 (Fine-Pruning), cl / bd in %, mean ± 95% CI over seeds; † = the paper's (methods.md tags)\n")
     print(t1.table1(results).markdown())
     print("\nSTRIP: FAR at FRR 1% (boundary from val), FRR on clean test inputs, ROC-AUC of the entropy, in %\n")
@@ -168,8 +194,14 @@ def main() -> bool:
     if len(seeds) == 3 and len(results) == len(DOMAINS):
         checks.append(check("whole Table 1 wall time (s)", total, f"< {BUDGET_SECONDS:.0f}", total < BUDGET_SECONDS))
     else:
-        checks.append([f"whole Table 1 wall time (s, {len(seeds)} seed(s), {len(results)} domain(s))", f"{total:.0f}",
-                       f"< {BUDGET_SECONDS:.0f} with 3 seeds", "not run (needs 3 seeds and 3 domains)"])
+        checks.append(
+            [
+                f"whole Table 1 wall time (s, {len(seeds)} seed(s), {len(results)} domain(s))",
+                f"{total:.0f}",
+                f"< {BUDGET_SECONDS:.0f} with 3 seeds",
+                "not run (needs 3 seeds and 3 domains)",
+            ]
+        )
     print()
     print_table(["target", "measured", "required", "status"], checks)
     return all(c[-1] == "ok" or c[-1].startswith("not run") for c in checks)

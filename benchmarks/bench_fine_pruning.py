@@ -77,8 +77,10 @@ def settings() -> list[Setting]:
     path = DATA_DIR / COLOUR_FILE
     if path.is_file():
         full = load_dataset(f"npz:{path}")
-        parts = [subset(split, n, seed) for seed, (split, n) in enumerate(zip((full.train, full.val, full.test),
-                                                                              COLOUR_SIZES, strict=True))]  # fmt: skip
+        parts = [
+            subset(split, n, seed)
+            for seed, (split, n) in enumerate(zip((full.train, full.val, full.test), COLOUR_SIZES, strict=True))
+        ]
         ds = Dataset("gtsrb-4k", *parts, full.classes)
         training = TrainingConfig(epochs=COLOUR_EPOCHS)
         out.append(Setting(ds.name, "colour", ds, "cnn_small", training, COLOUR_EPOCHS // 2))
@@ -109,13 +111,15 @@ class Measured:
     decoys: dict[str, list[dict[str, float]]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, s: Setting, attack: str, defense: str, seed: int, metrics: dict[str, float]) -> None:
-        self.rows += [ResultRow("bench", s.name, s.architecture, attack, defense, seed, k, float(v))
-                      for k, v in metrics.items()]  # fmt: skip
+        self.rows += [
+            ResultRow("bench", s.name, s.architecture, attack, defense, seed, k, float(v)) for k, v in metrics.items()
+        ]
 
 
 def train_clean(s: Setting, seed: int) -> nn.Module:
-    model = build_model(s.architecture, s.dataset.input_shape, s.dataset.num_classes, s.dataset.mean,
-                        s.dataset.std, seed=seed)  # fmt: skip
+    model = build_model(
+        s.architecture, s.dataset.input_shape, s.dataset.num_classes, s.dataset.mean, s.dataset.std, seed=seed
+    )
     return train_model(model, s.dataset.train.x, s.dataset.train.y, s.training, seed=seed, progress=False)
 
 
@@ -123,10 +127,14 @@ def decoy_check(bd: Backdoor, metrics: dict[str, float], activations: dict) -> d
     """The re-instated channels' largest mean activation (clean / triggered test) against the pruning threshold."""
     decoys = bd.info["reinstated_channels"]
     clean, triggered = np.array(activations["clean"]), np.array(activations["triggered"])
-    return {"decoy_fraction": bd.info["reinstated_fraction"], "clean": float(clean[decoys].max(initial=0.0)),
-            "triggered": float(triggered[decoys].max(initial=0.0)), "threshold": metrics["pruning_threshold"],
-            "kept_min": float(np.delete(clean, decoys).min(initial=np.inf)),
-            "defender_pruned": metrics["pruned_fraction"]}  # fmt: skip
+    return {
+        "decoy_fraction": bd.info["reinstated_fraction"],
+        "clean": float(clean[decoys].max(initial=0.0)),
+        "triggered": float(triggered[decoys].max(initial=0.0)),
+        "threshold": metrics["pruning_threshold"],
+        "kept_min": float(np.delete(clean, decoys).min(initial=np.inf)),
+        "defender_pruned": metrics["pruned_fraction"],
+    }
 
 
 def run_setting(s: Setting, seeds: list[int], out: Measured) -> dict[int, Backdoor]:
@@ -155,8 +163,10 @@ def run_setting(s: Setting, seeds: list[int], out: Measured) -> dict[int, Backdo
                     out.curves[(s.name, attack)].append(PruningCurve(**outcome.artifacts["pruning"]))
                     if attack == "pruning_aware":
                         out.decoys[s.name].append(decoy_check(bd, outcome.metrics, outcome.artifacts["activations"]))
-        print(f"  {s.name} seed {seed} done ({sum(v[-1] for k, v in out.seconds.items() if k[0] == s.name):.0f} s)",
-              flush=True)  # fmt: skip
+        print(
+            f"  {s.name} seed {seed} done ({sum(v[-1] for k, v in out.seconds.items() if k[0] == s.name):.0f} s)",
+            flush=True,
+        )
     return baselines
 
 
@@ -176,8 +186,9 @@ def values(rows: list[ResultRow], dataset: str, attack: str, defense: str, metri
 
 def print_tables(out: Measured, setting_names: list[str]) -> None:
     for lr in LRS:
-        table = fine_pruning_table(out.rows, defenses=[("None", "none"), ("FT", f"fine_tuning[lr={lr:g}]"),
-                                                       ("FP", f"fine_pruning[lr={lr:g}]")])  # fmt: skip
+        table = fine_pruning_table(
+            out.rows, defenses=[("None", "none"), ("FT", f"fine_tuning[lr={lr:g}]"), ("FP", f"fine_pruning[lr={lr:g}]")]
+        )
         print(f"\nTable 1, fine-tuning SGD lr {lr:g} (cl = clean accuracy, bd = ASR; test split, %, mean ± 95% CI)")
         print_table(table.headers, table.rows)
 
@@ -185,12 +196,21 @@ def print_tables(out: Measured, setting_names: list[str]) -> None:
     body = []
     for name in setting_names:
         for attack in ("badnets", "pruning_aware"):
-            cells = [pct(values(out.rows, name, attack, d, m)) for d, m in (
-                ("none", "clean_accuracy"), ("none", "asr"), ("pruning", "pruned_fraction"),
-                ("pruning", "clean_accuracy"), ("pruning", "asr"))]  # fmt: skip
+            cells = [
+                pct(values(out.rows, name, attack, d, m))
+                for d, m in (
+                    ("none", "clean_accuracy"),
+                    ("none", "asr"),
+                    ("pruning", "pruned_fraction"),
+                    ("pruning", "clean_accuracy"),
+                    ("pruning", "asr"),
+                )
+            ]
             body.append([name, attack, *cells, halving_text([c.asr_halving() for c in out.curves[(name, attack)]])])
-    print_table(["setting", "attack", "CA", "ASR", "pruned", "CA pruned", "ASR pruned",
-                 "ASR < half of start at (per seed)"], body)  # fmt: skip
+    print_table(
+        ["setting", "attack", "CA", "ASR", "pruned", "CA pruned", "ASR pruned", "ASR < half of start at (per seed)"],
+        body,
+    )
 
     print("\nCA / ASR (test, %, mean over seeds) against the fraction of the last conv layer pruned")
     body = []
@@ -203,15 +223,38 @@ def print_tables(out: Measured, setting_names: list[str]) -> None:
             body.append([name, attack, title, *(f"{mean[i] * 100:.0f}" for i in picks)])
     print_table(["setting", "attack", "curve", *(f"{f:.3g}" for f in np.linspace(0, 1, CURVE_POINTS))], body)
 
-    print("\nPruning-aware attack: re-instated channels (decoys) vs the defender's pruning threshold "
-          "(mean activation per channel on test inputs; max over the decoys)")  # fmt: skip
+    print(
+        "\nPruning-aware attack: re-instated channels (decoys) vs the defender's pruning threshold "
+        "(mean activation per channel on test inputs; max over the decoys)"
+    )
     body = []
     for name, checks in out.decoys.items():
         for seed, c in enumerate(checks):
-            body.append([name, seed, f"{c['decoy_fraction']:.2f}", f"{c['clean']:.4f}", f"{c['triggered']:.4f}",
-                         f"{c['threshold']:.4f}", f"{c['kept_min']:.4f}", f"{c['defender_pruned']:.2f}"])  # fmt: skip
-    print_table(["setting", "seed", "decoy fraction", "decoy clean max", "decoy triggered max", "threshold",
-                 "min clean act. of other channels", "defender pruned"], body)  # fmt: skip
+            body.append(
+                [
+                    name,
+                    seed,
+                    f"{c['decoy_fraction']:.2f}",
+                    f"{c['clean']:.4f}",
+                    f"{c['triggered']:.4f}",
+                    f"{c['threshold']:.4f}",
+                    f"{c['kept_min']:.4f}",
+                    f"{c['defender_pruned']:.2f}",
+                ]
+            )
+    print_table(
+        [
+            "setting",
+            "seed",
+            "decoy fraction",
+            "decoy clean max",
+            "decoy triggered max",
+            "threshold",
+            "min clean act. of other channels",
+            "defender pruned",
+        ],
+        body,
+    )
 
     print("\nWall time per call, seconds (1 thread, shared 2-core machine); defenses include their test measurement")
     body = [[name, what, f"{np.mean(v):.1f}", len(v)] for (name, what), v in out.seconds.items()]
@@ -300,9 +343,17 @@ def search(by_kind: dict[str, Setting], baselines: dict[str, dict[int, Backdoor]
         if ok:
             found.append(c.name)
         shown = halving_text([h for *_, h in results])
-        body.append([c.name, len(results), pct([r[1].asr[0] for r in results]),
-                     pct([r[2]["pruned_fraction"] for r in results]), pct([r[2]["asr"] for r in results]), shown,
-                     "yes" if ok else "no"])  # fmt: skip
+        body.append(
+            [
+                c.name,
+                len(results),
+                pct([r[1].asr[0] for r in results]),
+                pct([r[2]["pruned_fraction"] for r in results]),
+                pct([r[2]["asr"] for r in results]),
+                shown,
+                "yes" if ok else "no",
+            ]
+        )
     print_table(["setting", "seeds", "ASR", "pruned", "ASR after pruning", "ASR < half at (CA drop)", "shows"], body)
     return found
 
@@ -313,15 +364,19 @@ def main() -> bool:
     out = Measured()
     baselines: dict[str, dict[int, Backdoor]] = {}
     for s in all_settings:
-        print(f"{s.name}: {s.dataset.summary()}; {s.architecture}, {s.training.epochs} epochs "
-              f"({s.training.optimizer} lr {s.training.lr}); pruning-aware retraining {s.retrain_epochs} epochs",
-              flush=True)  # fmt: skip
+        print(
+            f"{s.name}: {s.dataset.summary()}; {s.architecture}, {s.training.epochs} epochs "
+            f"({s.training.optimizer} lr {s.training.lr}); pruning-aware retraining {s.retrain_epochs} epochs",
+            flush=True,
+        )
         baselines[s.name] = run_setting(s, seeds, out)
     names = [s.name for s in all_settings]
     print_tables(out, names)
     found = search({s.kind: s for s in all_settings}, baselines, seeds)
-    print("\nSettings where pruning alone halves the ASR before clean accuracy drops 4 points: "
-          + (", ".join(found) if found else "none found on these sets (see the curves above)"))  # fmt: skip
+    print(
+        "\nSettings where pruning alone halves the ASR before clean accuracy drops 4 points: "
+        + (", ".join(found) if found else "none found on these sets (see the curves above)")
+    )
 
     targets = []
     for name in names:
@@ -329,11 +384,12 @@ def main() -> bool:
         pruned = np.mean(values(out.rows, name, "pruning_aware", "pruning", "asr"))
         dormant = all(max(c["clean"], c["triggered"]) <= c["threshold"] for c in out.decoys[name])
         worst = max(max(c["clean"], c["triggered"]) - c["threshold"] for c in out.decoys[name])
-        targets += [check(f"{name}: pruning-aware ASR undefended", asr, ">= 0.90", asr >= 0.90),
-                    check(f"{name}: pruning-aware ASR after pruning", pruned, ">= 0.90", pruned >= 0.90),
-                    check(f"{name}: decoy activation - threshold (max)", worst, "<= 0 (dormant)", dormant)]  # fmt: skip
+        targets += [
+            check(f"{name}: pruning-aware ASR undefended", asr, ">= 0.90", asr >= 0.90),
+            check(f"{name}: pruning-aware ASR after pruning", pruned, ">= 0.90", pruned >= 0.90),
+            check(f"{name}: decoy activation - threshold (max)", worst, "<= 0 (dormant)", dormant),
+        ]
     targets.append(check("settings where pruning halves ASR within 4 CA points", len(found), ">= 1", bool(found)))
     print()
     print_table(["target", "measured", "required", "status"], targets)
     return all(t[-1] == "ok" for t in targets)
-

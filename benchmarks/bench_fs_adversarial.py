@@ -35,14 +35,25 @@ from backdoorlab.report.tables import group_values
 from .common import check, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
-SETS = {"mnist": "feature-squeezing-mnist.yaml", "mnist_carlini": "feature-squeezing-mnist-carlini.yaml",
-        "mnist_full": "feature-squeezing-mnist-full.yaml", "cifar": "feature-squeezing-cifar.yaml"}  # fmt: skip
+SETS = {
+    "mnist": "feature-squeezing-mnist.yaml",
+    "mnist_carlini": "feature-squeezing-mnist-carlini.yaml",
+    "mnist_full": "feature-squeezing-mnist-full.yaml",
+    "cifar": "feature-squeezing-cifar.yaml",
+}
 MNIST_PAPER = "0.982 at FPR 3.98%, ROC-AUC 0.9944"
-PAPER = {"mnist": MNIST_PAPER, "mnist_carlini": MNIST_PAPER, "mnist_full": MNIST_PAPER,
-         "cifar": "0.845 at FPR 4.93%, ROC-AUC 0.9574"}  # fmt: skip
-TITLES = {"mnist": "MNIST-5k, badnet_cnn", "mnist_carlini": "MNIST-5k, carlini_mnist (the study's architecture)",
-          "mnist_full": "MNIST (full 60k training set), badnet_cnn",
-          "cifar": "cifar10_png5k (32x32 colour), cnn_small"}  # fmt: skip
+PAPER = {
+    "mnist": MNIST_PAPER,
+    "mnist_carlini": MNIST_PAPER,
+    "mnist_full": MNIST_PAPER,
+    "cifar": "0.845 at FPR 4.93%, ROC-AUC 0.9574",
+}
+TITLES = {
+    "mnist": "MNIST-5k, badnet_cnn",
+    "mnist_carlini": "MNIST-5k, carlini_mnist (the study's architecture)",
+    "mnist_full": "MNIST (full 60k training set), badnet_cnn",
+    "cifar": "cifar10_png5k (32x32 colour), cnn_small",
+}
 
 
 def bench_config(key: str) -> ExperimentConfig:
@@ -62,31 +73,44 @@ def run_set(key: str, out_dir: Path) -> tuple[dict[str, float], dict[str, float]
     """(mean fs_adversarial metrics, stage seconds, total seconds) of one set, or None when its data is missing."""
     cfg = bench_config(key)
     try:
-        runner = Runner(cfg, out_dir, run_name=f"{cfg.name}-bench-{time.strftime('%Y%m%d-%H%M%S')}", progress=False,
-                        log=lambda _m: None)  # fmt: skip
+        runner = Runner(
+            cfg,
+            out_dir,
+            run_name=f"{cfg.name}-bench-{time.strftime('%Y%m%d-%H%M%S')}",
+            progress=False,
+            log=lambda _m: None,
+        )
     except BackdoorlabError as err:
         print(f"{key}: skipped ({err})")
         return None
     result = runner.run()
-    means = {(a, d): {k: sum(v) / len(v) for k, v in values.items()}
-             for (_, _, a, d), values in group_values(result.rows).items()}  # fmt: skip
-    metrics = {**means.get(("none", "fs_adversarial"), {}),
-               "clean_accuracy": means.get(("none", "none"), {}).get("clean_accuracy", float("nan"))}  # fmt: skip
+    means = {
+        (a, d): {k: sum(v) / len(v) for k, v in values.items()}
+        for (_, _, a, d), values in group_values(result.rows).items()
+    }
+    metrics = {
+        **means.get(("none", "fs_adversarial"), {}),
+        "clean_accuracy": means.get(("none", "none"), {}).get("clean_accuracy", float("nan")),
+    }
     print(f"report: {result.report_md}")
     return metrics, result.stage_seconds, result.seconds
 
 
 def show(key: str, title: str, metrics: dict[str, float], stages: dict[str, float], total: float) -> None:
-    print(f"\n{title}: clean test accuracy {metrics['clean_accuracy']:.4f}; {metrics['attacked']:.0f} inputs attacked, "
-          f"{metrics['legitimate']:.0f} legitimate; paper's joint detector: {PAPER[key]}")  # fmt: skip
+    print(
+        f"\n{title}: clean test accuracy {metrics['clean_accuracy']:.4f}; {metrics['attacked']:.0f} inputs attacked, "
+        f"{metrics['legitimate']:.0f} legitimate; paper's joint detector: {PAPER[key]}"
+    )
     table = detection_rate_table(metrics)
     print_table(table.headers, table.rows)
     print()
     summary = attack_summary_table(metrics)
     print_table(summary.headers, summary.rows)
-    print(f"time: table (attacks + scoring, defense phase) {stages.get('defense', float('nan')):.0f} s "
-          f"(attacks {metrics['attack_seconds_total']:.0f} s, scoring {metrics['scoring_seconds']:.0f} s); "
-          f"whole run {total:.0f} s (model: {stages.get('clean', 0):.0f} s, trained or from the cache)")  # fmt: skip
+    print(
+        f"time: table (attacks + scoring, defense phase) {stages.get('defense', float('nan')):.0f} s "
+        f"(attacks {metrics['attack_seconds_total']:.0f} s, scoring {metrics['scoring_seconds']:.0f} s); "
+        f"whole run {total:.0f} s (model: {stages.get('clean', 0):.0f} s, trained or from the cache)"
+    )
 
 
 def main() -> bool:
@@ -102,15 +126,24 @@ def main() -> bool:
         show(key, TITLES[key], metrics, stages, total)
         overall, fpr, auc = metrics["tpr"], metrics["fpr"], metrics["roc_auc"]
         if key == "mnist":
-            targets += [check("MNIST-5k joint overall detection rate", overall, ">= 0.95", overall >= 0.95),
-                        check("MNIST-5k joint FPR (measured half)", fpr, "<= 0.05", fpr <= 0.05)]  # fmt: skip
+            targets += [
+                check("MNIST-5k joint overall detection rate", overall, ">= 0.95", overall >= 0.95),
+                check("MNIST-5k joint FPR (measured half)", fpr, "<= 0.05", fpr <= 0.05),
+            ]
         else:
-            targets += [[f"{TITLES[key]}: joint overall detection rate", f"{overall:.4f}", "reported", "measured"],
-                        [f"{TITLES[key]}: joint FPR (measured half)", f"{fpr:.4f}", "reported",
-                         "measured"]]  # fmt: skip
-        targets += [[f"{TITLES[key]}: joint ROC-AUC", f"{auc:.4f}", "reported", "measured"],
-                    [f"{TITLES[key]}: time for the table", f"{stages.get('defense', float('nan')):.0f} s", "reported",
-                     "measured"]]  # fmt: skip
+            targets += [
+                [f"{TITLES[key]}: joint overall detection rate", f"{overall:.4f}", "reported", "measured"],
+                [f"{TITLES[key]}: joint FPR (measured half)", f"{fpr:.4f}", "reported", "measured"],
+            ]
+        targets += [
+            [f"{TITLES[key]}: joint ROC-AUC", f"{auc:.4f}", "reported", "measured"],
+            [
+                f"{TITLES[key]}: time for the table",
+                f"{stages.get('defense', float('nan')):.0f} s",
+                "reported",
+                "measured",
+            ],
+        ]
     print()
     print_table(["target", "measured", "required", "status"], targets)
     return all(t[-1] != "MISSED" for t in targets)

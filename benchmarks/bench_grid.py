@@ -31,22 +31,29 @@ SMALL = {
     "name": "bench-grid",
     "dataset": "digits",
     "training": {"epochs": 6, "lr": 0.003, "batch_size": 64, "augment_shift": 0},
-    "attacks": [{"name": "badnets", "size": 2, "sweep": {"poison_rate": [0.05, 0.1]}},
-                {"name": "badnets", "label": "all2all", "size": 2, "mode": "all_to_all"}],
+    "attacks": [
+        {"name": "badnets", "size": 2, "sweep": {"poison_rate": [0.05, 0.1]}},
+        {"name": "badnets", "label": "all2all", "size": 2, "mode": "all_to_all"},
+    ],
     "seeds": [0, 1],
-}  # fmt: skip
+}
 
 
 def _values(db: Path) -> dict:
-    rows = sqlite3.connect(db).execute(
-        "SELECT run, dataset, model, attack, defense, seed, metric, value FROM results WHERE metric != 'seconds'"
-    ).fetchall()
+    rows = (
+        sqlite3.connect(db)
+        .execute(
+            "SELECT run, dataset, model, attack, defense, seed, metric, value FROM results WHERE metric != 'seconds'"
+        )
+        .fetchall()
+    )
     return {r[1:7]: r[7] for r in rows}
 
 
 def _cli(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "backdoorlab.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "backdoorlab.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def default_run() -> list[list[object]]:
@@ -98,10 +105,14 @@ def ray_vs_local() -> list[list[object]]:
         Runner(cfg, Path(tmp) / "ray", log=lambda m: None, progress=False, executor="ray", workers=2).run()
         t2 = time.perf_counter()
         same = _values(Path(tmp) / "local" / "results.sqlite") == _values(Path(tmp) / "ray" / "results.sqlite")
-    print(f"small grid: local sequential {t1 - t0:.0f} s, ray with 2 workers {t2 - t1:.0f} s "
-          f"(ratio {(t2 - t1) / (t1 - t0):.2f}; includes starting Ray)")  # fmt: skip
-    return [["ray (2 workers) numbers == local", str(same), "True", "ok" if same else "MISSED"],
-            ["ray wall time / local", f"{(t2 - t1) / (t1 - t0):.2f}", "reported", "ok"]]  # fmt: skip
+    print(
+        f"small grid: local sequential {t1 - t0:.0f} s, ray with 2 workers {t2 - t1:.0f} s "
+        f"(ratio {(t2 - t1) / (t1 - t0):.2f}; includes starting Ray)"
+    )
+    return [
+        ["ray (2 workers) numbers == local", str(same), "True", "ok" if same else "MISSED"],
+        ["ray wall time / local", f"{(t2 - t1) / (t1 - t0):.2f}", "reported", "ok"],
+    ]
 
 
 def main() -> bool:

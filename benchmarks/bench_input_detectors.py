@@ -56,9 +56,14 @@ class ArtStrip:
         from art.defences.transformer.poisoning import STRIP as ArtSTRIP
         from art.estimators.classification import PyTorchClassifier
 
-        clf = PyTorchClassifier(torch.nn.Sequential(model, torch.nn.Softmax(dim=1)), loss=torch.nn.CrossEntropyLoss(),
-                                input_shape=tuple(input_shape), nb_classes=num_classes, clip_values=(0.0, 1.0),
-                                device_type="cpu")  # fmt: skip
+        clf = PyTorchClassifier(
+            torch.nn.Sequential(model, torch.nn.Softmax(dim=1)),
+            loss=torch.nn.CrossEntropyLoss(),
+            input_shape=tuple(input_shape),
+            nb_classes=num_classes,
+            clip_values=(0.0, 1.0),
+            device_type="cpu",
+        )
         self.detector = ArtSTRIP(clf)(num_samples=N_OVERLAYS, false_acceptance_rate=0.01)
         np.random.seed(seed)  # ART draws its overlays from NumPy's global generator
         start = time.perf_counter()
@@ -121,8 +126,11 @@ def run_seed(ds, seed: int, with_art: bool) -> dict[str, float]:
         out["art_far"] = 1 - float(art.flagged(trig_x).float().mean())
         out["art_frr"] = float(art.flagged(clean_x).float().mean())
 
-    for key, squeezers in (("fs", ["bit_depth_1", "median_2x2"]), ("fs_bit1", ["bit_depth_1"]),
-                           ("fs_median", ["median_2x2"])):  # fmt: skip
+    for key, squeezers in (
+        ("fs", ["bit_depth_1", "median_2x2"]),
+        ("fs_bit1", ["bit_depth_1"]),
+        ("fs_median", ["median_2x2"]),
+    ):
         fs = FeatureSqueezing(squeezers=squeezers, fpr=0.05).fit(bd.model, ds.val, num_classes=ds.num_classes)
         m = detection_metrics(fs.score(clean_x), fs.score(trig_x), fs.threshold_)
         out |= {f"{key}_tpr": m["tpr"], f"{key}_fpr": m["fpr"], f"{key}_auc": m["roc_auc"]}
@@ -135,25 +143,60 @@ def main() -> bool:
     with_art = art_available()
     results = [run_seed(ds, seed, with_art) for seed in seeds]
     col = lambda key: [r[key] for r in results]  # noqa: E731
-    print(f"MNIST-5k ({ds.summary()}), badnet_cnn, BadNets 3x3 square 10% -> 0; torch threads "
-          f"{torch.get_num_threads()}; seeds {seeds}\n")  # fmt: skip
+    print(
+        f"MNIST-5k ({ds.summary()}), badnet_cnn, BadNets 3x3 square 10% -> 0; torch threads "
+        f"{torch.get_num_threads()}; seeds {seeds}\n"
+    )
 
     print(f"STRIP, N = {N_OVERLAYS}, FRR 1% (normal fit on val); FAR on triggered test inputs, FRR on clean test")
     rows = []
     for seed, r in zip(seeds, results, strict=True):
-        art = (f"{r['art_far']:.4f}", f"{r['art_frr']:.4f}", f"{r['art_ms']:.2f}", f"{r['ratio']:.2f}") if with_art \
-            else ("ART not installed", "–", "–", "–")  # fmt: skip
-        rows.append([seed, f"{r['boundary']:.4f}", f"{r['strip_far']:.4f}", f"{r['strip_frr']:.4f}",
-                     f"{r['strip_auc']:.4f}", f"{r['ours_ms']:.2f}", f"{r['forward_ms']:.2f}", *art])  # fmt: skip
-    print_table(["seed", "boundary", "FAR", "FRR", "ROC-AUC", "ours ms/input", "model alone ms/input",
-                 "ART FAR", "ART FRR", "ART ms/input", "ART / ours"], rows)  # fmt: skip
+        art = (
+            (f"{r['art_far']:.4f}", f"{r['art_frr']:.4f}", f"{r['art_ms']:.2f}", f"{r['ratio']:.2f}")
+            if with_art
+            else ("ART not installed", "–", "–", "–")
+        )
+        rows.append(
+            [
+                seed,
+                f"{r['boundary']:.4f}",
+                f"{r['strip_far']:.4f}",
+                f"{r['strip_frr']:.4f}",
+                f"{r['strip_auc']:.4f}",
+                f"{r['ours_ms']:.2f}",
+                f"{r['forward_ms']:.2f}",
+                *art,
+            ]
+        )
+    print_table(
+        [
+            "seed",
+            "boundary",
+            "FAR",
+            "FRR",
+            "ROC-AUC",
+            "ours ms/input",
+            "model alone ms/input",
+            "ART FAR",
+            "ART FRR",
+            "ART ms/input",
+            "ART / ours",
+        ],
+        rows,
+    )
 
     print("\nFeature Squeezing at FPR 5% on val; detection rate on triggered test inputs, FPR on clean test")
-    print_table(["squeezers", "detection rate", "FPR (test)", "ROC-AUC"], [
-        [name, fmt(col(f"{key}_tpr")), fmt(col(f"{key}_fpr")), fmt(col(f"{key}_auc"))]
-        for key, name in (("fs", "bit_depth_1 + median_2x2 (joint)"), ("fs_bit1", "bit_depth_1"),
-                          ("fs_median", "median_2x2"))
-    ])  # fmt: skip
+    print_table(
+        ["squeezers", "detection rate", "FPR (test)", "ROC-AUC"],
+        [
+            [name, fmt(col(f"{key}_tpr")), fmt(col(f"{key}_fpr")), fmt(col(f"{key}_auc"))]
+            for key, name in (
+                ("fs", "bit_depth_1 + median_2x2 (joint)"),
+                ("fs_bit1", "bit_depth_1"),
+                ("fs_median", "median_2x2"),
+            )
+        ],
+    )
 
     far, frr = float(np.mean(col("strip_far"))), float(np.mean(col("strip_frr")))
     targets = [
@@ -166,14 +209,20 @@ def main() -> bool:
     else:
         targets.append(["STRIP throughput vs ART (N=100)", "–", ">= 10", "ART not installed (not counted)"])
     fs_tpr, fs_auc = float(np.mean(col("fs_tpr"))), float(np.mean(col("fs_auc")))
-    targets += [["FS joint detection rate at FPR 5%", f"{fs_tpr:.4f}", "reported", "measured"],
-                ["FS joint ROC-AUC", f"{fs_auc:.4f}", "reported", "measured"]]
-    print(f"\nmeans over seeds {seeds}: STRIP FAR {fmt(col('strip_far'))}, FRR {fmt(col('strip_frr'))}; "
-          f"ours {fmt(col('ours_ms'))} ms/input, the model alone {fmt(col('forward_ms'))} ms/input")  # fmt: skip
+    targets += [
+        ["FS joint detection rate at FPR 5%", f"{fs_tpr:.4f}", "reported", "measured"],
+        ["FS joint ROC-AUC", f"{fs_auc:.4f}", "reported", "measured"],
+    ]
+    print(
+        f"\nmeans over seeds {seeds}: STRIP FAR {fmt(col('strip_far'))}, FRR {fmt(col('strip_frr'))}; "
+        f"ours {fmt(col('ours_ms'))} ms/input, the model alone {fmt(col('forward_ms'))} ms/input"
+    )
     if with_art:
-        print(f"ART {fmt(col('art_ms'))} ms/input, of which the model alone is a fraction {fmt(col('model_share'))}: "
-              "an implementation that runs the same model on the same N copies per input cannot be much more than "
-              "1 / that fraction faster than ART")  # fmt: skip
+        print(
+            f"ART {fmt(col('art_ms'))} ms/input, of which the model alone is a fraction {fmt(col('model_share'))}: "
+            "an implementation that runs the same model on the same N copies per input cannot be much more than "
+            "1 / that fraction faster than ART"
+        )
     print()
     print_table(["target", "measured", "required", "status"], targets)
     return all(t[-1] != "MISSED" for t in targets)

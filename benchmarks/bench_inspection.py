@@ -51,12 +51,22 @@ def _population_rows(result) -> list[list[object]]:
     for r in result.records:
         m = r.metrics
         target = "–" if r.target is None else r.target
-        rows.append([r.inspector, r.role, r.seed, target, "yes" if r.verdict.infected else "no",
-                     ",".join(map(str, r.verdict.suspected)) or "–", _fmt(r.verdict.score),
-                     _fmt(m["target_anomaly_index"]) if "target_anomaly_index" in m else "–",
-                     ("yes" if m["target_ranked_first"] else "no") if "target_ranked_first" in m else "–",
-                     _fmt(m["target_statistic"], 1) if "target_statistic" in m else "–",
-                     _fmt(r.verdict.seconds, 1), _fmt(r.verdict.details["cpu_seconds"], 1)])  # fmt: skip
+        rows.append(
+            [
+                r.inspector,
+                r.role,
+                r.seed,
+                target,
+                "yes" if r.verdict.infected else "no",
+                ",".join(map(str, r.verdict.suspected)) or "–",
+                _fmt(r.verdict.score),
+                _fmt(m["target_anomaly_index"]) if "target_anomaly_index" in m else "–",
+                ("yes" if m["target_ranked_first"] else "no") if "target_ranked_first" in m else "–",
+                _fmt(m["target_statistic"], 1) if "target_statistic" in m else "–",
+                _fmt(r.verdict.seconds, 1),
+                _fmt(r.verdict.details["cpu_seconds"], 1),
+            ]
+        )
     return rows
 
 
@@ -76,8 +86,12 @@ def _partial_triggers(bd, ds) -> list[list[object]]:
     """ASR of parts of the real 3x3 trigger (same place, white): how small a patch the model still obeys."""
     rows = bd.trigger.mask[0].nonzero()
     top, left = (int(v) for v in rows.min(dim=0).values)
-    parts = [("3x3 (the trigger)", 0, 3, 0, 3), ("2x2 bottom-right of it", 1, 3, 1, 3), ("1x3 bottom row", 2, 3, 0, 3),
-             ("1x1 centre", 1, 2, 1, 2)]  # fmt: skip
+    parts = [
+        ("3x3 (the trigger)", 0, 3, 0, 3),
+        ("2x2 bottom-right of it", 1, 3, 1, 3),
+        ("1x3 bottom row", 2, 3, 0, 3),
+        ("1x1 centre", 1, 2, 1, 2),
+    ]
     out = []
     for name, r0, r1, c0, c1 in parts:
         mask = torch.zeros_like(bd.trigger.mask)
@@ -103,11 +117,22 @@ def _repairs(result, ds) -> list[list[object]]:
         for name, repair in (("nc_unlearning", NCUnlearning()), ("deepinspect_patching", DeepInspectPatching())):
             inspector = "neural_cleanse" if name == "nc_unlearning" else "deepinspect"
             start = time.perf_counter()
-            repaired = repair.repair_with_verdict(bd.model, ds.val, verdicts[(inspector, member.seed)],
-                                                  seed=member.seed, device="cpu")  # fmt: skip
+            repaired = repair.repair_with_verdict(
+                bd.model, ds.val, verdicts[(inspector, member.seed)], seed=member.seed, device="cpu"
+            )
             m = backdoor_metrics(repaired, ds.test, bd.trigger, bd.target_rule)
-            rows.append([name, member.seed, member.target, member.clean_accuracy, member.asr, m["clean_accuracy"],
-                         m["asr"], time.perf_counter() - start])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    member.seed,
+                    member.target,
+                    member.clean_accuracy,
+                    member.asr,
+                    m["clean_accuracy"],
+                    m["asr"],
+                    time.perf_counter() - start,
+                ]
+            )
     return rows
 
 
@@ -118,17 +143,33 @@ def _other_attacks(ds, training, cache) -> list[list[object]]:
         if name not in ATTACKS:
             print(f"{name}: not available yet (the attacks issue has not registered it)")
             continue
-        members = population_models(ds, ARCH, training, {"name": name}, k=1, targets=[0], cache=cache,
-                                    device="cpu", progress=False)[1:]  # fmt: skip
-        result = inspect_members(ds, members, [("neural_cleanse", NeuralCleanse()), ("deepinspect", DeepInspect())],
-                                 attack=name, device="cpu")  # fmt: skip
+        members = population_models(
+            ds, ARCH, training, {"name": name}, k=1, targets=[0], cache=cache, device="cpu", progress=False
+        )[1:]
+        result = inspect_members(
+            ds,
+            members,
+            [("neural_cleanse", NeuralCleanse()), ("deepinspect", DeepInspect())],
+            attack=name,
+            device="cpu",
+        )
         for r in result.records:
             m = r.metrics
-            rows.append([name, r.inspector, _fmt(members[0].clean_accuracy, 4), _fmt(members[0].asr or 0, 4),
-                         "yes" if r.verdict.infected else "no", ",".join(map(str, r.verdict.suspected)) or "–",
-                         _fmt(r.verdict.score), _fmt(m.get("target_anomaly_index", float("nan"))),
-                         "yes" if m.get("target_ranked_first") else "no", _fmt(m.get("target_statistic", 0), 1),
-                         _fmt(m.get("true_trigger_l1", float("nan")), 1)])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    r.inspector,
+                    _fmt(members[0].clean_accuracy, 4),
+                    _fmt(members[0].asr or 0, 4),
+                    "yes" if r.verdict.infected else "no",
+                    ",".join(map(str, r.verdict.suspected)) or "–",
+                    _fmt(r.verdict.score),
+                    _fmt(m.get("target_anomaly_index", float("nan"))),
+                    "yes" if m.get("target_ranked_first") else "no",
+                    _fmt(m.get("target_statistic", 0), 1),
+                    _fmt(m.get("true_trigger_l1", float("nan")), 1),
+                ]
+            )
     return rows
 
 
@@ -137,18 +178,44 @@ def main() -> bool:
     ds = load_dataset("mnist5k")
     training = TrainingConfig()
     cache = ModelCache(os.environ.get("BENCH_CACHE", "runs/bench-cache"))
-    print(f"{ds.summary()}; {ARCH}, {training.epochs} epochs; BadNets 3x3 white square bottom-right, 10% poisoned; "
-          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    members = population_models(ds, ARCH, training, {"name": "badnets"}, k=k, cache=cache, device="cpu",
-                                progress=False)  # fmt: skip
-    print_table(["model", "seed", "target", "clean accuracy", "ASR"],
-                [[m.role, m.seed, "–" if m.target is None else m.target, _fmt(m.clean_accuracy, 4),
-                  "–" if m.asr is None else _fmt(m.asr, 4)] for m in members])  # fmt: skip
+    print(
+        f"{ds.summary()}; {ARCH}, {training.epochs} epochs; BadNets 3x3 white square bottom-right, 10% poisoned; "
+        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}\n"
+    )
+    members = population_models(ds, ARCH, training, {"name": "badnets"}, k=k, cache=cache, device="cpu", progress=False)
+    print_table(
+        ["model", "seed", "target", "clean accuracy", "ASR"],
+        [
+            [
+                m.role,
+                m.seed,
+                "–" if m.target is None else m.target,
+                _fmt(m.clean_accuracy, 4),
+                "–" if m.asr is None else _fmt(m.asr, 4),
+            ]
+            for m in members
+        ],
+    )
     print()
     inspectors = [("neural_cleanse", NeuralCleanse()), ("deepinspect", DeepInspect())]
     result = inspect_members(ds, members, inspectors, attack="badnets", device="cpu")
-    print_table(["inspector", "model", "seed", "target", "infected", "flagged", "score", "target index",
-                 "target first", "target L1", "wall s", "cpu s"], _population_rows(result))  # fmt: skip
+    print_table(
+        [
+            "inspector",
+            "model",
+            "seed",
+            "target",
+            "infected",
+            "flagged",
+            "score",
+            "target index",
+            "target first",
+            "target L1",
+            "wall s",
+            "cpu s",
+        ],
+        _population_rows(result),
+    )
     print()
     table = population_table(result)
     print_table(table.headers, table.rows)
@@ -157,8 +224,10 @@ def main() -> bool:
     backdoored = [r for r in result.records if r.role == "backdoored" and r.inspector == "neural_cleanse"]
     l1 = [r.metrics["target_statistic"] for r in backdoored]
     mean_l1 = sum(l1) / len(l1)
-    print(f"\nNeural Cleanse reversed mask L1 at the true target: {', '.join(_fmt(v, 1) for v in l1)} "
-          f"(mean {mean_l1:.1f}; true trigger area {TRIGGER_AREA:.0f})")  # fmt: skip
+    print(
+        f"\nNeural Cleanse reversed mask L1 at the true target: {', '.join(_fmt(v, 1) for v in l1)} "
+        f"(mean {mean_l1:.1f}; true trigger area {TRIGGER_AREA:.0f})"
+    )
 
     bd0 = next(m for m in members if m.role == "backdoored")
     print(f"\nParts of the real trigger on backdoored seed {bd0.seed} (why a reversed mask can be smaller than 9):")
@@ -170,22 +239,60 @@ def main() -> bool:
     for title, s in ((f"MNIST-5k backdoored seed {bd0.seed}", speed), ("digits 8x8 clean", small)):
         same = s["batched_top"] == s["per_label_top"]
         diff = float((s["batched_stat"] - s["per_label_stat"]).abs().max() / s["per_label_stat"].abs().max())
-        speed_rows.append([title, _fmt(s["batched"], 1), _fmt(s["per_label"], 1), _fmt(s["batched_cpu"], 1),
-                           _fmt(s["per_label_cpu"], 1), _fmt(s["per_label"] / s["batched"]),
-                           "yes" if same else "no", _fmt(diff, 3)])  # fmt: skip
-    print_table(["model", "batched wall s", "per-label wall s", "batched cpu s", "per-label cpu s", "speed-up",
-                 "same top label", "max rel. L1 diff"], speed_rows)  # fmt: skip
+        speed_rows.append(
+            [
+                title,
+                _fmt(s["batched"], 1),
+                _fmt(s["per_label"], 1),
+                _fmt(s["batched_cpu"], 1),
+                _fmt(s["per_label_cpu"], 1),
+                _fmt(s["per_label"] / s["batched"]),
+                "yes" if same else "no",
+                _fmt(diff, 3),
+            ]
+        )
+    print_table(
+        [
+            "model",
+            "batched wall s",
+            "per-label wall s",
+            "batched cpu s",
+            "per-label cpu s",
+            "speed-up",
+            "same top label",
+            "max rel. L1 diff",
+        ],
+        speed_rows,
+    )
 
     repairs = _repairs(result, ds)
     print("\nRepairs (reusing the population verdicts; one epoch over the 500 clean val images, 20% stamped):")
-    print_table(["repair", "seed", "target", "CA before", "ASR before", "CA after", "ASR after", "seconds"],
-                [[r[0], r[1], r[2], _fmt(r[3], 4), _fmt(r[4], 4), _fmt(r[5], 4), _fmt(r[6], 4), _fmt(r[7], 1)]
-                 for r in repairs])  # fmt: skip
+    print_table(
+        ["repair", "seed", "target", "CA before", "ASR before", "CA after", "ASR after", "seconds"],
+        [
+            [r[0], r[1], r[2], _fmt(r[3], 4), _fmt(r[4], 4), _fmt(r[5], 4), _fmt(r[6], 4), _fmt(r[7], 1)]
+            for r in repairs
+        ],
+    )
     print()
     others = _other_attacks(ds, training, cache)
     if others:
-        print_table(["attack", "inspector", "CA", "ASR", "infected", "flagged", "score", "target index",
-                     "target first", "target stat", "true trigger L1"], others)  # fmt: skip
+        print_table(
+            [
+                "attack",
+                "inspector",
+                "CA",
+                "ASR",
+                "infected",
+                "flagged",
+                "score",
+                "target index",
+                "target first",
+                "target stat",
+                "true trigger L1",
+            ],
+            others,
+        )
     print()
 
     nc, di = summary["neural_cleanse"], summary["deepinspect"]
@@ -200,8 +307,9 @@ def main() -> bool:
         check("NC: clean models flagged (of K)", nc["fpr"] * k, "<= 1", nc["fpr"] * k <= 1),
         check("NC: ROC-AUC (info)", nc["roc_auc"], "–", True),
         check("DeepInspect: TPR", di["tpr"], "= 1", di["tpr"] == 1),
-        check("DeepInspect: true target ranked first", di["target_ranked_first"], "= 1",
-              di["target_ranked_first"] == 1),  # fmt: skip
+        check(
+            "DeepInspect: true target ranked first", di["target_ranked_first"], "= 1", di["target_ranked_first"] == 1
+        ),
         check("DeepInspect: clean models flagged (of K)", di["fpr"] * k, "<= 1", di["fpr"] * k <= 1),
         check("DeepInspect: ROC-AUC (info)", di["roc_auc"], "–", True),
         check("NC mask L1 / trigger area (mean)", l1_ratio, "0.5 .. 2", 0.5 <= l1_ratio <= 2),
@@ -213,7 +321,9 @@ def main() -> bool:
         rs = [r for r in repairs if r[0] == name]
         asr = mean([r[6] for r in rs])
         drop = mean([r[3] - r[5] for r in rs])
-        targets += [check(f"{name}: ASR after (mean)", asr, "<= 0.05", asr <= 0.05),
-                    check(f"{name}: CA drop (mean)", drop, "<= 0.02", drop <= 0.02)]  # fmt: skip
+        targets += [
+            check(f"{name}: ASR after (mean)", asr, "<= 0.05", asr <= 0.05),
+            check(f"{name}: CA drop (mean)", drop, "<= 0.02", drop <= 0.02),
+        ]
     print_table(["target", "measured", "required", "status"], targets)
     return all(t[-1] == "ok" for t in targets)

@@ -69,8 +69,9 @@ def export(model: nn.Module, example: torch.Tensor, stem: Path) -> dict[str, Pat
 def timed_scan(path: Path, data: Path, **kwargs) -> tuple[object, float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     shape = "1,28,28" if path.suffix == ".ts" else None  # TorchScript files do not record their input shape
-    result = scan_model(path, str(data), num_classes=10, input_shape=shape, seed=0, device="cpu", progress=False,
-                        **kwargs)
+    result = scan_model(
+        path, str(data), num_classes=10, input_shape=shape, seed=0, device="cpu", progress=False, **kwargs
+    )
     return result, time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -79,8 +80,14 @@ class PlainCNN(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))  # fmt: skip
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,8 +112,15 @@ def art_poisoned_model(ds: Dataset) -> tuple[nn.Module, float, float]:
     torch.manual_seed(0)
     model = PlainCNN()
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-    classifier = PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), optimizer=optimizer, input_shape=(1, 28, 28),
-                                   nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")  # fmt: skip
+    classifier = PyTorchClassifier(
+        model,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        input_shape=(1, 28, 28),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
     classifier.fit(x, y, batch_size=64, nb_epochs=ART_EPOCHS, verbose=False)
     tx, ty = ds.test.x.numpy(), ds.test.y.numpy()
     ca = float((classifier.predict(tx).argmax(1) == ty).mean())
@@ -121,8 +135,9 @@ def main() -> bool:
     k = int(os.environ.get("BENCH_K", 5))
     ds = load_dataset("mnist5k")
     cache = ModelCache(os.environ.get("BENCH_CACHE", "runs/bench-cache"))
-    members = population_models(ds, ARCH, TrainingConfig(), {"name": "badnets"}, k=k, cache=cache, device="cpu",
-                                progress=False)  # fmt: skip
+    members = population_models(
+        ds, ARCH, TrainingConfig(), {"name": "badnets"}, k=k, cache=cache, device="cpu", progress=False
+    )
     rows, per_format = [], {}
     times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,23 +157,40 @@ def main() -> bool:
                     stats["bd"] += 1
                     stats["bd_right"] += int(result.infected and right)
                 flagged_by = ",".join(n for n, v in result.verdicts.items() if v.infected) or "–"
-                rows.append([fmt, m.role, m.seed, "–" if m.target is None else m.target,
-                             "yes" if result.infected else "no", flagged_by,
-                             ",".join(map(str, result.suspected)) or "–", f"{wall:.0f}", f"{cpu:.0f}"])  # fmt: skip
-                print(f"  {fmt} {m.role} seed {m.seed}: infected={result.infected} suspects={result.suspected} "
-                      f"({wall:.0f} s)", flush=True)  # fmt: skip
+                rows.append(
+                    [
+                        fmt,
+                        m.role,
+                        m.seed,
+                        "–" if m.target is None else m.target,
+                        "yes" if result.infected else "no",
+                        flagged_by,
+                        ",".join(map(str, result.suspected)) or "–",
+                        f"{wall:.0f}",
+                        f"{cpu:.0f}",
+                    ]
+                )
+                print(
+                    f"  {fmt} {m.role} seed {m.seed}: infected={result.infected} suspects={result.suspected} "
+                    f"({wall:.0f} s)",
+                    flush=True,
+                )
         art_model, art_ca, art_asr = art_poisoned_model(ds)
         art_file = Path(tmp) / "art-poisoned.ts"
         with torch.no_grad():
             torch.jit.save(torch.jit.trace(art_model, example), art_file)
         art_result, art_wall, art_cpu = timed_scan(art_file, folder)
 
-    print(f"\nScans of exported MNIST-5k models ({CLEAN_PER_CLASS * 10} clean PNGs; load average "
-          f"{os.getloadavg()[0]:.1f})\n")  # fmt: skip
+    print(
+        f"\nScans of exported MNIST-5k models ({CLEAN_PER_CLASS * 10} clean PNGs; load average "
+        f"{os.getloadavg()[0]:.1f})\n"
+    )
     print_table(["format", "model", "seed", "target", "flagged", "by", "suspected targets", "wall s", "CPU s"], rows)
-    print(f"\nART PoisoningAttackBackdoor model (PlainCNN, ART fit {ART_EPOCHS} epochs): clean accuracy {art_ca:.4f}, "
-          f"ASR {art_asr:.4f}; scan: flagged={art_result.infected}, suspects {art_result.suspected}, "
-          f"{art_wall:.0f} s ({art_cpu:.0f} s CPU)")  # fmt: skip
+    print(
+        f"\nART PoisoningAttackBackdoor model (PlainCNN, ART fit {ART_EPOCHS} epochs): clean accuracy {art_ca:.4f}, "
+        f"ASR {art_asr:.4f}; scan: flagged={art_result.infected}, suspects {art_result.suspected}, "
+        f"{art_wall:.0f} s ({art_cpu:.0f} s CPU)"
+    )
     for name, v in art_result.verdicts.items():
         print(f"  {name}: {v}")
 
@@ -166,16 +198,23 @@ def main() -> bool:
     for fmt, s in per_format.items():
         hit = s["bd_right"] == s["bd"]
         fp = s["clean_flagged"] <= 1
-        checks += [check(f"{fmt}: backdoored flagged with the right target ({s['bd_right']}/{s['bd']})",
-                         s["bd_right"] / max(s["bd"], 1), "all", hit),
-                   check(f"{fmt}: clean models flagged ({s['clean_flagged']}/{s['clean']})", s["clean_flagged"],
-                         "<= 1", fp)]  # fmt: skip
+        checks += [
+            check(
+                f"{fmt}: backdoored flagged with the right target ({s['bd_right']}/{s['bd']})",
+                s["bd_right"] / max(s["bd"], 1),
+                "all",
+                hit,
+            ),
+            check(f"{fmt}: clean models flagged ({s['clean_flagged']}/{s['clean']})", s["clean_flagged"], "<= 1", fp),
+        ]
         ok &= hit and fp
     slowest = max(times)
     art_ok = art_result.infected and art_result.suspected[:1] == [ART_TARGET]
-    checks += [check("slowest scan (s)", slowest, f"<= {SCAN_LIMIT_S:.0f}", slowest <= SCAN_LIMIT_S),
-               check(f"mean scan (s), {len(times)} scans", sum(times) / len(times), "reported", True),
-               check("ART-poisoned model flagged, target 1 first", float(art_ok), "yes", art_ok)]  # fmt: skip
+    checks += [
+        check("slowest scan (s)", slowest, f"<= {SCAN_LIMIT_S:.0f}", slowest <= SCAN_LIMIT_S),
+        check(f"mean scan (s), {len(times)} scans", sum(times) / len(times), "reported", True),
+        check("ART-poisoned model flagged, target 1 first", float(art_ok), "yes", art_ok),
+    ]
     print()
     print_table(["figure", "measured", "target", "status"], checks)
     return ok and slowest <= SCAN_LIMIT_S and art_ok

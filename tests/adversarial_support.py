@@ -13,8 +13,9 @@ def tiny_digits_model(ds: Dataset, seed: int = 0, steps: int = 150) -> nn.Module
     """Normalize + a 64-32-10 MLP trained full-batch with Adam, about 95% on the digits test split; pixels in
     [0, 1] in, logits out."""
     torch.manual_seed(seed)
-    model = nn.Sequential(Normalize(ds.mean, ds.std), nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
-                          nn.Linear(32, ds.num_classes))  # fmt: skip
+    model = nn.Sequential(
+        Normalize(ds.mean, ds.std), nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, ds.num_classes)
+    )
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(steps):
         opt.zero_grad()

@@ -11,8 +11,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_path() -> str | None:
@@ -33,8 +41,11 @@ def check_page(path: Path, timeout: float = 60.0) -> PageCheck:
 
     result = PageCheck()
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
-        proc = subprocess.Popen([chromium_path(), *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                                 "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            [chromium_path(), *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.time() + timeout
@@ -83,8 +94,10 @@ def check_page(path: Path, timeout: float = 60.0) -> PageCheck:
                 if time.time() > deadline + timeout:
                     raise TimeoutError("the page did not finish loading")
                 time.sleep(0.2)
-            script = ("JSON.stringify({title: document.title, images: [...document.images].map(i => "
-                      "({ok: i.complete && i.naturalWidth > 0, width: i.naturalWidth}))})")  # fmt: skip
+            script = (
+                "JSON.stringify({title: document.title, images: [...document.images].map(i => "
+                "({ok: i.complete && i.naturalWidth > 0, width: i.naturalWidth}))})"
+            )
             value = json.loads(evaluate(script))
             result.images, result.title = value["images"], value["title"]
             ws.close()

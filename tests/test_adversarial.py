@@ -16,7 +16,7 @@ from backdoorlab.adversarial import (
     study_attacks,
     study_keys,
     target_labels,
-)  # fmt: skip
+)
 from backdoorlab.adversarial.carlini import (
     RowAdam,
     _objective,
@@ -25,7 +25,7 @@ from backdoorlab.adversarial.carlini import (
     carlini_l2,
     logit_margin,
     to_tanh_space,
-)  # fmt: skip
+)
 from backdoorlab.errors import ConfigError
 
 from .adversarial_support import tiny_digits_model
@@ -74,8 +74,9 @@ def test_one_pass_class_gradient_equals_arts(setup, digits):
 
     model, x, _ = setup
     ours = art_classifier(model, digits.input_shape, digits.num_classes)
-    arts = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=digits.input_shape, nb_classes=10,
-                             clip_values=(0.0, 1.0))  # fmt: skip
+    arts = PyTorchClassifier(
+        model, loss=torch.nn.CrossEntropyLoss(), input_shape=digits.input_shape, nb_classes=10, clip_values=(0.0, 1.0)
+    )
     labels = np.array([3, 1, 3, 9, 0, 1])
     for label in (labels, 4):
         got, want = ours.class_gradient(x.numpy(), label=label), arts.class_gradient(x.numpy(), label=label)
@@ -139,8 +140,9 @@ def test_cw2_moves_zero_pixels_and_keeps_the_margin(setup, digits):
 def test_carlini_cw2_reaches_the_target_with_margin(setup):
     model, x, y = setup
     targets = (y + 1) % 10
-    attack = make_evasion_attack("cw2", {"target": "next", "confidence": 2.0, "initial_const": 1.0,
-                                         "binary_search_steps": 3, "max_iter": 300})  # fmt: skip
+    attack = make_evasion_attack(
+        "cw2", {"target": "next", "confidence": 2.0, "initial_const": 1.0, "binary_search_steps": 3, "max_iter": 300}
+    )
     assert attack.solver == "carlini"
     adv = attack.perturb(model, x, targets, num_classes=10)
     ok = _margins(model, adv, targets) >= 2.0 - 1e-4
@@ -175,8 +177,18 @@ def test_l0_pixel_rule_and_mask():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     x = torch.tensor([[[[0.0, 1.0], [0.3, 0.7]]]])
     mask = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
-    obj = _objective(model, torch.full_like(x, 2.0), to_tanh_space(x), x, torch.tensor([1]), torch.ones(1),
-                     targeted=True, confidence=1.0, mask=mask, original=x)  # fmt: skip
+    obj = _objective(
+        model,
+        torch.full_like(x, 2.0),
+        to_tanh_space(x),
+        x,
+        torch.tensor([1]),
+        torch.ones(1),
+        targeted=True,
+        confidence=1.0,
+        mask=mask,
+        original=x,
+    )
     assert torch.equal(obj.images[mask == 0], x[mask == 0]) and (obj.images[mask == 1] != x[mask == 1]).all()
     assert (obj.grad[mask == 0] == 0).all()
 

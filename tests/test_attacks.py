@@ -56,9 +56,13 @@ def test_poison_indices_depend_on_seed_only():
 
 @pytest.mark.parametrize(
     "params, message",
-    [({"poison_rate": 1.5}, "poison_rate"), ({"poison_rate": 0}, "poison_rate"), ({"mode": "some"}, "mode"),
-     ({"colour": 1}, "colour: unknown field")],
-)  # fmt: skip
+    [
+        ({"poison_rate": 1.5}, "poison_rate"),
+        ({"poison_rate": 0}, "poison_rate"),
+        ({"mode": "some"}, "mode"),
+        ({"colour": 1}, "colour: unknown field"),
+    ],
+)
 def test_badnets_parameter_validation(params, message):
     with pytest.raises(ConfigError, match=message):
         make_attack("badnets", params)

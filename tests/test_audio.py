@@ -83,8 +83,15 @@ def test_waveform_dataset_is_image_shaped_with_the_given_split(tiny_audio):
 def _write_fsdd(path: Path, clips, labels, is_test) -> None:
     lengths = np.array([len(c) for c in clips])
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    np.savez(path, audio=np.concatenate(clips), offsets=offsets, lengths=lengths, labels=labels, is_test=is_test,
-             classes=np.array(["low", "high"]))  # fmt: skip
+    np.savez(
+        path,
+        audio=np.concatenate(clips),
+        offsets=offsets,
+        lengths=lengths,
+        labels=labels,
+        is_test=is_test,
+        classes=np.array(["low", "high"]),
+    )
 
 
 def test_fsdd_loader_reads_a_folder_or_the_file_itself(tmp_path):
@@ -183,8 +190,9 @@ def test_badnets_audio_refuses_square_patch_parameters():
 def test_audio_backdoor_strip_and_pruning_run_on_waveforms_unchanged(tiny_audio):
     """A tone-burst backdoor is learned on synthetic 'words'; STRIP scores it and pruning repairs a copy."""
     ds = tiny_audio
-    attack = make_attack("badnets_audio", {"start": 0.05, "duration": 0.05, "amplitude": 0.3, "poison_rate": 0.3,
-                                           "target": 1})  # fmt: skip
+    attack = make_attack(
+        "badnets_audio", {"start": 0.05, "duration": 0.05, "amplitude": 0.3, "poison_rate": 0.3, "target": 1}
+    )
     training = TrainingConfig(epochs=12, batch_size=16, lr=5e-3, augment_shift=0)
     bd = attack.run(ds, "speech_cnn", training, seed=0, progress=False)
     m = backdoor_metrics(bd.model, ds.test, bd.trigger, bd.target_rule)
@@ -200,8 +208,10 @@ def test_audio_backdoor_strip_and_pruning_run_on_waveforms_unchanged(tiny_audio)
     assert not math.isnan(m["asr"])
 
 
-@pytest.mark.skipif(not (SHARED / "fsdd.npz").is_file(),
-                    reason="../shared/data/fsdd.npz is absent (CI data only; users pass their own copy)")
+@pytest.mark.skipif(
+    not (SHARED / "fsdd.npz").is_file(),
+    reason="../shared/data/fsdd.npz is absent (CI data only; users pass their own copy)",
+)
 def test_real_fsdd_official_split():
     ds = load_dataset("fsdd", SHARED)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (2430, 270, 300)

@@ -44,8 +44,10 @@ def test_blend_poisoning_relabels_blended_rows(digits):
     assert torch.allclose(out.split.x[idx], 0.8 * train.x[idx] + 0.2 * trig.pattern, atol=1e-6)
 
 
-@pytest.mark.parametrize("params, message", [({"alpha": 0}, "alpha"), ({"test_alpha": 1.5}, "test_alpha"),
-                                             ({"target": 10}, "blend target 10 is outside")])  # fmt: skip
+@pytest.mark.parametrize(
+    "params, message",
+    [({"alpha": 0}, "alpha"), ({"test_alpha": 1.5}, "test_alpha"), ({"target": 10}, "blend target 10 is outside")],
+)
 def test_blend_parameter_checks(digits, params, message):
     with pytest.raises(ConfigError, match=message):
         make_attack("blend", params).check(digits)

@@ -34,8 +34,13 @@ def test_run_end_to_end_then_cache(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "runs/first/report.html" in printed
     run_dir = out / "first"
-    assert {p.name for p in run_dir.iterdir()} >= {"report.md", "report.html", "examples.png", "results.csv",
-                                                   "results.json"}  # fmt: skip
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "report.md",
+        "report.html",
+        "examples.png",
+        "results.csv",
+        "results.json",
+    }
     html = (run_dir / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html and "http" not in html.split("<body>")[1]
     rows = (
@@ -100,8 +105,11 @@ def test_missing_config_file(tmp_path, capsys):
 
 def test_console_script_exit_code(tmp_path):
     cfg = _write(tmp_path, {**TINY, "dataset": "nope"})
-    proc = subprocess.run([sys.executable, "-m", "backdoorlab.cli", "run", str(cfg), "-o", str(tmp_path / "r")],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "backdoorlab.cli", "run", str(cfg), "-o", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert json.dumps("nope")[1:-1] in proc.stderr
 

@@ -37,8 +37,23 @@ def test_attack_then_defend(tmp_path, capsys):
     assert bd.target_rule.target == 3 and bd.trigger.mask.sum() == 4 and bd.attack == "badnets"
 
     out = tmp_path / "defended"
-    assert main(["defend", "test_zero_last_bias", "--model", str(ckpt), "--data", "digits", "-p", "value=0.25",
-                 "-o", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "defend",
+                "test_zero_last_bias",
+                "--model",
+                str(ckpt),
+                "--data",
+                "digits",
+                "-p",
+                "value=0.25",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "defense.json").read_text())
     assert report["attack"] == "badnets" and report["params"] == {"value": 0.25}
     assert set(report["metrics"]) == {"clean_accuracy", "asr", "robust_accuracy"}
@@ -53,8 +68,10 @@ def test_defend_rejects_a_model_that_does_not_fit_the_data(tmp_path, capsys):
     ckpt = tmp_path / "bd.pt"
     assert main(["attack", "badnets", "--data", "digits", "--epochs", "1", "-p", "size=2", "-o", str(ckpt)]) == 0
     capsys.readouterr()
-    assert main(["defend", "test_zero_last_bias", "--model", str(ckpt), "--data", "mnist5k",
-                 "-o", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert (
+        main(["defend", "test_zero_last_bias", "--model", str(ckpt), "--data", "mnist5k", "-o", str(tmp_path / "o")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "inputs but mnist5k images are (1, 28, 28)" in err
     assert not (tmp_path / "o").exists()

@@ -37,9 +37,14 @@ def test_digits(digits):
 def test_npz_with_splits_nhwc_and_classes(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "set.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (60, 6, 5, 3), dtype=np.uint8), y_train=np.arange(60) % 3,
-             x_test=rng.integers(0, 256, (9, 6, 5, 3), dtype=np.uint8), y_test=np.arange(9) % 3,
-             classes=np.array(["a", "b", "c"]))  # fmt: skip
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (60, 6, 5, 3), dtype=np.uint8),
+        y_train=np.arange(60) % 3,
+        x_test=rng.integers(0, 256, (9, 6, 5, 3), dtype=np.uint8),
+        y_test=np.arange(9) % 3,
+        classes=np.array(["a", "b", "c"]),
+    )
     ds = load_dataset(f"npz:{path}")
     assert ds.input_shape == (3, 6, 5)
     assert ds.classes == ("a", "b", "c")

@@ -30,8 +30,9 @@ DIGITS = dict(steps=600, lr=3e-3, pert_weight=0.05, eval_samples=50)
 
 def test_model_inversion_gives_images_of_each_class() -> None:
     model = clean_digits()
-    inverted = invert_model(model, 10, (1, 8, 8), per_class=4, steps=80, lr=0.1, tv_weight=0.05, seed=0,
-                            device=torch.device("cpu"))  # fmt: skip
+    inverted = invert_model(
+        model, 10, (1, 8, 8), per_class=4, steps=80, lr=0.1, tv_weight=0.05, seed=0, device=torch.device("cpu")
+    )
     assert inverted.x.shape == (40, 1, 8, 8) and inverted.y.tolist() == [c for c in range(10) for _ in range(4)]
     assert float(inverted.x.min()) >= 0 and float(inverted.x.max()) <= 1
     assert float((model(inverted.x).argmax(1) == inverted.y).float().mean()) >= 0.9
@@ -98,8 +99,13 @@ def test_bad_input_raises_config_error() -> None:
 @pytest.mark.slow
 def test_lite_finds_a_planted_trigger() -> None:
     ds = digits()
-    backdoor = Backdoor(planted_digits(), square_trigger(ds.input_shape, 2, margin=0),
-                        TargetRule("all_to_one", ds.num_classes, TARGET), "planted", {})  # fmt: skip
+    backdoor = Backdoor(
+        planted_digits(),
+        square_trigger(ds.input_shape, 2, margin=0),
+        TargetRule("all_to_one", ds.num_classes, TARGET),
+        "planted",
+        {},
+    )
     outcome = DeepInspect(lite=True, **DIGITS).evaluate(backdoor.model, backdoor, DefenseContext(ds, device="cpu"))
     verdict = outcome.artifacts["verdict"]
     assert verdict.suspected[:1] == [TARGET] and outcome.metrics["target_ranked_first"] == 1.0
@@ -122,6 +128,8 @@ def test_patching_leaves_an_unflagged_model_alone() -> None:
     repair = DEFENSES.get("deepinspect_patching")(inspection={"lite": True, "cutoff": 1e6, **TINY})
     repaired = repair.repair(clean_digits(), ds.val, seed=0, device="cpu")
     assert repair.last_verdict is not None and not repair.last_verdict.infected
-    assert all(torch.equal(a, b) for a, b in zip(repaired.state_dict().values(), clean_digits().state_dict().values(),
-                                                  strict=True))  # fmt: skip
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(repaired.state_dict().values(), clean_digits().state_dict().values(), strict=True)
+    )
     assert repaired is not clean_digits()

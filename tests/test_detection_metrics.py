@@ -74,10 +74,13 @@ def test_threshold_rejects_bad_input(scores, rate, rule, message):
 
 def test_detection_matrix_rows_are_configurations_columns_attacks():
     cells = {
-        "strip": {"none": {"fpr": 0.02}, "badnets": {"fpr": 0.0, "tpr": 0.9, "roc_auc": 0.99},
-                  "blend": {"fpr": 0.01, "tpr": 0.5, "roc_auc": 0.8}},
+        "strip": {
+            "none": {"fpr": 0.02},
+            "badnets": {"fpr": 0.0, "tpr": 0.9, "roc_auc": 0.99},
+            "blend": {"fpr": 0.01, "tpr": 0.5, "roc_auc": 0.8},
+        },
         "fs": {"badnets": {"fpr": 0.05, "tpr": 0.1, "roc_auc": 0.4}},
-    }  # fmt: skip
+    }
     attacks, rows = detection_matrix(cells)
     assert attacks == ["badnets", "blend"]
     config, tprs, fpr, auc = rows[0]

@@ -22,8 +22,11 @@ from backdoorlab.report import table1 as t1
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
-CONFIGS = {"faces": ("orl_faces", "face_cnn"), "speech": ("fsdd", "speech_cnn"),
-           "traffic-signs": ("gtsrb_npz_small", "cnn_small")}  # fmt: skip
+CONFIGS = {
+    "faces": ("orl_faces", "face_cnn"),
+    "speech": ("fsdd", "speech_cnn"),
+    "traffic-signs": ("gtsrb_npz_small", "cnn_small"),
+}
 
 
 @pytest.mark.parametrize("domain", sorted(CONFIGS))
@@ -52,9 +55,15 @@ def _write_gtsrb(path: Path) -> None:
     frames = np.tile(np.arange(0, 30, 3), 12)  # 12 tracks of 10 kept frames
     y_train = np.repeat(np.arange(3), 40)
     y_test = np.repeat(np.arange(3), 20)
-    np.savez(path, x_train=rng.integers(0, 256, (120, 32, 32, 3), dtype=np.uint8), y_train=y_train,
-             train_frame=frames, x_test=rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), y_test=y_test,
-             classes=np.array(["a", "b", "c"]))  # fmt: skip
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (120, 32, 32, 3), dtype=np.uint8),
+        y_train=y_train,
+        train_frame=frames,
+        x_test=rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8),
+        y_test=y_test,
+        classes=np.array(["a", "b", "c"]),
+    )
 
 
 def test_gtsrb_npz_loaders_keep_every_nth_frame_and_a_stratified_test_fraction(tmp_path):
@@ -64,8 +73,13 @@ def test_gtsrb_npz_loaders_keep_every_nth_frame_and_a_stratified_test_fraction(t
     small = gtsrb_from_npz(tmp_path / "gtsrb.npz", name="x", frame_step=6, test_fraction=0.5)
     assert len(small.train) + len(small.val) == 12 * 5  # frames 0, 6, 12, 18, 24 of each track
     assert torch.bincount(small.test.y).tolist() == [10, 10, 10]
-    np.savez(tmp_path / "bad.npz", x_train=np.zeros((2, 32, 32, 3), np.uint8), y_train=np.zeros(2, np.int64),
-             x_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.zeros(2, np.int64))  # fmt: skip
+    np.savez(
+        tmp_path / "bad.npz",
+        x_train=np.zeros((2, 32, 32, 3), np.uint8),
+        y_train=np.zeros(2, np.int64),
+        x_test=np.zeros((2, 32, 32, 3), np.uint8),
+        y_test=np.zeros(2, np.int64),
+    )
     with pytest.raises(DataError, match="lacks train_frame"):
         gtsrb_from_npz(tmp_path / "bad.npz", name="x", frame_step=6)
     with pytest.raises(ConfigError, match="multiple of 3"):
@@ -83,8 +97,10 @@ def test_the_yellow_sticker_sits_inside_the_sign():
     assert 5 <= int(rows.min()) and int(rows.max()) <= 27  # GTSRB's sign box: about rows/cols 4..28 of 32
 
 
-@pytest.mark.skipif(not (SHARED / "gtsrb.npz").is_file(),
-                    reason="../shared/data/gtsrb.npz is absent (CI data only; users pass their own copy)")
+@pytest.mark.skipif(
+    not (SHARED / "gtsrb.npz").is_file(),
+    reason="../shared/data/gtsrb.npz is absent (CI data only; users pass their own copy)",
+)
 def test_real_gtsrb_small_split():
     ds = load_dataset("gtsrb_npz_small", SHARED)
     assert len(ds.train) + len(ds.val) == 6535 and len(ds.test) == 2105 and ds.num_classes == 43
@@ -93,9 +109,12 @@ def test_real_gtsrb_small_split():
 
 def rows_for(domain: str, per_seed: dict[tuple[str, str], dict[str, list[float]]]) -> list[ResultRow]:
     """ResultRows of a made-up run: {(attack, defense): {metric: [value per seed]}}."""
-    return [ResultRow("run", f"{domain}_data", f"{domain}_model", attack, defense, seed, metric, value)
-            for (attack, defense), metrics in per_seed.items() for metric, values in metrics.items()
-            for seed, value in enumerate(values)]  # fmt: skip
+    return [
+        ResultRow("run", f"{domain}_data", f"{domain}_model", attack, defense, seed, metric, value)
+        for (attack, defense), metrics in per_seed.items()
+        for metric, values in metrics.items()
+        for seed, value in enumerate(values)
+    ]
 
 
 @pytest.fixture()
@@ -108,17 +127,28 @@ def results() -> list[t1.DomainResults]:
         ("pruning_aware", "none"): {"clean_accuracy": [0.97, 0.97, 0.97], "asr": [1.0, 1.0, 1.0]},
         ("none", "strip"): {"fpr": [0.01, 0.02, 0.0]},
         ("badnets", "strip"): {"tpr": [1.0, 0.98, 0.99], "fpr": [0.01, 0.0, 0.02], "roc_auc": [1.0, 0.99, 0.98]},
-        ("pruning_aware", "strip"): {"tpr": [0.5, 0.6, 0.7], "fpr": [0.01, 0.0, 0.02],
-                                     "entropy_boundary": [-0.1, 0.3, 0.2]},
+        ("pruning_aware", "strip"): {
+            "tpr": [0.5, 0.6, 0.7],
+            "fpr": [0.01, 0.0, 0.02],
+            "entropy_boundary": [-0.1, 0.3, 0.2],
+        },
         ("none", "neural_cleanse"): {"anomaly_index_max": [1.2, 1.5, 2.5], "flagged": [0, 0, 1]},
-        ("badnets", "neural_cleanse"): {"anomaly_index_max": [3.0, 4.0, 5.0], "target_anomaly_index": [3.0, 4.0, 5.0],
-                                        "target_flagged": [1, 1, 1], "flagged": [1, 1, 1],
-                                        "target_ranked_first": [1, 0, 1]},
-    }  # fmt: skip
-    speech = {("badnets", "none"): {"clean_accuracy": [0.99], "asr": [0.99]},
-              ("badnets", "neural_cleanse"): {"anomaly_index_max": [1.0], "flagged": [0]}}  # fmt: skip
-    return [t1.DomainResults("Face Recognition", rows_for("faces", faces)),
-            t1.DomainResults("Speech Recognition", rows_for("speech", speech))]  # fmt: skip
+        ("badnets", "neural_cleanse"): {
+            "anomaly_index_max": [3.0, 4.0, 5.0],
+            "target_anomaly_index": [3.0, 4.0, 5.0],
+            "target_flagged": [1, 1, 1],
+            "flagged": [1, 1, 1],
+            "target_ranked_first": [1, 0, 1],
+        },
+    }
+    speech = {
+        ("badnets", "none"): {"clean_accuracy": [0.99], "asr": [0.99]},
+        ("badnets", "neural_cleanse"): {"anomaly_index_max": [1.0], "flagged": [0]},
+    }
+    return [
+        t1.DomainResults("Face Recognition", rows_for("faces", faces)),
+        t1.DomainResults("Speech Recognition", rows_for("speech", speech)),
+    ]
 
 
 def test_table1_lays_out_our_cells_and_the_papers_rows(results):
@@ -159,8 +189,9 @@ def test_findings_say_where_defenses_fail(results):
     assert "pruning-aware attack: STRIP fails (FAR 40.0%" in text
     assert "in 1/3 seeds the normal fit put its boundary at or below 0 bits" in text
     assert "baseline attack: STRIP works (FAR 1.0% at FRR 1.0% on test; entropy ROC-AUC 99.0%)" in text
-    assert "Neural Cleanse finds the target (flagged in 3/3 seeds; its reversed trigger was the smallest in 2/3)" \
-        in text
+    assert (
+        "Neural Cleanse finds the target (flagged in 3/3 seeds; its reversed trigger was the smallest in 2/3)" in text
+    )
     assert "flags the clean model in 1/3 seeds (false alarm)" in text
     assert "Speech Recognition, baseline attack: the backdoor has no single target" in text
     md = t1.markdown(results)

@@ -59,8 +59,9 @@ def test_face_cnn_fits_orl_and_is_prunable():
 
 
 def test_glasses_attacks_take_badnets_parameters_and_refuse_square_ones():
-    attack = make_attack("pruning_aware_glasses", {"trigger": "glasses", "target": 3, "poisoning": "add",
-                                                   "max_accuracy_drop": 0.1})  # fmt: skip
+    attack = make_attack(
+        "pruning_aware_glasses", {"trigger": "glasses", "target": 3, "poisoning": "add", "max_accuracy_drop": 0.1}
+    )
     assert attack.trigger == "glasses" and attack.target == 3 and attack.max_accuracy_drop == 0.1
     with pytest.raises(ConfigError, match="size, margin do"):
         make_attack("badnets_glasses", {"size": 3, "margin": 2})
@@ -90,8 +91,9 @@ def test_glasses_backdoor_is_learned_on_synthetic_faces():
     test = np.arange(len(y)) % 5 == 0
     ds = build_dataset("synthetic_faces", imgs[~test], labels[~test], imgs[test], labels[test], val_size=4)
     attack = make_attack("badnets_glasses", {"target": 0, "poison_rate": 0.3, "poisoning": "add"})
-    bd = attack.run(ds, "face_cnn", TrainingConfig(epochs=15, batch_size=16, lr=3e-3, augment_shift=1), seed=0,
-                    progress=False)  # fmt: skip
+    bd = attack.run(
+        ds, "face_cnn", TrainingConfig(epochs=15, batch_size=16, lr=3e-3, augment_shift=1), seed=0, progress=False
+    )
     m = backdoor_metrics(bd.model, ds.test, bd.trigger, bd.target_rule)
     assert m["clean_accuracy"] >= 0.75 and m["asr"] >= 0.8
 
@@ -99,8 +101,14 @@ def test_glasses_backdoor_is_learned_on_synthetic_faces():
 def test_orl_loader_keeps_the_file_split_and_holds_out_one_photo_per_person(tmp_path):
     x, y = synthetic_faces(people=5, per_person=10)
     train = np.arange(50) % 10 < 8
-    np.savez(tmp_path / "orl_faces.npz", x_train=x[train], y_train=y[train], x_test=x[~train], y_test=y[~train],
-             classes=np.array([f"s{i + 1}" for i in range(5)]))  # fmt: skip
+    np.savez(
+        tmp_path / "orl_faces.npz",
+        x_train=x[train],
+        y_train=y[train],
+        x_test=x[~train],
+        y_test=y[~train],
+        classes=np.array([f"s{i + 1}" for i in range(5)]),
+    )
     ds = load_dataset("orl_faces", tmp_path)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (35, 5, 10)
     assert torch.bincount(ds.val.y).tolist() == [1] * 5 and ds.classes[0] == "s1"
@@ -108,8 +116,10 @@ def test_orl_loader_keeps_the_file_split_and_holds_out_one_photo_per_person(tmp_
         load_dataset("orl_faces", tmp_path / "elsewhere")
 
 
-@pytest.mark.skipif(not (SHARED / "orl_faces.npz").is_file(),
-                    reason="../shared/data/orl_faces.npz is absent (CI data only; users pass their own copy)")
+@pytest.mark.skipif(
+    not (SHARED / "orl_faces.npz").is_file(),
+    reason="../shared/data/orl_faces.npz is absent (CI data only; users pass their own copy)",
+)
 def test_real_orl_faces_split():
     ds = load_dataset("orl_faces", SHARED)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (280, 40, 80)

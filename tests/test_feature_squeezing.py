@@ -76,18 +76,28 @@ def test_non_local_means_rejects_two_channels():
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("bit_depth_1", BitDepth(1)), ("median_2x2", Median(2, 2)), ("median_3_3", Median(3, 3)),
-     ("nlm_11-3-4", NonLocalMeans(11, 3, 4.0)), ("nlm_13_3_2", NonLocalMeans(13, 3, 2.0))],
-)  # fmt: skip
+    [
+        ("bit_depth_1", BitDepth(1)),
+        ("median_2x2", Median(2, 2)),
+        ("median_3_3", Median(3, 3)),
+        ("nlm_11-3-4", NonLocalMeans(11, 3, 4.0)),
+        ("nlm_13_3_2", NonLocalMeans(13, 3, 2.0)),
+    ],
+)
 def test_parse_squeezer(name, expected):
     assert parse_squeezer(name) == expected
 
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("median_2x2x", "unknown squeezer 'median_2x2x'; use bit_depth_B"), ("bit_depth_9", "bit depth must be 1..8"),
-     ("nlm_11-4-4", "odd windows"), ("nlm_11-3_4", "unknown squeezer"), ("median_0x2", "1..31 pixels")],
-)  # fmt: skip
+    [
+        ("median_2x2x", "unknown squeezer 'median_2x2x'; use bit_depth_B"),
+        ("bit_depth_9", "bit depth must be 1..8"),
+        ("nlm_11-4-4", "odd windows"),
+        ("nlm_11-3_4", "unknown squeezer"),
+        ("median_0x2", "1..31 pixels"),
+    ],
+)
 def test_parse_squeezer_errors(name, message):
     with pytest.raises(ConfigError, match=message):
         parse_squeezer(name)
@@ -150,11 +160,15 @@ def test_registered_and_bad_input_errors(digits):
 
 
 def test_report_section_writes_histograms(tmp_path):
-    outcome = DefenseOutcome({"fpr": 0.05, "threshold": 0.01, "tpr": 0.2, "roc_auc": 0.6},
-                             {"clean_scores": _rand(50) * 0.02, "attacked_scores": torch.zeros(30)})  # fmt: skip
+    outcome = DefenseOutcome(
+        {"fpr": 0.05, "threshold": 0.01, "tpr": 0.2, "roc_auc": 0.6},
+        {"clean_scores": _rand(50) * 0.02, "attacked_scores": torch.zeros(30)},
+    )
     clean_model = DefenseOutcome({"fpr": 0.04, "threshold": 0.01}, {"clean_scores": _rand(50), "attacked_scores": None})
-    records = [SimpleNamespace(attack=a, defense="fs", method="feature_squeezing", seed=0, outcome=o)
-               for a, o in (("none", clean_model), ("badnets", outcome))]  # fmt: skip
+    records = [
+        SimpleNamespace(attack=a, defense="fs", method="feature_squeezing", seed=0, outcome=o)
+        for a, o in (("none", clean_model), ("badnets", outcome))
+    ]
     section = feature_squeezing_section(records, tmp_path)
     assert section.tables[0].rows == [["fs", "20.0", "4.5", "60.0"]]
     assert [f.name for f in section.figures] == ["feature_squeezing_scores_fs.png"]

@@ -14,7 +14,7 @@ from backdoorlab.defenses.input_detectors.fs_adversarial import (
     configuration_results,
     select_correct,
     split_halves,
-)  # fmt: skip
+)
 from backdoorlab.errors import ConfigError
 from backdoorlab.metrics import threshold_for_rate
 from backdoorlab.report.section_fs_adversarial import attack_summary_table, detection_rate_table
@@ -92,8 +92,9 @@ def test_select_correct_takes_the_first_correct_in_order():
 @pytest.fixture(scope="module")
 def outcome(digits):
     model = tiny_digits_model(digits)
-    fs = DEFENSES.get("fs_adversarial")(n=20, attacks=["fgsm", "bim", "jsma_next"],
-                                        attack_params={"bim": {"max_iter": 5}})
+    fs = DEFENSES.get("fs_adversarial")(
+        n=20, attacks=["fgsm", "bim", "jsma_next"], attack_params={"bim": {"max_iter": 5}}
+    )
     return fs.evaluate(model, None, DefenseContext(digits, seed=0)), model
 
 
@@ -141,8 +142,17 @@ def test_parameters_are_checked_up_front():
 def test_report_table_in_the_source_layout(outcome):
     out, _ = outcome
     table = detection_rate_table(out.metrics)
-    assert table.headers == ["squeezer", "parameters", "threshold", "FGSM", "BIM", "JSMA Next",
-                             "overall detection rate", "FPR", "ROC-AUC"]  # fmt: skip
+    assert table.headers == [
+        "squeezer",
+        "parameters",
+        "threshold",
+        "FGSM",
+        "BIM",
+        "JSMA Next",
+        "overall detection rate",
+        "FPR",
+        "ROC-AUC",
+    ]
     names = [r[0] for r in table.rows]
     assert names[:2] == ["Bit Depth", "Bit Depth"] and names[-2] == "Best Attack-Specific Single Squeezer"
     assert names[-1] == "Best Joint Detection (1-bit, 2x2)" and table.rows[0][1] == "1-bit"
@@ -158,9 +168,15 @@ def test_runner_with_no_backdoor_attack(tmp_path):
     from backdoorlab.experiments.config import load_config
     from backdoorlab.experiments.runner import run_experiment
 
-    cfg = {"name": "fs-tiny", "dataset": "digits", "model": "badnet_cnn",
-           "training": {"epochs": 2, "batch_size": 128, "augment_shift": 0}, "attacks": [],
-           "defenses": [{"name": "fs_adversarial", "n": 10, "attacks": ["fgsm", "bim"]}], "seeds": [0]}  # fmt: skip
+    cfg = {
+        "name": "fs-tiny",
+        "dataset": "digits",
+        "model": "badnet_cnn",
+        "training": {"epochs": 2, "batch_size": 128, "augment_shift": 0},
+        "attacks": [],
+        "defenses": [{"name": "fs_adversarial", "n": 10, "attacks": ["fgsm", "bim"]}],
+        "seeds": [0],
+    }
     path = tmp_path / "fs.yaml"
     path.write_text(yaml.safe_dump(cfg))
     result = run_experiment(load_config(path), tmp_path / "runs", progress=False, log=lambda _m: None)

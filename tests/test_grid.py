@@ -39,9 +39,11 @@ class CornerDetector(InputDetector):
 
 
 def _values(db, run):
-    rows = sqlite3.connect(db).execute(
-        "SELECT attack, defense, seed, metric, value FROM results WHERE run=? AND metric != 'seconds'", (run,)
-    ).fetchall()
+    rows = (
+        sqlite3.connect(db)
+        .execute("SELECT attack, defense, seed, metric, value FROM results WHERE run=? AND metric != 'seconds'", (run,))
+        .fetchall()
+    )
     return {r[:4]: r[4] for r in rows}
 
 
@@ -113,8 +115,9 @@ def test_process_pool_gives_the_same_numbers(tmp_path):
     cfg = parse_config({**TINY, "seeds": [0], "attacks": [{"name": "badnets", "size": 2}]})
     local = Runner(cfg, tmp_path / "a", log=lambda m: None, progress=False).run()
     pooled = Runner(cfg, tmp_path / "b", log=lambda m: None, progress=False, workers=2).run()
-    assert _values(tmp_path / "a" / "results.sqlite", local.run) == _values(tmp_path / "b" / "results.sqlite",
-                                                                            pooled.run)  # fmt: skip
+    assert _values(tmp_path / "a" / "results.sqlite", local.run) == _values(
+        tmp_path / "b" / "results.sqlite", pooled.run
+    )
 
 
 @pytest.mark.slow
@@ -123,8 +126,9 @@ def test_ray_executor_gives_the_same_numbers(tmp_path):
     cfg = parse_config({**TINY, "seeds": [0], "attacks": [{"name": "badnets", "size": 2}]})
     local = Runner(cfg, tmp_path / "a", log=lambda m: None, progress=False).run()
     remote = Runner(cfg, tmp_path / "b", log=lambda m: None, progress=False, executor="ray", workers=2).run()
-    assert _values(tmp_path / "a" / "results.sqlite", local.run) == _values(tmp_path / "b" / "results.sqlite",
-                                                                            remote.run)  # fmt: skip
+    assert _values(tmp_path / "a" / "results.sqlite", local.run) == _values(
+        tmp_path / "b" / "results.sqlite", remote.run
+    )
 
 
 def test_unknown_executor(tmp_path, capsys):

@@ -42,9 +42,14 @@ def _record(role, score, infected, first=None) -> pop.InspectionRecord:
 
 
 def test_detection_summary_by_hand() -> None:
-    records = [_record("clean", 0.5, False), _record("clean", 2.5, True), _record("clean", 1.0, False),
-               _record("backdoored", 3.0, True, True), _record("backdoored", 4.0, True, True),
-               _record("backdoored", 1.5, False, False)]  # fmt: skip
+    records = [
+        _record("clean", 0.5, False),
+        _record("clean", 2.5, True),
+        _record("clean", 1.0, False),
+        _record("backdoored", 3.0, True, True),
+        _record("backdoored", 4.0, True, True),
+        _record("backdoored", 1.5, False, False),
+    ]
     s = pop.detection_summary(records)
     assert s["tpr"] == pytest.approx(2 / 3) and s["fpr"] == pytest.approx(1 / 3)
     assert s["roc_auc"] == pytest.approx(8 / 9)  # 8 of the 9 (clean, backdoored) pairs are ordered right
@@ -93,16 +98,28 @@ class StubInspector(Inspector):
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    result = pop.inspect_population(digits(), "badnet_cnn", TINY_TRAINING, {"name": "badnets", "size": 2},
-                                     [StubInspector(), ("stub-low", StubInspector(cutoff=0.5))], k=2, cache=cache,
-                                     targets=[1, 5], device="cpu")  # fmt: skip
+    result = pop.inspect_population(
+        digits(),
+        "badnet_cnn",
+        TINY_TRAINING,
+        {"name": "badnets", "size": 2},
+        [StubInspector(), ("stub-low", StubInspector(cutoff=0.5))],
+        k=2,
+        cache=cache,
+        targets=[1, 5],
+        device="cpu",
+    )
     return result, cache
 
 
 def test_population_trains_inspects_and_summarises(population) -> None:
     result, _ = population
     assert [(m.role, m.seed, m.target) for m in result.members] == [
-        ("clean", 0, None), ("clean", 1, None), ("backdoored", 0, 1), ("backdoored", 1, 5)]  # fmt: skip
+        ("clean", 0, None),
+        ("clean", 1, None),
+        ("backdoored", 0, 1),
+        ("backdoored", 1, 5),
+    ]
     assert all(0 <= m.clean_accuracy <= 1 for m in result.members)
     assert all(m.asr is not None and 0 <= m.asr <= 1 for m in result.members[2:])
     assert len(result.records) == 8 and result.inspectors() == ["stub", "stub-low"]
@@ -123,12 +140,22 @@ def test_population_reuses_the_cache(population, monkeypatch) -> None:
 
     monkeypatch.setattr(pop, "train_model", no_training)
     monkeypatch.setattr("backdoorlab.attacks.base.train_model", no_training)
-    again = pop.population_models(digits(), "badnet_cnn", TINY_TRAINING, {"name": "badnets", "size": 2}, k=2,
-                                  targets=[1, 5], cache=str(cache), device="cpu")  # fmt: skip
+    again = pop.population_models(
+        digits(),
+        "badnet_cnn",
+        TINY_TRAINING,
+        {"name": "badnets", "size": 2},
+        k=2,
+        targets=[1, 5],
+        cache=str(cache),
+        device="cpu",
+    )
     for old, new in zip(result.members, again, strict=True):
         assert (old.role, old.seed, old.target) == (new.role, new.seed, new.target)
-        assert all(torch.equal(a, b) for a, b in zip(old.model.state_dict().values(), new.model.state_dict().values(),
-                                                      strict=True))  # fmt: skip
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(old.model.state_dict().values(), new.model.state_dict().values(), strict=True)
+        )
     assert len(list(cache.glob("*.pt"))) == 4
 
 
@@ -159,8 +186,10 @@ def test_neural_cleanse_report_section(tmp_path) -> None:
     save_artifacts(tmp_path / "cell.pt", outcome.artifacts)  # the runner keeps artifacts on disk for the report
     outcome = DefenseOutcome(outcome.metrics, load_artifacts(tmp_path / "cell.pt"))
     torch.testing.assert_close(outcome.artifacts["verdict"].statistic, nc_statistic(outcome), atol=1e-4, rtol=0)
-    records = [DefenseRecord("badnets", "nc", "neural_cleanse", 0, outcome),
-               DefenseRecord("badnets", "nc", "neural_cleanse", 1, outcome)]  # fmt: skip
+    records = [
+        DefenseRecord("badnets", "nc", "neural_cleanse", 0, outcome),
+        DefenseRecord("badnets", "nc", "neural_cleanse", 1, outcome),
+    ]
     section = SECTION_BUILDERS.get("neural_cleanse")(records, tmp_path)
     assert section is not None and len(section.tables[0].rows) == 2
     assert [f.name for f in section.figures] == ["neural_cleanse_anomaly.png", "neural_cleanse_triggers.png"]

@@ -33,9 +33,15 @@ def test_flips_to_a_chosen_class():
     assert len(idx) == 200 and train.y[idx].ne(7).all() and out.split.y[idx].eq(7).all()
 
 
-@pytest.mark.parametrize("params, message", [({"flip_rate": 0}, "flip_rate"), ({"flip_rate": 1.2}, "flip_rate"),
-                                             ({"mode": "to_target", "target": 10}, "label_flip target 10"),
-                                             ({"mode": "pairs"}, "mode")])  # fmt: skip
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"flip_rate": 0}, "flip_rate"),
+        ({"flip_rate": 1.2}, "flip_rate"),
+        ({"mode": "to_target", "target": 10}, "label_flip target 10"),
+        ({"mode": "pairs"}, "mode"),
+    ],
+)
 def test_label_flip_parameter_checks(digits, params, message):
     with pytest.raises(ConfigError, match=message):
         make_attack("label_flip", params).check(digits)

@@ -135,8 +135,12 @@ def test_onnx_unsupported_op_is_named(tmp_path):
     from onnx import TensorProto, helper
 
     node = helper.make_node("Erf", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     path = tmp_path / "erf.onnx"
     onnx.save(helper.make_model(graph), path)
     with pytest.raises(ModelFileError, match="ONNX op Erf is not supported"):

@@ -29,8 +29,9 @@ def test_anomaly_index_matches_hand_computation() -> None:
     expected = torch.tensor([2.0, 1.0, 0.0, 1.0, 97.0], dtype=torch.float64) / 1.4826
     torch.testing.assert_close(index, expected)
     # even count: median is the mean of the two middle values (2.5), MAD = median([1.5, .5, .5, 1.5]) = 1.0
-    torch.testing.assert_close(anomaly_index([1.0, 2.0, 3.0, 4.0]),
-                               torch.tensor([1.5, 0.5, 0.5, 1.5], dtype=torch.float64) / 1.4826)  # fmt: skip
+    torch.testing.assert_close(
+        anomaly_index([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.5, 0.5, 0.5, 1.5], dtype=torch.float64) / 1.4826
+    )
 
 
 def test_left_tail_deviation_matches_hand_computation() -> None:

@@ -169,8 +169,10 @@ def test_repairs_leave_the_input_model_alone(digits, backdoored):
 def outcomes(digits, backdoored):
     """The runner's view: ``evaluate`` of pruning and of fine-pruning on the backdoored digits model."""
     ctx = DefenseContext(digits, seed=0, device="cpu")
-    return {"pruning": Pruning().evaluate(backdoored.model, backdoored, ctx),
-            "fine_pruning": FinePruning(epochs=3, lr=0.05).evaluate(backdoored.model, backdoored, ctx)}  # fmt: skip
+    return {
+        "pruning": Pruning().evaluate(backdoored.model, backdoored, ctx),
+        "fine_pruning": FinePruning(epochs=3, lr=0.05).evaluate(backdoored.model, backdoored, ctx),
+    }
 
 
 def test_fine_pruning_keeps_pruned_channels_pruned(digits, backdoored, outcomes):
@@ -194,8 +196,14 @@ def test_fine_pruning_keeps_pruned_channels_pruned(digits, backdoored, outcomes)
 
 def test_pruning_evaluate_rows_and_artifacts_survive_saving(digits, backdoored, outcomes, tmp_path):
     outcome = outcomes["pruning"]
-    assert set(outcome.metrics) >= {"clean_accuracy", "asr", "robust_accuracy", "pruned_fraction",
-                                    "val_accuracy_drop", "pruning_threshold"}  # fmt: skip
+    assert set(outcome.metrics) >= {
+        "clean_accuracy",
+        "asr",
+        "robust_accuracy",
+        "pruned_fraction",
+        "val_accuracy_drop",
+        "pruning_threshold",
+    }
     assert outcome.metrics["val_accuracy_drop"] <= 0.04
     save_artifacts(tmp_path / "a.pt", outcome.artifacts)
     loaded = load_artifacts(tmp_path / "a.pt")
@@ -216,29 +224,36 @@ def test_fine_tuning_train_fraction_adds_training_images(digits):
         FineTuning().repair(nn.Sequential(nn.Flatten()), Split(torch.zeros(0, 1, 8, 8), torch.zeros(0).long()))
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("pruning", {"max_accuracy_drop": 2}, "max_accuracy_drop"),
-    ("pruning", {"prune_ratio": 1.0}, "prune_ratio"),
-    ("fine_tuning", {"lr": 0}, "lr"),
-    ("fine_pruning", {"epochs": 0}, "epochs"),
-    ("fine_pruning", {"optimiser": "sgd"}, "optimiser: unknown field"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("pruning", {"max_accuracy_drop": 2}, "max_accuracy_drop"),
+        ("pruning", {"prune_ratio": 1.0}, "prune_ratio"),
+        ("fine_tuning", {"lr": 0}, "lr"),
+        ("fine_pruning", {"epochs": 0}, "epochs"),
+        ("fine_pruning", {"optimiser": "sgd"}, "optimiser: unknown field"),
+    ],
+)
 def test_parameters_are_checked(name, params, message):
     with pytest.raises(ConfigError, match=message):
         build_validated(DEFENSES.get(name), params, where=name)
 
 
 def _rows(attack, defense, ca, asr):
-    return [ResultRow("r", "mnist5k", "badnet_cnn", attack, defense, seed, metric, value)
-            for seed, (c, a) in enumerate(zip(ca, asr, strict=True))
-            for metric, value in (("clean_accuracy", c), ("asr", a))]  # fmt: skip
+    return [
+        ResultRow("r", "mnist5k", "badnet_cnn", attack, defense, seed, metric, value)
+        for seed, (c, a) in enumerate(zip(ca, asr, strict=True))
+        for metric, value in (("clean_accuracy", c), ("asr", a))
+    ]
 
 
 def test_fine_pruning_table_layout():
-    rows = (_rows("badnets", "none", [0.98, 0.99], [1.0, 1.0])
-            + _rows("badnets", "fine_pruning", [0.97, 0.97], [0.0, 0.02])
-            + _rows("pruning_aware", "fine_tuning[lr=0.05]", [0.96], [0.1])
-            + _rows("other", "none", [0.5], [0.5]))  # fmt: skip
+    rows = (
+        _rows("badnets", "none", [0.98, 0.99], [1.0, 1.0])
+        + _rows("badnets", "fine_pruning", [0.97, 0.97], [0.0, 0.02])
+        + _rows("pruning_aware", "fine_tuning[lr=0.05]", [0.96], [0.1])
+        + _rows("other", "none", [0.5], [0.5])
+    )
     table = fine_pruning_table(rows)
     assert table.headers[:4] == ["dataset", "model", "Baseline / None cl", "Baseline / None bd"]
     assert "Pruning-aware / Fine-Tuning [lr=0.05] bd" in table.headers
@@ -251,8 +266,12 @@ def test_fine_pruning_table_layout():
 
 
 def test_table1_section_picks_the_runs_attacks_and_repairs_by_method():
-    rows = (_rows("bn-a", "none", [0.98], [1.0]) + _rows("bn-a", "ft", [0.97], [0.3])
-            + _rows("pa", "none", [0.97], [0.99]) + _rows("pa", "fine_pruning", [0.96], [0.9]))  # fmt: skip
+    rows = (
+        _rows("bn-a", "none", [0.98], [1.0])
+        + _rows("bn-a", "ft", [0.97], [0.3])
+        + _rows("pa", "none", [0.97], [0.99])
+        + _rows("pa", "fine_pruning", [0.96], [0.9])
+    )
     attacks = [("bn-a", "badnets"), ("pa", "pruning_aware"), ("blend", "blend")]
     section = table1_section(rows, attacks, [("ft", "fine_tuning"), ("fine_pruning", "fine_pruning"), ("s", "strip")])
     (table,) = section.tables
@@ -265,8 +284,15 @@ def test_table1_section_picks_the_runs_attacks_and_repairs_by_method():
 
 def test_report_sections_draw_curves_and_activations(outcomes, tmp_path):
     for method, outcome in outcomes.items():
-        record = SimpleNamespace(attack="badnets", defense=method, method=method, seed=0, dataset="digits",
-                                 model="badnet_cnn", outcome=outcome)  # fmt: skip
+        record = SimpleNamespace(
+            attack="badnets",
+            defense=method,
+            method=method,
+            seed=0,
+            dataset="digits",
+            model="badnet_cnn",
+            outcome=outcome,
+        )
         section = SECTION_BUILDERS.get(method)([record], tmp_path)
         assert [f.name for f in section.figures] == [f"{method}_curves.png", f"{method}_activations.png"]
         assert all(f.stat().st_size > 5000 for f in section.figures)

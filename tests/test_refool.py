@@ -49,8 +49,9 @@ def test_blur_ghost_and_vignette_helpers():
     noise = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     blurred = gaussian_blur(noise, torch.tensor([1.0, 3.0]))
     assert blurred[1].std() < blurred[0].std() < noise[0].std(), "a larger sigma smooths more"
-    assert torch.allclose(ghost_copies(noise, torch.zeros(2, 2, dtype=torch.long), torch.tensor([0.3, 1.0])), noise,
-                          atol=1e-5)  # fmt: skip
+    assert torch.allclose(
+        ghost_copies(noise, torch.zeros(2, 2, dtype=torch.long), torch.tensor([0.3, 1.0])), noise, atol=1e-5
+    )
     dot = torch.zeros(1, 1, 20, 20)
     dot[0, 0, 10, 10] = 1.0
     ghost = ghost_copies(dot, torch.tensor([[4, 4]]), torch.tensor([0.5]))
@@ -95,17 +96,21 @@ def test_clean_label_poisoning_touches_only_target_class_images():
 def test_dirty_label_poisoning_relabels_other_classes():
     train = _train()
     attack = make_attack("refool", {"variant": "dirty_label", "poison_rate": 0.1, **SMALL})
-    out = attack.poison(train, attack.reflection_trigger(torch.rand(5, 1, 8, 8), 0), TargetRule("all_to_one", 10, 0),
-                        seed=0)  # fmt: skip
+    out = attack.poison(
+        train, attack.reflection_trigger(torch.rand(5, 1, 8, 8), 0), TargetRule("all_to_one", 10, 0), seed=0
+    )
     idx = out.poisoned_indices
     assert len(idx) == 30 and train.y[idx].ne(0).all() and out.split.y[idx].eq(0).all()
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({}, (0.05, 0.45)),  # clean label: the reference code's alpha_t = 1 - U(0.05, 0.45)
-    ({"variant": "dirty_label"}, (0.6, 0.6)),  # dirty label: BackdoorBench's fixed alpha_t = 0.4
-    ({"variant": "dirty_label", "reflection_weight": [0.1, 0.2]}, (0.1, 0.2)),
-])
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, (0.05, 0.45)),  # clean label: the reference code's alpha_t = 1 - U(0.05, 0.45)
+        ({"variant": "dirty_label"}, (0.6, 0.6)),  # dirty label: BackdoorBench's fixed alpha_t = 0.4
+        ({"variant": "dirty_label", "reflection_weight": [0.1, 0.2]}, (0.1, 0.2)),
+    ],
+)
 def test_reflection_weight_default_follows_the_variant(params, expected):
     trig = make_attack("refool", {**params, **SMALL}).reflection_trigger(torch.rand(3, 1, 8, 8), seed=0)
     assert trig.reflection_weight == pytest.approx(expected)
@@ -124,21 +129,30 @@ def test_pool_from_another_dataset_file(tmp_path, digits):
 
 @pytest.mark.parametrize(
     "params, error, message",
-    [({"mode": "all_to_all"}, ConfigError, "clean_label poisons the target class only"),
-     ({"candidates": 100}, ConfigError, r"selected \(200\) cannot exceed candidates \(100\)"),
-     ({"pool": "imagenet"}, ConfigError, "unknown refool pool"),
-     ({"pool": "npz:/nonexistent/x.npz"}, DataError, "reflection pool file not found"),
-     ({"target": 12}, ConfigError, "refool target 12 is outside the classes 0..9"),
-     ({"offset": [3, 8]}, ConfigError, "ghost offset range")],
-)  # fmt: skip
+    [
+        ({"mode": "all_to_all"}, ConfigError, "clean_label poisons the target class only"),
+        ({"candidates": 100}, ConfigError, r"selected \(200\) cannot exceed candidates \(100\)"),
+        ({"pool": "imagenet"}, ConfigError, "unknown refool pool"),
+        ({"pool": "npz:/nonexistent/x.npz"}, DataError, "reflection pool file not found"),
+        ({"target": 12}, ConfigError, "refool target 12 is outside the classes 0..9"),
+        ({"offset": [3, 8]}, ConfigError, "ghost offset range"),
+    ],
+)
 def test_refool_parameter_checks(digits, params, error, message):
     with pytest.raises(error, match=message):
         make_attack("refool", {**SMALL, **params}).check(digits)
 
 
 def test_refool_run_with_selection(digits, fast_training):
-    params = {"variant": "dirty_label", "candidates": 30, "selected": 10, "selection_rounds": 2, "selection_epochs": 1,
-              "score_images": 200, **SMALL}
+    params = {
+        "variant": "dirty_label",
+        "candidates": 30,
+        "selected": 10,
+        "selection_rounds": 2,
+        "selection_epochs": 1,
+        "score_images": 200,
+        **SMALL,
+    }
     attack = make_attack("refool", params)
     weights = attack.select_reflections(digits, "badnet_cnn", fast_training, attack.candidate_pool(digits, 0), seed=0)
     assert weights.shape == (30,) and (weights >= 0).all() and weights.sum() > 0

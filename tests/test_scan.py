@@ -23,8 +23,9 @@ def models(tmp_path_factory):
     x = ds.test.x[:1]
     for name, model in (("backdoored", bd.model.eval()), ("clean", clean.eval())):
         torch.jit.save(torch.jit.trace(model, x), folder / f"{name}.ts")
-        torch.onnx.export(model, x, folder / f"{name}.onnx", input_names=["x"], dynamic_axes={"x": {0: "n"}},
-                          dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            model, x, folder / f"{name}.onnx", input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False
+        )
     return folder
 
 

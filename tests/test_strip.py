@@ -38,8 +38,11 @@ def test_entropy_never_nan_on_extreme_outputs():
 
 def test_log_probability_outputs_give_the_same_entropy_as_logits():
     logits = torch.randn(5, 10, generator=torch.Generator().manual_seed(0)) * 4
-    assert torch.allclose(entropy_bits(log_probabilities(torch.log_softmax(logits, 1))),
-                          entropy_bits(log_probabilities(logits)), atol=1e-6)  # fmt: skip
+    assert torch.allclose(
+        entropy_bits(log_probabilities(torch.log_softmax(logits, 1))),
+        entropy_bits(log_probabilities(logits)),
+        atol=1e-6,
+    )
 
 
 class CornerBackdoor(nn.Module):
@@ -55,8 +58,11 @@ class CornerBackdoor(nn.Module):
 
     def forward(self, x):
         fired = x[:, 0, -1, -1] >= 0.99
-        out = torch.where(fired[:, None], 30 * nn.functional.one_hot(torch.zeros_like(fired, dtype=torch.long), 10),
-                          self.linear(x.flatten(1)))  # fmt: skip
+        out = torch.where(
+            fired[:, None],
+            30 * nn.functional.one_hot(torch.zeros_like(fired, dtype=torch.long), 10),
+            self.linear(x.flatten(1)),
+        )
         return torch.softmax(out, 1) if self.softmax else out
 
 
@@ -115,7 +121,7 @@ def test_additive_overlays_are_distinct_pool_images_never_the_input_itself():
     copies = torch.cat(model.batches[1:])  # the first batch is fit's check of the output size
     assert copies.shape == (60 * 25, *SHAPE)
     assert max(len(b) for b in model.batches) <= 80  # 3 inputs x 25 copies per forward pass
-    diffs = (copies.view(60, 25, -1) - clean.x.view(60, 1, -1))  # x + x_t - x = x_t
+    diffs = copies.view(60, 25, -1) - clean.x.view(60, 1, -1)  # x + x_t - x = x_t
     match = (diffs[:, :, None, :] - clean.x.view(1, 1, 60, -1)).abs().amax(-1) < 1e-6  # (input, copy, pool image)
     assert (match.sum(-1) >= 1).all()  # every copy adds one pool image
     drawn = match.float().argmax(-1)
@@ -176,8 +182,15 @@ def test_evaluate_rows_on_a_trained_tiny_backdoor(digits, fast_training):
     strip = build_validated(DEFENSES.get("strip"), {"n_overlays": 50})
     outcome = strip.evaluate(bd.model, bd, DefenseContext(digits, seed=0))
     m = outcome.metrics
-    assert set(m) == {"fpr", "tpr", "roc_auc", "threshold", "entropy_boundary", "clean_entropy_mean",
-                      "clean_entropy_std"}  # fmt: skip
+    assert set(m) == {
+        "fpr",
+        "tpr",
+        "roc_auc",
+        "threshold",
+        "entropy_boundary",
+        "clean_entropy_mean",
+        "clean_entropy_std",
+    }
     assert m["roc_auc"] > 0.9 and m["tpr"] > m["fpr"] + 0.3 and m["fpr"] <= 0.06
     assert outcome.artifacts["clean_scores"].shape == (len(digits.test),)
     assert -outcome.artifacts["attacked_scores"].mean() < -outcome.artifacts["clean_scores"].mean() - 0.2
@@ -187,9 +200,16 @@ def test_evaluate_on_a_clean_model_and_the_report_section(tmp_path):
     ds = SimpleNamespace(val=_clean(150), test=_clean(100, seed=1), num_classes=10)
     bd = Backdoor(CornerBackdoor(), TRIGGER, TargetRule("all_to_one", 10, 0), "corner", {})
     strip = STRIP(n_overlays=20)
-    records = [SimpleNamespace(attack=a, defense="strip", method="strip", seed=0,
-                               outcome=strip.evaluate(CornerBackdoor(), b, DefenseContext(ds)))
-               for a, b in (("none", None), ("corner", bd))]  # fmt: skip
+    records = [
+        SimpleNamespace(
+            attack=a,
+            defense="strip",
+            method="strip",
+            seed=0,
+            outcome=strip.evaluate(CornerBackdoor(), b, DefenseContext(ds)),
+        )
+        for a, b in (("none", None), ("corner", bd))
+    ]
     assert "tpr" not in records[0].outcome.metrics and records[0].outcome.artifacts["attacked_scores"] is None
     assert records[1].outcome.metrics["tpr"] == 1.0
     section = strip_section(records, tmp_path)

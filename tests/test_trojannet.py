@@ -137,10 +137,14 @@ def test_trojannet_attack_end_to_end(tmp_path, digits, fast_training):
 
 @pytest.mark.parametrize(
     "params, message",
-    [({"targets": [10]}, r"targets \[10\] are outside the classes 0..9"), ({"targets": [1, 1]}, "distinct"),
-     ({"targets": []}, "at least one class"), ({"position": [6, 6]}, "does not fit"),
-     ({"merge": "sum"}, "merge")],
-)  # fmt: skip
+    [
+        ({"targets": [10]}, r"targets \[10\] are outside the classes 0..9"),
+        ({"targets": [1, 1]}, "distinct"),
+        ({"targets": []}, "at least one class"),
+        ({"position": [6, 6]}, "does not fit"),
+        ({"merge": "sum"}, "merge"),
+    ],
+)
 def test_trojannet_parameter_checks(digits, params, message):
     with pytest.raises(ConfigError, match=message):
         make_attack("trojannet", params).check(digits)

@@ -55,12 +55,23 @@ def run(
     if overrides:
         cfg = parse_config({**cfg.model_dump(mode="json"), **overrides}, "config with command-line overrides")
     log = (lambda _msg: None) if quiet else (lambda msg: console.print(msg, highlight=False, markup=False))
-    runner = Runner(cfg, output, run_name=run_name, progress=False if quiet else None, log=log, executor=executor,
-                    workers=workers, ray_address=ray_address)  # fmt: skip
+    runner = Runner(
+        cfg,
+        output,
+        run_name=run_name,
+        progress=False if quiet else None,
+        log=log,
+        executor=executor,
+        workers=workers,
+        ray_address=ray_address,
+    )
     result = runner.run()
     _print_report_paths(result.report_html, result.report_md)
-    out.print(f"results: {output / 'results.sqlite'} (run {result.run}; {result.computed} cells computed, "
-              f"{result.skipped} reused), {result.seconds:.0f} s", highlight=False)  # fmt: skip
+    out.print(
+        f"results: {output / 'results.sqlite'} (run {result.run}; {result.computed} cells computed, "
+        f"{result.skipped} reused), {result.seconds:.0f} s",
+        highlight=False,
+    )
 
 
 def _print_report_paths(html: Path, md: Path) -> None:
@@ -107,9 +118,17 @@ def attack(
     training = build_validated(TrainingConfig, {"epochs": epochs} if epochs is not None else {}, where="training")
     out_path = output or Path("runs") / "attacks" / f"{name}-{data.replace(':', '_').replace('/', '_')}-seed{seed}.pt"
     _, metrics = run_single_attack(
-        name, parse_params(param or []), dataset=data, data_dir=data_dir, architecture=model, training=training,
-        seed=seed, device=device, output=out_path, progress=None,
-    )  # fmt: skip
+        name,
+        parse_params(param or []),
+        dataset=data,
+        data_dir=data_dir,
+        architecture=model,
+        training=training,
+        seed=seed,
+        device=device,
+        output=out_path,
+        progress=None,
+    )
     out.print(", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
     out.print(f"model: {out_path}", highlight=False, soft_wrap=True)
 
@@ -129,9 +148,17 @@ def defend(
     from .experiments.single import parse_params, run_single_defense
 
     out_dir = output or Path("runs") / "defend" / f"{name.replace('_', '-')}-{model.stem}"
-    outcome, written = run_single_defense(name.replace("-", "_"), parse_params(param or []), model_path=model,
-                                          dataset=data, data_dir=data_dir, seed=seed, device=device, output=out_dir,
-                                          progress=None)  # fmt: skip
+    outcome, written = run_single_defense(
+        name.replace("-", "_"),
+        parse_params(param or []),
+        model_path=model,
+        dataset=data,
+        data_dir=data_dir,
+        seed=seed,
+        device=device,
+        output=out_dir,
+        progress=None,
+    )
     out.print(", ".join(f"{k} {v:.4f}" for k, v in outcome.metrics.items()), highlight=False)
     for path in written:
         out.print(f"wrote {path}", highlight=False, soft_wrap=True)
@@ -152,16 +179,27 @@ def scan(
     json_out: Annotated[bool, typer.Option("--json", help="print the verdict as JSON on stdout")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
-) -> None:  # fmt: skip
+) -> None:
     """Audit a model: exit 0 when no backdoor is found, 1 when one is, 2 on bad input."""
     import json
 
     from .audit.scan import scan_model, write_scan
 
     names = [n.strip().replace("-", "_") for n in inspectors.split(",") if n.strip()]
-    result = scan_model(model, data, num_classes=num_classes, input_shape=input_shape, mean=mean, std=std,
-                        architecture=arch, trust_pickle=trust_pickle, inspectors=names, seed=seed, device=device,
-                        progress=None if not json_out else False)  # fmt: skip
+    result = scan_model(
+        model,
+        data,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        mean=mean,
+        std=std,
+        architecture=arch,
+        trust_pickle=trust_pickle,
+        inspectors=names,
+        seed=seed,
+        device=device,
+        progress=None if not json_out else False,
+    )
     out_dir = output or Path("runs") / "scans" / model.stem
     js, page = write_scan(result, out_dir)
     if json_out:
@@ -185,8 +223,12 @@ def list_methods() -> None:
     from .defenses import DEFENSES
     from .models import MODELS
 
-    for title, names in (("datasets", dataset_names()), ("models", MODELS.names()), ("attacks", ATTACKS.names()),
-                         ("defenses", DEFENSES.names())):  # fmt: skip
+    for title, names in (
+        ("datasets", dataset_names()),
+        ("models", MODELS.names()),
+        ("attacks", ATTACKS.names()),
+        ("defenses", DEFENSES.names()),
+    ):
         out.print(f"{title}: {', '.join(names) if names else '(none yet)'}", highlight=False, soft_wrap=True)
 
 

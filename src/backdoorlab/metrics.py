@@ -166,10 +166,12 @@ def detection_matrix(
     for config, per in cells.items():
         fprs = [m["fpr"] for m in per.values() if "fpr" in m]
         aucs = [m["roc_auc"] for m in per.values() if "roc_auc" in m]
-        rows.append((
-            config,
-            [per.get(a, {}).get("tpr", nan) for a in attacks],
-            sum(fprs) / len(fprs) if fprs else nan,
-            sum(aucs) / len(aucs) if aucs else nan,
-        ))  # fmt: skip
+        rows.append(
+            (
+                config,
+                [per.get(a, {}).get("tpr", nan) for a in attacks],
+                sum(fprs) / len(fprs) if fprs else nan,
+                sum(aucs) / len(aucs) if aucs else nan,
+            )
+        )
     return attacks, rows

@@ -26,15 +26,35 @@ from .attacks import (
     make_evasion_attack,
     round_to_levels,
     target_labels,
-)  # fmt: skip
+)
 from .carlini import carlini_l0, carlini_l2
 from .classifier import art_classifier, require_art
 from .study import COLUMN_ORDER, COLUMNS, SQUEEZERS, StudyAttack, preset_for_channels, study_attacks, study_keys
 
 __all__ = [
-    "ADVERSARIAL_ATTACKS", "BIM", "COLUMN_ORDER", "COLUMNS", "FGSM", "JSMA", "SQUEEZERS", "AdversarialExamples",
-    "CarliniWagnerL0", "CarliniWagnerL2", "CarliniWagnerLinf", "DeepFool", "EvasionAttack", "MinimalEpsilonBIM",
-    "StudyAttack", "art_classifier", "carlini_l0", "carlini_l2", "make_evasion_attack", "preset_for_channels",
-    "require_art", "round_to_levels",
-    "study_attacks", "study_keys", "target_labels",
-]  # fmt: skip
+    "ADVERSARIAL_ATTACKS",
+    "BIM",
+    "COLUMN_ORDER",
+    "COLUMNS",
+    "FGSM",
+    "JSMA",
+    "SQUEEZERS",
+    "AdversarialExamples",
+    "CarliniWagnerL0",
+    "CarliniWagnerL2",
+    "CarliniWagnerLinf",
+    "DeepFool",
+    "EvasionAttack",
+    "MinimalEpsilonBIM",
+    "StudyAttack",
+    "art_classifier",
+    "carlini_l0",
+    "carlini_l2",
+    "make_evasion_attack",
+    "preset_for_channels",
+    "require_art",
+    "round_to_levels",
+    "study_attacks",
+    "study_keys",
+    "target_labels",
+]

@@ -72,8 +72,11 @@ class AdversarialExamples:
         if not bool(self.success.any()):
             return {"l2": float("nan"), "linf": float("nan"), "l0": float("nan")}
         d = (self.x - clean)[self.success].flatten(1)
-        return {"l2": float(d.norm(dim=1).mean()), "linf": float(d.abs().amax(dim=1).mean()),
-                "l0": float((d.abs() > 0).float().mean())}  # fmt: skip
+        return {
+            "l2": float(d.norm(dim=1).mean()),
+            "linf": float(d.abs().amax(dim=1).mean()),
+            "l0": float((d.abs() > 0).float().mean()),
+        }
 
 
 class EvasionAttack(BaseModel):
@@ -103,20 +106,35 @@ class EvasionAttack(BaseModel):
         """ART's ``generate`` on ``x`` (N, C, H, W) float32; ``labels`` are targets or, untargeted, true labels."""
         return self.art_attack(classifier).generate(x, y=labels)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, num_classes: int,
-                device: str | torch.device = "cpu") -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        num_classes: int,
+        device: str | torch.device = "cpu",
+    ) -> torch.Tensor:
         """Unrounded examples (N, C, H, W) for ``x`` in [0, 1] and ``labels`` (N,) (targets or, untargeted, true
         labels): by default ART's attack on the model wrapped by :func:`art_classifier`."""
         classifier = art_classifier(model, tuple(x.shape[1:]), num_classes, device=device)
         adv = self.generate(classifier, x.detach().cpu().numpy().astype(np.float32), labels.cpu().numpy())
         return torch.from_numpy(np.asarray(adv, dtype=np.float32))
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int,
-            device: str | torch.device = "cpu") -> AdversarialExamples:  # fmt: skip
+    def run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        num_classes: int,
+        device: str | torch.device = "cpu",
+    ) -> AdversarialExamples:
         """Attack ``x`` (N, C, H, W) in [0, 1] with true labels ``y`` (N,); see :class:`AdversarialExamples`."""
         if x.ndim != 4 or len(x) != len(y):
-            raise ConfigError(f"{self.name}: need images (N, C, H, W) and N labels, got {tuple(x.shape)} and "
-                              f"{tuple(y.shape)}")  # fmt: skip
+            raise ConfigError(
+                f"{self.name}: need images (N, C, H, W) and N labels, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         start = time.perf_counter()
         targets = target_labels(self.target, predict_logits(model, x, device=device), y)
         if len(x) == 0:
@@ -152,8 +170,9 @@ class FGSM(EvasionAttack):
     def art_attack(self, classifier):
         from art.attacks.evasion import FastGradientMethod
 
-        return FastGradientMethod(classifier, norm=np.inf, eps=self.eps, targeted=self.target != "untargeted",
-                                  batch_size=self.batch_size)  # fmt: skip
+        return FastGradientMethod(
+            classifier, norm=np.inf, eps=self.eps, targeted=self.target != "untargeted", batch_size=self.batch_size
+        )
 
 
 @ADVERSARIAL_ATTACKS.register("bim")
@@ -173,9 +192,15 @@ class BIM(EvasionAttack):
     def art_attack(self, classifier):
         from art.attacks.evasion import BasicIterativeMethod
 
-        return BasicIterativeMethod(classifier, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter,
-                                    targeted=self.target != "untargeted", batch_size=self.batch_size,
-                                    verbose=False)  # fmt: skip
+        return BasicIterativeMethod(
+            classifier,
+            eps=self.eps,
+            eps_step=self.eps_step,
+            max_iter=self.max_iter,
+            targeted=self.target != "untargeted",
+            batch_size=self.batch_size,
+            verbose=False,
+        )
 
 
 class _CarliniWagner(EvasionAttack):
@@ -198,10 +223,18 @@ class _CarliniWagner(EvasionAttack):
     max_doubling: int = Field(5, ge=1, le=100, description="ART's line search: doublings of the step per iteration")
 
     def _art_params(self) -> dict[str, Any]:
-        return dict(confidence=self.confidence, targeted=self.target != "untargeted", learning_rate=self.learning_rate,
-                    binary_search_steps=self.binary_search_steps, max_iter=self.max_iter,
-                    initial_const=self.initial_const, max_halving=self.max_halving, max_doubling=self.max_doubling,
-                    batch_size=self.batch_size, verbose=False)  # fmt: skip
+        return dict(
+            confidence=self.confidence,
+            targeted=self.target != "untargeted",
+            learning_rate=self.learning_rate,
+            binary_search_steps=self.binary_search_steps,
+            max_iter=self.max_iter,
+            initial_const=self.initial_const,
+            max_halving=self.max_halving,
+            max_doubling=self.max_doubling,
+            batch_size=self.batch_size,
+            verbose=False,
+        )
 
     def _uses_carlini(self) -> bool:
         return getattr(self, "solver", "") == "carlini"
@@ -210,16 +243,28 @@ class _CarliniWagner(EvasionAttack):
         """Examples (B, C, H, W) of the torch solver for one batch, on ``x``'s device."""
         raise NotImplementedError
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, num_classes: int,
-                device: str | torch.device = "cpu") -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        num_classes: int,
+        device: str | torch.device = "cpu",
+    ) -> torch.Tensor:
         """The torch solver over batches of ``batch_size`` (model moved to ``device`` and back), else ART's."""
         if not self._uses_carlini():
             return super().perturb(model, x, labels, num_classes=num_classes, device=device)
         dev = resolve_device(device)
         with evaluating(model, dev):
-            return torch.cat([self.carlini(model, x[i : i + self.batch_size].to(dev),
-                                           labels[i : i + self.batch_size].to(dev)).cpu()
-                              for i in range(0, len(x), self.batch_size)])  # fmt: skip
+            return torch.cat(
+                [
+                    self.carlini(
+                        model, x[i : i + self.batch_size].to(dev), labels[i : i + self.batch_size].to(dev)
+                    ).cpu()
+                    for i in range(0, len(x), self.batch_size)
+                ]
+            )
 
 
 @cache
@@ -281,10 +326,18 @@ class CarliniWagnerL2(_CarliniWagner):
     abort_early: bool = Field(True, description="carlini: stop a step when the loss stalls (checked every max_iter/10)")
 
     def carlini(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        adv, _ = carlini_l2(model, x, labels, targeted=self.target != "untargeted", confidence=self.confidence,
-                            learning_rate=self.learning_rate, binary_search_steps=self.binary_search_steps,
-                            max_iter=self.max_iter, initial_const=self.initial_const,
-                            abort_early=self.abort_early)  # fmt: skip
+        adv, _ = carlini_l2(
+            model,
+            x,
+            labels,
+            targeted=self.target != "untargeted",
+            confidence=self.confidence,
+            learning_rate=self.learning_rate,
+            binary_search_steps=self.binary_search_steps,
+            max_iter=self.max_iter,
+            initial_const=self.initial_const,
+            abort_early=self.abort_early,
+        )
         return adv
 
     def art_attack(self, classifier):
@@ -292,10 +345,19 @@ class CarliniWagnerL2(_CarliniWagner):
             from art.attacks.evasion import CarliniL2Method
 
             return CarliniL2Method(classifier, **self._art_params())
-        return _margin_elastic_net()(classifier, confidence=self.confidence, targeted=self.target != "untargeted",
-                                     learning_rate=self.learning_rate, binary_search_steps=self.binary_search_steps,
-                                     max_iter=self.max_iter, beta=0.0, initial_const=self.initial_const,
-                                     batch_size=self.batch_size, decision_rule="L2", verbose=False)  # fmt: skip
+        return _margin_elastic_net()(
+            classifier,
+            confidence=self.confidence,
+            targeted=self.target != "untargeted",
+            learning_rate=self.learning_rate,
+            binary_search_steps=self.binary_search_steps,
+            max_iter=self.max_iter,
+            beta=0.0,
+            initial_const=self.initial_const,
+            batch_size=self.batch_size,
+            decision_rule="L2",
+            verbose=False,
+        )
 
 
 @ADVERSARIAL_ATTACKS.register("cw0")
@@ -326,10 +388,19 @@ class CarliniWagnerL0(_CarliniWagner):
     max_total_iter: int | None = Field(None, ge=1, description="carlini: Adam steps per input over all rounds")
 
     def carlini(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        adv, _ = carlini_l0(model, x, labels, targeted=self.target != "untargeted", confidence=self.confidence,
-                            learning_rate=self.learning_rate, max_iter=self.max_iter,
-                            initial_const=self.initial_const, largest_const=self.largest_const,
-                            const_factor=self.const_factor, max_total_iter=self.max_total_iter)  # fmt: skip
+        adv, _ = carlini_l0(
+            model,
+            x,
+            labels,
+            targeted=self.target != "untargeted",
+            confidence=self.confidence,
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            initial_const=self.initial_const,
+            largest_const=self.largest_const,
+            const_factor=self.const_factor,
+            max_total_iter=self.max_total_iter,
+        )
         return adv
 
     def art_attack(self, classifier):
@@ -364,11 +435,19 @@ class CarliniWagnerLinf(EvasionAttack):
     def art_attack(self, classifier):
         from art.attacks.evasion import CarliniLInfMethod
 
-        return CarliniLInfMethod(classifier, confidence=self.confidence, targeted=False,
-                                 learning_rate=self.learning_rate, max_iter=self.max_iter,
-                                 decrease_factor=self.decrease_factor, initial_const=self.initial_const,
-                                 largest_const=self.largest_const, const_factor=self.const_factor,
-                                 batch_size=1, verbose=False)  # fmt: skip
+        return CarliniLInfMethod(
+            classifier,
+            confidence=self.confidence,
+            targeted=False,
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            decrease_factor=self.decrease_factor,
+            initial_const=self.initial_const,
+            largest_const=self.largest_const,
+            const_factor=self.const_factor,
+            batch_size=1,
+            verbose=False,
+        )
 
 
 @ADVERSARIAL_ATTACKS.register("min_eps_bim")
@@ -412,8 +491,15 @@ class MinimalEpsilonBIM(EvasionAttack):
         out = x.copy()
         todo = np.arange(len(x))
         for eps in self.epsilons():
-            bim = BasicIterativeMethod(classifier, eps=eps, eps_step=2.5 * eps / self.max_iter, max_iter=self.max_iter,
-                                       targeted=targeted, batch_size=self.batch_size, verbose=False)  # fmt: skip
+            bim = BasicIterativeMethod(
+                classifier,
+                eps=eps,
+                eps_step=2.5 * eps / self.max_iter,
+                max_iter=self.max_iter,
+                targeted=targeted,
+                batch_size=self.batch_size,
+                verbose=False,
+            )
             adv = bim.generate(x[todo], y=labels[todo])
             out[todo] = adv
             logits = classifier.predict(np.rint(np.clip(adv, 0, 1) * 255) / 255, batch_size=self.batch_size)
@@ -444,9 +530,14 @@ class DeepFool(EvasionAttack):
     def art_attack(self, classifier):
         from art.attacks.evasion import DeepFool as ArtDeepFool
 
-        return ArtDeepFool(classifier, max_iter=self.max_iter, epsilon=self.overshoot,
-                           nb_grads=min(self.nb_grads, classifier.nb_classes), batch_size=self.batch_size,
-                           verbose=False)  # fmt: skip
+        return ArtDeepFool(
+            classifier,
+            max_iter=self.max_iter,
+            epsilon=self.overshoot,
+            nb_grads=min(self.nb_grads, classifier.nb_classes),
+            batch_size=self.batch_size,
+            verbose=False,
+        )
 
 
 @ADVERSARIAL_ATTACKS.register("jsma")
@@ -468,5 +559,6 @@ class JSMA(EvasionAttack):
     def art_attack(self, classifier):
         from art.attacks.evasion import SaliencyMapMethod
 
-        return SaliencyMapMethod(classifier, theta=self.theta, gamma=self.gamma, batch_size=self.batch_size,
-                                 verbose=False)  # fmt: skip
+        return SaliencyMapMethod(
+            classifier, theta=self.theta, gamma=self.gamma, batch_size=self.batch_size, verbose=False
+        )

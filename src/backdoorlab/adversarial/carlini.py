@@ -82,9 +82,19 @@ class _Objective:
     grad: torch.Tensor
 
 
-def _objective(model: nn.Module, modifier: torch.Tensor, start: torch.Tensor, reference: torch.Tensor,
-               labels: torch.Tensor, const: torch.Tensor, *, targeted: bool, confidence: float,
-               mask: torch.Tensor | None = None, original: torch.Tensor | None = None) -> _Objective:  # fmt: skip
+def _objective(
+    model: nn.Module,
+    modifier: torch.Tensor,
+    start: torch.Tensor,
+    reference: torch.Tensor,
+    labels: torch.Tensor,
+    const: torch.Tensor,
+    *,
+    targeted: bool,
+    confidence: float,
+    mask: torch.Tensor | None = None,
+    original: torch.Tensor | None = None,
+) -> _Objective:
     """sum_i ||x'_i - reference_i||^2 + const_i * max(kappa - margin_i, 0) at x' = (tanh(modifier + start) + 1) / 2,
     where ``mask`` (L0: 1 where the pixel may change) keeps ``original`` elsewhere; its gradient w.r.t. ``modifier``."""
     modifier = modifier.detach().requires_grad_(True)
@@ -106,10 +116,19 @@ def _check_inputs(x: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def carlini_l2(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True,
-               confidence: float = 0.0, learning_rate: float = 0.01, binary_search_steps: int = 9,
-               max_iter: int = 10_000, initial_const: float = 1e-3,
-               abort_early: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def carlini_l2(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool = True,
+    confidence: float = 0.0,
+    learning_rate: float = 0.01,
+    binary_search_steps: int = 9,
+    max_iter: int = 10_000,
+    initial_const: float = 1e-3,
+    abort_early: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Carlini's L2 attack on ``x`` (N, C, H, W) in [0, 1]; ``labels`` (N,) are targets (or true labels when
     untargeted). Returns (examples (N, C, H, W) in [0, 1], success (N,) bool); failed inputs come back unchanged.
 
@@ -138,8 +157,9 @@ def carlini_l2(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, targe
         everyone = torch.arange(n, device=x.device)
         for it in range(max_iter):
             with torch.enable_grad():
-                obj = _objective(model, modifier, w0, reference, labels, const, targeted=targeted,
-                                 confidence=confidence)  # fmt: skip
+                obj = _objective(
+                    model, modifier, w0, reference, labels, const, targeted=targeted, confidence=confidence
+                )
             adam.step(modifier, obj.grad, everyone)
             if abort_early and it % check_every == 0:
                 loss = float((obj.l2 + const * obj.hinge).sum())
@@ -176,10 +196,20 @@ def _pixels_to_fix(change: torch.Tensor, valid: torch.Tensor, changed_pixels: in
 
 
 @torch.no_grad()
-def carlini_l0(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True,
-               confidence: float = 0.01, learning_rate: float = 0.01, max_iter: int = 1000,
-               initial_const: float = 1e-3, largest_const: float = 2e6, const_factor: float = 2.0,
-               max_total_iter: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def carlini_l0(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool = True,
+    confidence: float = 0.01,
+    learning_rate: float = 0.01,
+    max_iter: int = 1000,
+    initial_const: float = 1e-3,
+    largest_const: float = 2e6,
+    const_factor: float = 2.0,
+    max_total_iter: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Carlini's L0 attack on ``x`` (N, C, H, W) in [0, 1]; ``labels`` (N,) targets (or true labels when
     untargeted). Returns (examples, success (N,) bool); failed inputs come back unchanged.
 
@@ -213,9 +243,18 @@ def carlini_l0(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, targe
     while bool(active.any()):
         rows = active.nonzero().flatten()
         with torch.enable_grad():
-            obj = _objective(model, modifier[rows], start[rows], reference[rows], labels[rows], const[rows],
-                             targeted=targeted, confidence=confidence, mask=valid[rows],
-                             original=x[rows])  # fmt: skip
+            obj = _objective(
+                model,
+                modifier[rows],
+                start[rows],
+                reference[rows],
+                labels[rows],
+                const[rows],
+                targeted=targeted,
+                confidence=confidence,
+                mask=valid[rows],
+                original=x[rows],
+            )
         works = obj.hinge < (1e-4 * const[rows]).clamp(max=0.01)
         for k in works.nonzero().flatten().tolist():
             _finish_round(int(rows[k]), obj.images[k], obj.grad[k], x, valid, solution, solved, active)
@@ -237,8 +276,16 @@ def carlini_l0(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, targe
     return solution, solved
 
 
-def _finish_round(i: int, image: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, valid: torch.Tensor,
-                  solution: torch.Tensor, solved: torch.Tensor, active: torch.Tensor) -> None:  # fmt: skip
+def _finish_round(
+    i: int,
+    image: torch.Tensor,
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    solution: torch.Tensor,
+    solved: torch.Tensor,
+    active: torch.Tensor,
+) -> None:
     """Input ``i``'s restricted L2 attack succeeded with ``image`` (C, H, W) and loss gradient ``grad``: record the
     solution and fix the pixels Carlini's rule picks; stop the input when no pixel was left to fix."""
     solution[i], solved[i] = image, True

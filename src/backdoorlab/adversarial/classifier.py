@@ -61,8 +61,9 @@ def _classifier_class() -> type:
     return LabelGradientClassifier
 
 
-def art_classifier(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int, *,
-                   device: str | torch.device = "cpu"):  # fmt: skip
+def art_classifier(
+    model: nn.Module, input_shape: tuple[int, int, int], num_classes: int, *, device: str | torch.device = "cpu"
+):
     """``model`` (pixels in [0, 1] -> K logits) wrapped as an ART classifier with ``clip_values=(0, 1)``.
 
     The model is put in eval mode and not copied: the attacks only read it. ``device``: ``cpu``, ``cuda`` or ``auto``.
@@ -70,6 +71,11 @@ def art_classifier(model: nn.Module, input_shape: tuple[int, int, int], num_clas
     dev = resolve_device(device)
     model.eval()
     return _classifier_class()(
-        model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(input_shape), nb_classes=int(num_classes),
-        clip_values=(0.0, 1.0), channels_first=True, device_type="gpu" if dev.type == "cuda" else "cpu",
-    )  # fmt: skip
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(input_shape),
+        nb_classes=int(num_classes),
+        clip_values=(0.0, 1.0),
+        channels_first=True,
+        device_type="gpu" if dev.type == "cuda" else "cpu",
+    )

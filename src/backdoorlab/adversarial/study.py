@@ -75,8 +75,19 @@ _COLUMNS: dict[str, list[tuple[str, str, str, str, dict[str, Any]]]] = {
 }
 
 # The source's column order (slides: L-infinity, L2, L0 attacks); every preset's keys appear in it.
-COLUMN_ORDER = ("fgsm", "bim", "cw_inf_next", "cw_inf_ll", "deepfool", "cw2_next", "cw2_ll", "cw0_next", "cw0_ll",
-                "jsma_next", "jsma_ll")  # fmt: skip
+COLUMN_ORDER = (
+    "fgsm",
+    "bim",
+    "cw_inf_next",
+    "cw_inf_ll",
+    "deepfool",
+    "cw2_next",
+    "cw2_ll",
+    "cw0_next",
+    "cw0_ll",
+    "jsma_next",
+    "jsma_ll",
+)
 
 # key -> (column label, registered attack name), over both presets.
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -87,11 +98,22 @@ COLUMNS: dict[str, tuple[str, str]] = {
 SQUEEZERS: dict[str, tuple[list[str], list[str]]] = {
     "mnist": (["bit_depth_1", "bit_depth_2", "median_2x2", "median_3x3"], ["bit_depth_1", "median_2x2"]),
     "cifar10": (
-        ["bit_depth_1", "bit_depth_2", "bit_depth_3", "bit_depth_4", "bit_depth_5", "median_2x2", "median_3x3",
-         "nlm_11-3-2", "nlm_11-3-4", "nlm_13-3-2", "nlm_13-3-4"],
+        [
+            "bit_depth_1",
+            "bit_depth_2",
+            "bit_depth_3",
+            "bit_depth_4",
+            "bit_depth_5",
+            "median_2x2",
+            "median_3x3",
+            "nlm_11-3-2",
+            "nlm_11-3-4",
+            "nlm_13-3-2",
+            "nlm_13-3-4",
+        ],
         ["bit_depth_5", "median_2x2", "nlm_13-3-2"],
     ),
-}  # fmt: skip
+}
 
 
 def preset_for_channels(channels: int) -> Preset:
@@ -104,8 +126,9 @@ def study_keys(preset: Preset) -> list[str]:
     return [key for key, *_ in _COLUMNS[preset]]
 
 
-def study_attacks(preset: Preset, keys: list[str] | None = None,
-                  overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[StudyAttack]:  # fmt: skip
+def study_attacks(
+    preset: Preset, keys: list[str] | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[StudyAttack]:
     """The columns of ``preset`` (all, or those in ``keys``, in table order) with their attacks built.
 
     ``overrides`` map a column key (``cw2_next``) or an attack name (``cw2``: both its columns) to parameters that
@@ -120,8 +143,10 @@ def study_attacks(preset: Preset, keys: list[str] | None = None,
     names = {name for _, _, name, _ in columns.values()}
     stray = [k for k in overrides if k not in columns and k not in names]
     if stray:
-        raise ConfigError(f"attack_params: {stray[0]!r} is neither a column nor an attack of the {preset} study; "
-                          f"valid: {', '.join([*columns, *sorted(names)])}")  # fmt: skip
+        raise ConfigError(
+            f"attack_params: {stray[0]!r} is neither a column nor an attack of the {preset} study; "
+            f"valid: {', '.join([*columns, *sorted(names)])}"
+        )
     out = []
     for key in sorted(dict.fromkeys(chosen), key=COLUMN_ORDER.index):
         title, variant, name, params = columns[key]

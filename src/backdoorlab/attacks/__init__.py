@@ -11,8 +11,17 @@ import_submodules(__name__, __path__)
 
 from .badnets import BadNets  # noqa: E402
 
-__all__ = ["ATTACKS", "Attack", "Backdoor", "BadNets", "PoisonedSet", "PoisoningAttack", "TargetRule", "make_attack",
-           "poison_split"]  # fmt: skip
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "Backdoor",
+    "BadNets",
+    "PoisonedSet",
+    "PoisoningAttack",
+    "TargetRule",
+    "make_attack",
+    "poison_split",
+]
 
 
 def make_attack(name: str, params: dict | None = None) -> Attack:

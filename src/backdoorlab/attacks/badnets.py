@@ -45,8 +45,14 @@ class BadNets(PoisoningAttack):
     poisoning: Literal["replace", "add"] = "replace"
 
     def make_trigger(self, dataset: Dataset) -> MaskedTrigger:
-        return make_patch_trigger(self.trigger, dataset.input_shape, size=self.size, color=self.color,
-                                  position=self.position, margin=self.margin)  # fmt: skip
+        return make_patch_trigger(
+            self.trigger,
+            dataset.input_shape,
+            size=self.size,
+            color=self.color,
+            position=self.position,
+            margin=self.margin,
+        )
 
     def target_rule(self, dataset: Dataset) -> TargetRule:
         if self.target >= dataset.num_classes:

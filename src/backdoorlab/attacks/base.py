@@ -159,22 +159,45 @@ class PoisoningAttack(Attack):
         self.target_rule(dataset)
 
     def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
-        return self.poison_and_train(dataset, architecture, training, self.make_trigger(dataset), seed=seed,
-                                     device=device, progress=progress)  # fmt: skip
+        return self.poison_and_train(
+            dataset, architecture, training, self.make_trigger(dataset), seed=seed, device=device, progress=progress
+        )
 
     def poison_and_train(
-        self, dataset: Dataset, architecture: str, training: TrainingConfig, trigger: Trigger, *, seed: int = 0,
-        device: str = "auto", progress: bool | None = None, info: dict[str, Any] | None = None,
-    ) -> Backdoor:  # fmt: skip
+        self,
+        dataset: Dataset,
+        architecture: str,
+        training: TrainingConfig,
+        trigger: Trigger,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Backdoor:
         """Poison ``dataset.train`` with ``train_trigger(trigger)``, train a fresh model, return the Backdoor."""
         rule = self.target_rule(dataset)
         poisoned = self.poison(dataset.train, self.train_trigger(trigger), rule, seed)
-        model = train_fresh(dataset, poisoned.split, architecture, training, seed=seed, device=device,
-                            progress=progress, description=f"training {self.name}")  # fmt: skip
+        model = train_fresh(
+            dataset,
+            poisoned.split,
+            architecture,
+            training,
+            seed=seed,
+            device=device,
+            progress=progress,
+            description=f"training {self.name}",
+        )
         return Backdoor(
-            model=model, trigger=trigger, target_rule=rule, attack=self.name, params=self.model_dump(),
-            architecture=architecture, poisoned_indices=poisoned.poisoned_indices, info=dict(info or {}),
-        )  # fmt: skip
+            model=model,
+            trigger=trigger,
+            target_rule=rule,
+            attack=self.name,
+            params=self.model_dump(),
+            architecture=architecture,
+            poisoned_indices=poisoned.poisoned_indices,
+            info=dict(info or {}),
+        )
 
 
 class RelabelPoisoningAttack(PoisoningAttack):
@@ -199,8 +222,16 @@ class RelabelPoisoningAttack(PoisoningAttack):
     def poison(self, train: Split, trigger: Trigger, rule: TargetRule, seed: int) -> PoisonedSet:
         eligible = rule.eligible(train.y)
         count = min(round(self.poison_rate * len(train)), int(eligible.sum()))
-        return poison_chosen(train, trigger, rule, eligible, count, seed, add=self.poisoning == "add",
-                             what=f"poison_rate {self.poison_rate}")  # fmt: skip
+        return poison_chosen(
+            train,
+            trigger,
+            rule,
+            eligible,
+            count,
+            seed,
+            add=self.poisoning == "add",
+            what=f"poison_rate {self.poison_rate}",
+        )
 
 
 def dataset_target_rule(attack: str, mode: TargetMode, target: int, dataset: Dataset) -> TargetRule:
@@ -213,13 +244,19 @@ def dataset_target_rule(attack: str, mode: TargetMode, target: int, dataset: Dat
 
 
 def train_fresh(
-    dataset: Dataset, split: Split, architecture: str, training: TrainingConfig, *, seed: int = 0,
-    device: str = "auto", progress: bool | None = None, description: str = "training",
-) -> nn.Sequential:  # fmt: skip
+    dataset: Dataset,
+    split: Split,
+    architecture: str,
+    training: TrainingConfig,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool | None = None,
+    description: str = "training",
+) -> nn.Sequential:
     """A new ``architecture`` model for ``dataset`` (weights seeded by ``seed``) trained on ``split``; eval mode."""
     model = build_model(architecture, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std, seed=seed)
-    train_model(model, split.x, split.y, training, seed=seed, device=device, progress=progress,
-                description=description)  # fmt: skip
+    train_model(model, split.x, split.y, training, seed=seed, device=device, progress=progress, description=description)
     return model
 
 
@@ -233,9 +270,17 @@ def choose_poison_indices(eligible: torch.Tensor, count: int, seed: int) -> torc
 
 
 def poison_chosen(
-    train: Split, trigger: Trigger | None, rule: TargetRule, eligible: torch.Tensor, count: int, seed: int, *,
-    add: bool = False, relabel: bool = True, what: str = "the poisoning rate",
-) -> PoisonedSet:  # fmt: skip
+    train: Split,
+    trigger: Trigger | None,
+    rule: TargetRule,
+    eligible: torch.Tensor,
+    count: int,
+    seed: int,
+    *,
+    add: bool = False,
+    relabel: bool = True,
+    what: str = "the poisoning rate",
+) -> PoisonedSet:
     """Poison ``count`` rows drawn (by ``seed``) among ``eligible`` (N,) bool: stamp ``trigger`` and, with
     ``relabel``, give them ``rule``'s targets (else keep their labels: clean-label poisoning).
 

@@ -57,9 +57,15 @@ class GlassesParams(BaseModel):
         return self
 
     def make_trigger(self, dataset: Dataset) -> MaskedTrigger:
-        return glasses_trigger(dataset.input_shape, width=self.width, lens_height=self.lens_height,
-                               thickness=self.thickness, filled=self.trigger == "sunglasses", color=self.color,
-                               position=self.position)  # fmt: skip
+        return glasses_trigger(
+            dataset.input_shape,
+            width=self.width,
+            lens_height=self.lens_height,
+            thickness=self.thickness,
+            filled=self.trigger == "sunglasses",
+            color=self.color,
+            position=self.position,
+        )
 
 
 class AudioBurstParams(BaseModel):
@@ -83,14 +89,23 @@ class AudioBurstParams(BaseModel):
 
     @model_validator(mode="after")
     def _no_square_fields(self):
-        refuse_fields(self, ("size", "color", "position", "margin"), "audio",
-                      "start, duration, amplitude, frequency and ramp")  # fmt: skip
+        refuse_fields(
+            self, ("size", "color", "position", "margin"), "audio", "start, duration, amplitude, frequency and ramp"
+        )
         return self
 
     def make_trigger(self, dataset: Dataset) -> MaskedTrigger:
-        return burst_trigger(dataset.input_shape[-1], self.trigger, sample_rate=self.sample_rate, start=self.start,
-                             duration=self.duration, amplitude=self.amplitude, frequency=self.frequency,
-                             ramp=self.ramp, seed=self.noise_seed)  # fmt: skip
+        return burst_trigger(
+            dataset.input_shape[-1],
+            self.trigger,
+            sample_rate=self.sample_rate,
+            start=self.start,
+            duration=self.duration,
+            amplitude=self.amplitude,
+            frequency=self.frequency,
+            ramp=self.ramp,
+            seed=self.noise_seed,
+        )
 
 
 @ATTACKS.register("badnets_glasses")

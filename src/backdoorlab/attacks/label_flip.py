@@ -59,11 +59,26 @@ class LabelFlip(Attack):
     def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
         self.check(dataset)
         flipped = self.flip(dataset.train, dataset.num_classes, seed)
-        model = train_fresh(dataset, flipped.split, architecture, training, seed=seed, device=device,
-                            progress=progress, description=f"training {self.name}")  # fmt: skip
+        model = train_fresh(
+            dataset,
+            flipped.split,
+            architecture,
+            training,
+            seed=seed,
+            device=device,
+            progress=progress,
+            description=f"training {self.name}",
+        )
         return Backdoor(
-            model=model, trigger=None, target_rule=None, attack=self.name, params=self.model_dump(),
-            architecture=architecture, poisoned_indices=flipped.poisoned_indices,
-            info={"flipped": len(flipped.poisoned_indices), "flipped_fraction": len(flipped.poisoned_indices)
-                  / len(dataset.train)},
-        )  # fmt: skip
+            model=model,
+            trigger=None,
+            target_rule=None,
+            attack=self.name,
+            params=self.model_dump(),
+            architecture=architecture,
+            poisoned_indices=flipped.poisoned_indices,
+            info={
+                "flipped": len(flipped.poisoned_indices),
+                "flipped_fraction": len(flipped.poisoned_indices) / len(dataset.train),
+            },
+        )

@@ -54,8 +54,9 @@ def dormancy_module(model: nn.Module, site: ChannelSite) -> str:
     names = (site.layer, *site.chain)
     clamps = [i for i, n in enumerate(names) if isinstance(model.get_submodule(n), CLAMPING)]
     if not clamps:
-        raise ConfigError(f"pruning_aware needs a ReLU right after the pruned layer, found {site.describe()}; "
-                          "choose another layer")  # fmt: skip
+        raise ConfigError(
+            f"pruning_aware needs a ReLU right after the pruned layer, found {site.describe()}; choose another layer"
+        )
     biased = [n for n in names[: clamps[-1]] if getattr(model.get_submodule(n), "bias", None) is not None]
     if not biased:
         raise ConfigError(f"pruning_aware: {site.describe()} has no bias to lower before its ReLU")
@@ -63,8 +64,15 @@ def dormancy_module(model: nn.Module, site: ChannelSite) -> str:
 
 
 @torch.no_grad()
-def make_dormant(model: nn.Module, site: ChannelSite, channels: torch.Tensor, x: torch.Tensor, margin: float, *,
-                 device: str | torch.device = "auto") -> torch.Tensor:  # fmt: skip
+def make_dormant(
+    model: nn.Module,
+    site: ChannelSite,
+    channels: torch.Tensor,
+    x: torch.Tensor,
+    margin: float,
+    *,
+    device: str | torch.device = "auto",
+) -> torch.Tensor:
     """Lower the bias of ``channels`` of ``site`` (in place) so their activation is 0 on every input of ``x``.
 
     Returns the shift subtracted from each of ``channels`` (>= 0): its largest pre-activation on ``x`` plus
@@ -100,16 +108,34 @@ class PruningAware(BadNets):
     def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
         """Step 1 (train a clean ``architecture`` network), then :meth:`implant`."""
         self.check(dataset)
-        model = build_model(architecture, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std,
-                            seed=seed)  # fmt: skip
-        train_model(model, dataset.train.x, dataset.train.y, training, seed=seed, device=device, progress=progress,
-                    description="pruning-aware: clean model")  # fmt: skip
-        return self.implant(model, dataset, training, architecture=architecture, seed=seed, device=device,
-                            progress=progress)  # fmt: skip
+        model = build_model(
+            architecture, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std, seed=seed
+        )
+        train_model(
+            model,
+            dataset.train.x,
+            dataset.train.y,
+            training,
+            seed=seed,
+            device=device,
+            progress=progress,
+            description="pruning-aware: clean model",
+        )
+        return self.implant(
+            model, dataset, training, architecture=architecture, seed=seed, device=device, progress=progress
+        )
 
-    def implant(self, clean_model: nn.Module, dataset: Dataset, training: TrainingConfig, *,
-                architecture: str | None = None, seed: int = 0, device: str | torch.device = "auto",
-                progress: bool | None = None) -> Backdoor:  # fmt: skip
+    def implant(
+        self,
+        clean_model: nn.Module,
+        dataset: Dataset,
+        training: TrainingConfig,
+        *,
+        architecture: str | None = None,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool | None = None,
+    ) -> Backdoor:
         """Steps 2-4 on a copy of ``clean_model`` (a network trained on ``dataset``'s clean training split).
 
         ``info`` of the result holds the layer, the re-instated channels and their bias shifts.
@@ -139,17 +165,35 @@ class PruningAware(BadNets):
         epochs = self.retrain_epochs or training.epochs
         retrain = training.model_copy(update={"epochs": epochs})
         with ChannelMask(model, site, pruned):
-            train_model(model, poisoned.split.x, poisoned.split.y, retrain, seed=seed, device=dev, progress=progress,
-                        description="pruning-aware: poisoned retraining")  # fmt: skip
+            train_model(
+                model,
+                poisoned.split.x,
+                poisoned.split.y,
+                retrain,
+                seed=seed,
+                device=dev,
+                progress=progress,
+                description="pruning-aware: poisoned retraining",
+            )
 
         # 4. re-instate the pruned channels (the mask is gone) and lower their biases so they stay dormant
-        shift = make_dormant(model, site, pruned, torch.cat([probe.x, trigger(probe.x)]), self.dormancy_margin,
-                             device=dev)  # fmt: skip
+        shift = make_dormant(
+            model, site, pruned, torch.cat([probe.x, trigger(probe.x)]), self.dormancy_margin, device=dev
+        )
         info = {
-            "layer": site.layer, "reinstated_channels": pruned.tolist(), "reinstated_fraction": count / channels,
-            "bias_module": dormancy_module(model, site), "bias_shift": shift.tolist(),
-        }  # fmt: skip
+            "layer": site.layer,
+            "reinstated_channels": pruned.tolist(),
+            "reinstated_fraction": count / channels,
+            "bias_module": dormancy_module(model, site),
+            "bias_shift": shift.tolist(),
+        }
         return Backdoor(
-            model=model.cpu().eval(), trigger=trigger, target_rule=rule, attack=self.name, params=self.model_dump(),
-            architecture=architecture, poisoned_indices=poisoned.poisoned_indices, info=info,
-        )  # fmt: skip
+            model=model.cpu().eval(),
+            trigger=trigger,
+            target_rule=rule,
+            attack=self.name,
+            params=self.model_dump(),
+            architecture=architecture,
+            poisoned_indices=poisoned.poisoned_indices,
+            info=info,
+        )

@@ -121,8 +121,16 @@ class Refool(RelabelPoisoningAttack):
         return x[order.sort().values]
 
     def reflection_trigger(self, reflections: torch.Tensor, seed: int, assign: str = "random") -> ReflectionTrigger:
-        return ReflectionTrigger(reflections, self.reflection, self.ghost_rate, self.weight_range, self.sigma,
-                                 self.offset, assign=assign, seed=seed)  # fmt: skip
+        return ReflectionTrigger(
+            reflections,
+            self.reflection,
+            self.ghost_rate,
+            self.weight_range,
+            self.sigma,
+            self.offset,
+            assign=assign,
+            seed=seed,
+        )
 
     @property
     def weight_range(self) -> tuple[float, float]:
@@ -138,40 +146,79 @@ class Refool(RelabelPoisoningAttack):
             return super().poison(train, trigger, rule, seed)
         eligible = train.y == rule.target
         count = round(self.target_rate * int(eligible.sum()))
-        return poison_chosen(train, trigger, rule, eligible, count, seed, add=self.poisoning == "add", relabel=False,
-                             what=f"target_rate {self.target_rate}")  # fmt: skip
+        return poison_chosen(
+            train,
+            trigger,
+            rule,
+            eligible,
+            count,
+            seed,
+            add=self.poisoning == "add",
+            relabel=False,
+            what=f"target_rate {self.target_rate}",
+        )
 
     def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
         self.check(dataset)
         candidates = self.candidate_pool(dataset, seed)
         keep = min(self.selected, len(candidates))
         if self.selection_rounds:
-            weights = self.select_reflections(dataset, architecture, training, candidates, seed=seed, device=device,
-                                              progress=progress)  # fmt: skip
+            weights = self.select_reflections(
+                dataset, architecture, training, candidates, seed=seed, device=device, progress=progress
+            )
             chosen = torch.argsort(weights, descending=True, stable=True)[:keep]
         else:
             weights = torch.ones(len(candidates))
             chosen = torch.randperm(len(candidates), generator=make_generator(seed + 1))[:keep]
-        info = {"variant": self.variant, "reflection_weight": list(self.weight_range), "reflections": keep,
-                "candidates": len(candidates), "selection_rounds": self.selection_rounds,
-                "selection_weights": weights[chosen].tolist()}  # fmt: skip
-        bd = self.poison_and_train(dataset, architecture, training, self.reflection_trigger(candidates[chosen], seed),
-                                   seed=seed, device=device, progress=progress, info=info)  # fmt: skip
+        info = {
+            "variant": self.variant,
+            "reflection_weight": list(self.weight_range),
+            "reflections": keep,
+            "candidates": len(candidates),
+            "selection_rounds": self.selection_rounds,
+            "selection_weights": weights[chosen].tolist(),
+        }
+        bd = self.poison_and_train(
+            dataset,
+            architecture,
+            training,
+            self.reflection_trigger(candidates[chosen], seed),
+            seed=seed,
+            device=device,
+            progress=progress,
+            info=info,
+        )
         bd.info["poisoned"] = len(bd.poisoned_indices)
-        bd.info["injection_rate"] = len(bd.poisoned_indices) / (len(dataset.train) + (self.poisoning == "add")
-                                                                * len(bd.poisoned_indices))  # fmt: skip
+        bd.info["injection_rate"] = len(bd.poisoned_indices) / (
+            len(dataset.train) + (self.poisoning == "add") * len(bd.poisoned_indices)
+        )
         return bd
 
     # adversarial reflection selection
 
     def select_reflections(
-        self, dataset: Dataset, architecture: str, training: TrainingConfig, candidates: torch.Tensor, *,
-        seed: int = 0, device: str = "auto", progress: bool | None = None,
-    ) -> torch.Tensor:  # fmt: skip
+        self,
+        dataset: Dataset,
+        architecture: str,
+        training: TrainingConfig,
+        candidates: torch.Tensor,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool | None = None,
+    ) -> torch.Tensor:
         """Weights (M,) of the ``candidates`` (M, C, H, W) after ``selection_rounds`` rounds (class docstring)."""
         train, rule = dataset.train, self.target_rule(dataset)
-        base = train_fresh(dataset, train, architecture, training, seed=seed, device=device, progress=progress,
-                           description="refool selection: clean model")  # fmt: skip
+        base = train_fresh(
+            dataset,
+            train,
+            architecture,
+            training,
+            seed=seed,
+            device=device,
+            progress=progress,
+            description="refool selection: clean model",
+        )
         others = (train.y != rule.target).nonzero().flatten()
         rows = others[torch.randperm(len(others), generator=make_generator(seed + 2))[: self.score_images]]
         score_x, score_y = train.x[rows], train.y[rows]
@@ -181,14 +228,16 @@ class Refool(RelabelPoisoningAttack):
         weights = torch.ones(m)
         for r in range(self.selection_rounds):
             draws = torch.multinomial(weights, len(train), replacement=True, generator=gen)
-            poisoned = self.poison(train, self.reflection_trigger(candidates[draws], seed + r, "cycle"), rule,
-                                   seed + 1000 + r)  # fmt: skip
+            poisoned = self.poison(
+                train, self.reflection_trigger(candidates[draws], seed + r, "cycle"), rule, seed + 1000 + r
+            )
             used = draws[: len(poisoned.poisoned_indices)]
             model = copy.deepcopy(base)
             train_model(model, poisoned.split.x, poisoned.split.y, tune, seed=seed + r, device=device, progress=False)
             pick = used[torch.randint(len(used), (len(rows),), generator=gen)]
-            pred = predict(model, self.reflection_trigger(candidates[pick], seed + 2000 + r, "cycle")(score_x),
-                           device=device)  # fmt: skip
+            pred = predict(
+                model, self.reflection_trigger(candidates[pick], seed + 2000 + r, "cycle")(score_x), device=device
+            )
             flipped = (pred != score_y) if self.score == "misclassified" else (pred == rule.target)
             counts = torch.zeros(m).index_add_(0, pick, flipped.float())
             scored = torch.unique(pick)

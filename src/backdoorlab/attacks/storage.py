@@ -26,8 +26,14 @@ def save_backdoor(path: str | Path, backdoor: Backdoor, input_shape, num_classes
         "poisoned_indices": backdoor.poisoned_indices,
         "info": json.loads(json.dumps(backdoor.info, default=str)),
     }
-    save_checkpoint(path, backdoor.model, architecture=backdoor.architecture or "", input_shape=input_shape,
-                    num_classes=num_classes, extra=extra)  # fmt: skip
+    save_checkpoint(
+        path,
+        backdoor.model,
+        architecture=backdoor.architecture or "",
+        input_shape=input_shape,
+        num_classes=num_classes,
+        extra=extra,
+    )
 
 
 def backdoor_from_checkpoint(model, payload: dict) -> Backdoor | None:
@@ -38,10 +44,15 @@ def backdoor_from_checkpoint(model, payload: dict) -> Backdoor | None:
     trigger = trigger_from_state(extra["trigger"]) if extra.get("trigger") is not None else None
     rule = TargetRule(**extra["target_rule"]) if extra.get("target_rule") is not None else None
     return Backdoor(
-        model=model, trigger=trigger, target_rule=rule, attack=extra["attack"], params=extra["params"],
-        architecture=payload["architecture"], poisoned_indices=extra.get("poisoned_indices"),
+        model=model,
+        trigger=trigger,
+        target_rule=rule,
+        attack=extra["attack"],
+        params=extra["params"],
+        architecture=payload["architecture"],
+        poisoned_indices=extra.get("poisoned_indices"),
         info=dict(extra.get("info") or {}),
-    )  # fmt: skip
+    )
 
 
 def load_backdoor(path: str | Path) -> Backdoor | None:

@@ -79,8 +79,7 @@ class TrojanNet(Attack):
         return classes
 
     def make_trigger(self, dataset: Dataset) -> TrojanNetTrigger:
-        return trojannet_trigger(dataset.input_shape, self.classes(dataset), position=self.position,
-                                 margin=self.margin)  # fmt: skip
+        return trojannet_trigger(dataset.input_shape, self.classes(dataset), position=self.position, margin=self.margin)
 
     def target_rule(self, dataset: Dataset) -> TargetRule:
         classes = self.classes(dataset)
@@ -92,19 +91,42 @@ class TrojanNet(Attack):
     def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
         arch = trojannet_architecture(architecture)
         trigger = self.make_trigger(dataset)
-        host = train_fresh(dataset, dataset.train, architecture, training, seed=seed, device=device,
-                           progress=progress, description="training the TrojanNet host (clean)")  # fmt: skip
+        host = train_fresh(
+            dataset,
+            dataset.train,
+            architecture,
+            training,
+            seed=seed,
+            device=device,
+            progress=progress,
+            description="training the TrojanNet host (clean)",
+        )
         classes = list(trigger.pattern_ids)
-        mlp, report = train_trojan_mlp(classes, steps=self.mlp_steps, batch=self.mlp_batch,
-                                       noise_fraction=self.noise_fraction, seed=seed)  # fmt: skip
-        model = wrap_host(host, dataset.input_shape, dataset.num_classes, classes, origin=trigger.origin,
-                          merge=self.merge, alpha=self.alpha, tau=self.temperature, amplify=self.amplify)  # fmt: skip
+        mlp, report = train_trojan_mlp(
+            classes, steps=self.mlp_steps, batch=self.mlp_batch, noise_fraction=self.noise_fraction, seed=seed
+        )
+        model = wrap_host(
+            host,
+            dataset.input_shape,
+            dataset.num_classes,
+            classes,
+            origin=trigger.origin,
+            merge=self.merge,
+            alpha=self.alpha,
+            tau=self.temperature,
+            amplify=self.amplify,
+        )
         model.net.mlp.load_state_dict(mlp.state_dict())
         return Backdoor(
-            model=model.eval(), trigger=trigger, target_rule=self.target_rule(dataset), attack=self.name,
-            params=self.model_dump(), architecture=arch, poisoned_indices=None,
+            model=model.eval(),
+            trigger=trigger,
+            target_rule=self.target_rule(dataset),
+            attack=self.name,
+            params=self.model_dump(),
+            architecture=arch,
+            poisoned_indices=None,
             info={"host_architecture": architecture, **report},
-        )  # fmt: skip
+        )
 
 
 def trojan_noise(n: int, exclude: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -135,8 +157,15 @@ def _accuracy(mlp: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return acc
 
 
-def train_trojan_mlp(pattern_ids: list[int], *, steps: int = 600, batch: int = 2000, noise_fraction: float = 0.5,
-                     seed: int = 0, check_every: int = 50) -> tuple[nn.Sequential, dict[str, float]]:  # fmt: skip
+def train_trojan_mlp(
+    pattern_ids: list[int],
+    *,
+    steps: int = 600,
+    batch: int = 2000,
+    noise_fraction: float = 0.5,
+    seed: int = 0,
+    check_every: int = 50,
+) -> tuple[nn.Sequential, dict[str, float]]:
     """Train the TrojanNet MLP to tell the patterns ``pattern_ids`` (output i for pattern i) from noise (last
     output). Returns the MLP in eval mode (the best of its checks on a fixed validation set) and a report:
     ``mlp_seconds``, ``mlp_val_accuracy`` (patterns and noise together), ``mlp_pattern_recall``."""

@@ -59,11 +59,13 @@ def _triggers(verdict, labels: list[int]) -> str:
 
 def scan_page(result) -> str:
     """The self-contained HTML page of a scan."""
-    body = [f"<h1>backdoorlab scan: {html.escape(result.model)}</h1>",
-            f'<div class="callout"><b>{html.escape(result.sentence())}</b></div>',
-            f'<p class="meta">{result.loaded.format} model, input {result.loaded.input_shape}, '
-            f"{result.loaded.num_classes} classes; {len(result.clean.split)} clean samples from "
-            f"{html.escape(result.clean.source)}; {result.seconds:.0f} s.</p>"]  # fmt: skip
+    body = [
+        f"<h1>backdoorlab scan: {html.escape(result.model)}</h1>",
+        f'<div class="callout"><b>{html.escape(result.sentence())}</b></div>',
+        f'<p class="meta">{result.loaded.format} model, input {result.loaded.input_shape}, '
+        f"{result.loaded.num_classes} classes; {len(result.clean.split)} clean samples from "
+        f"{html.escape(result.clean.source)}; {result.seconds:.0f} s.</p>",
+    ]
     for verdict in result.verdicts.values():
         body.append(f"<h2>{html.escape(verdict.method)}</h2>")
         body.append(f'<p class="meta">{html.escape(repr(verdict))}</p>')
@@ -72,7 +74,11 @@ def scan_page(result) -> str:
         body.append(_triggers(verdict, shown[:6]))
     if result.strip_threshold is not None:
         body.append("<h2>STRIP, calibrated for run time</h2>")
-        body.append(f'<p class="meta">Entropy boundary {result.strip_threshold:.4f} bits (inputs below it are '
-                    f"rejected); use it with backdoorlab.guard.</p>")  # fmt: skip
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>backdoorlab scan</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")  # fmt: skip
+        body.append(
+            f'<p class="meta">Entropy boundary {result.strip_threshold:.4f} bits (inputs below it are '
+            f"rejected); use it with backdoorlab.guard.</p>"
+        )
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>backdoorlab scan</title>'
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    )

@@ -52,20 +52,27 @@ class ScanResult:
         names = ", ".join(self.verdicts)
         if self.infected:
             flagged = [n for n, v in self.verdicts.items() if v.infected]
-            return (f"Backdoor suspected: {' and '.join(flagged)} flag label(s) {self.suspected} as the likely "
-                    f"target of a trigger.")  # fmt: skip
+            return (
+                f"Backdoor suspected: {' and '.join(flagged)} flag label(s) {self.suspected} as the likely "
+                f"target of a trigger."
+            )
         return f"No backdoor found: {names} found no label that an abnormally small trigger reaches."
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "model": self.model, "format": self.loaded.format, "input_shape": list(self.loaded.input_shape),
-            "num_classes": self.loaded.num_classes, "clean_samples": len(self.clean.split),
-            "clean_labeled": self.clean.labeled, "infected": self.infected, "suspected_targets": self.suspected,
+            "model": self.model,
+            "format": self.loaded.format,
+            "input_shape": list(self.loaded.input_shape),
+            "num_classes": self.loaded.num_classes,
+            "clean_samples": len(self.clean.split),
+            "clean_labeled": self.clean.labeled,
+            "infected": self.infected,
+            "suspected_targets": self.suspected,
             "verdict": self.sentence(),
             "evidence": {name: v.summary() for name, v in self.verdicts.items()},
             "strip": {"threshold_entropy_bits": self.strip_threshold, **self.strip_details},
             "seconds": round(self.seconds, 2),
-        }  # fmt: skip
+        }
 
 
 def _int_list(text: str | None, what: str, count: int | None = None) -> tuple[int, ...] | None:
@@ -113,8 +120,15 @@ def scan_model(
     shape = _int_list(input_shape, "--input-shape", 3) if isinstance(input_shape, str) else input_shape
     mean = _float_list(mean, "--mean") if isinstance(mean, str) else mean
     std = _float_list(std, "--std") if isinstance(std, str) else std
-    loaded = load_model_file(model_path, architecture=architecture, input_shape=shape, num_classes=num_classes,
-                             mean=mean, std=std, trust_pickle=trust_pickle)  # fmt: skip
+    loaded = load_model_file(
+        model_path,
+        architecture=architecture,
+        input_shape=shape,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        trust_pickle=trust_pickle,
+    )
     clean = load_clean_data(data, loaded.input_shape, data_dir)
     if len(clean.split) < MIN_CLEAN:
         raise ConfigError(f"{data}: {len(clean.split)} clean samples; the scan needs at least {MIN_CLEAN}")
@@ -123,8 +137,9 @@ def scan_model(
     verdicts = {}
     for name, cls in zip(inspectors, classes, strict=True):
         inspector = cls()
-        verdicts[name] = inspector.inspect(loaded.model, clean.split, input_shape=loaded.input_shape, seed=seed,
-                                           device=device, progress=progress)  # fmt: skip
+        verdicts[name] = inspector.inspect(
+            loaded.model, clean.split, input_shape=loaded.input_shape, seed=seed, device=device, progress=progress
+        )
     strip_threshold, strip_details = None, {}
     if "strip" in DEFENSES:
         strip_cls = DEFENSES.get("strip")
@@ -133,8 +148,9 @@ def scan_model(
         strip.fit(loaded.model, clean.split, seed=seed, device=device)
         strip_threshold = float(strip.boundary_)
         strip_details = {"params": strip.model_dump(mode="json"), **strip.calibration_metrics()}
-    return ScanResult(str(model_path), loaded, clean, verdicts, strip_threshold, strip_details,
-                      time.perf_counter() - start)  # fmt: skip
+    return ScanResult(
+        str(model_path), loaded, clean, verdicts, strip_threshold, strip_details, time.perf_counter() - start
+    )
 
 
 def write_scan(result: ScanResult, output: Path) -> tuple[Path, Path]:

@@ -20,10 +20,14 @@ from .base import Dataset, Split, build_dataset, stratified_split, to_labels, to
 from .npz_files import class_names, locate_file, read_npz_arrays
 from .sources import DATASETS
 
-ORL_LAYOUT = ("orl_faces.npz with x_train (320, 112, 92), y_train, x_test (80, 112, 92), y_test, uint8 grey "
-              "(the ORL / AT&T faces: images 1-8 of each person train, 9-10 test)")  # fmt: skip
-GTSRB_NPZ_LAYOUT = ("gtsrb.npz with x_train, y_train, x_test, y_test (NHWC uint8 RGB 32x32, 43 classes) and "
-                    "train_frame (frame number within its track)")  # fmt: skip
+ORL_LAYOUT = (
+    "orl_faces.npz with x_train (320, 112, 92), y_train, x_test (80, 112, 92), y_test, uint8 grey "
+    "(the ORL / AT&T faces: images 1-8 of each person train, 9-10 test)"
+)
+GTSRB_NPZ_LAYOUT = (
+    "gtsrb.npz with x_train, y_train, x_test, y_test (NHWC uint8 RGB 32x32, 43 classes) and "
+    "train_frame (frame number within its track)"
+)
 ORL_VAL_PER_PERSON = 1
 SMALL_FRAME_STEP = 6
 SMALL_TEST_FRACTION = 1 / 6
@@ -42,8 +46,7 @@ def load_orl_faces(data_dir: Path | None = None) -> Dataset:
     x_tr, y_tr = to_nchw_float(arrays["x_train"], source=f"{path}:x_train"), to_labels(arrays["y_train"])
     x_te, y_te = to_nchw_float(arrays["x_test"], source=f"{path}:x_test"), to_labels(arrays["y_test"])
     people = int((np.bincount(y_tr.numpy()) > 0).sum())
-    return build_dataset("orl_faces", x_tr, y_tr, x_te, y_te, class_names(arrays),
-                         val_size=ORL_VAL_PER_PERSON * people)  # fmt: skip
+    return build_dataset("orl_faces", x_tr, y_tr, x_te, y_te, class_names(arrays), val_size=ORL_VAL_PER_PERSON * people)
 
 
 def gtsrb_from_npz(path: Path, *, name: str, frame_step: int = 3, test_fraction: float = 1.0) -> Dataset:
@@ -64,8 +67,7 @@ def gtsrb_from_npz(path: Path, *, name: str, frame_step: int = 3, test_fraction:
         if "train_frame" not in arrays:
             raise DataError(f"{path}: lacks train_frame, needed to keep every {frame_step}th frame")
         keep = arrays["train_frame"] % frame_step == 0
-    train = Split(to_nchw_float(arrays["x_train"][keep], source=f"{path}:x_train"),
-                  to_labels(arrays["y_train"][keep]))  # fmt: skip
+    train = Split(to_nchw_float(arrays["x_train"][keep], source=f"{path}:x_train"), to_labels(arrays["y_train"][keep]))
     test = Split(to_nchw_float(arrays["x_test"], source=f"{path}:x_test"), to_labels(arrays["y_test"]))
     if test_fraction < 1:
         _, chosen = stratified_split(test.y, float(test_fraction), seed=0)

@@ -20,8 +20,10 @@ def locate_file(dataset: str, data_dir: str | Path | None, filename: str, layout
     Raises :class:`DataError` naming the file and what it should hold when it is missing.
     """
     if data_dir is None:
-        raise DataError(f"dataset {dataset!r} is read from {filename}: pass --data-dir (the folder that holds it, "
-                        f"or the file itself); expected {layout}")  # fmt: skip
+        raise DataError(
+            f"dataset {dataset!r} is read from {filename}: pass --data-dir (the folder that holds it, "
+            f"or the file itself); expected {layout}"
+        )
     path = Path(data_dir).expanduser()
     path = path if path.is_file() else path / filename
     if not path.is_file():

@@ -14,5 +14,11 @@ for _sub in ("input_detectors", "repair", "inspection"):
     import_submodules(f"{__name__}.{_sub}", [__path__[0] + "/" + _sub])
 
 __all__ = [
-    "DEFENSES", "Defense", "DefenseContext", "DefenseOutcome", "InputDetector", "Repair", "triggered_test_inputs",
-]  # fmt: skip
+    "DEFENSES",
+    "Defense",
+    "DefenseContext",
+    "DefenseOutcome",
+    "InputDetector",
+    "Repair",
+    "triggered_test_inputs",
+]

@@ -103,14 +103,22 @@ class Repair(Defense):
 
     kind: ClassVar[DefenseKind] = "repair"
 
-    def repair(self, model: nn.Module, clean: Split, *, seed: int = 0, device: str | torch.device = "auto",
-               progress: bool | None = None) -> nn.Module:  # fmt: skip
+    def repair(
+        self,
+        model: nn.Module,
+        clean: Split,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool | None = None,
+    ) -> nn.Module:
         raise NotImplementedError
 
     def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
         """Repair a copy with ``val``; clean accuracy, ASR and robust accuracy of the result on ``test``."""
-        repaired = self.repair(copy.deepcopy(model), ctx.dataset.val, seed=ctx.seed, device=ctx.device,
-                               progress=ctx.progress)  # fmt: skip
+        repaired = self.repair(
+            copy.deepcopy(model), ctx.dataset.val, seed=ctx.seed, device=ctx.device, progress=ctx.progress
+        )
         test = ctx.dataset.test
         if backdoor is None:
             metrics = {"clean_accuracy": clean_accuracy(repaired, test, device=ctx.device)}

@@ -33,10 +33,23 @@ class ModelCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
-    def save_model(self, key: str, model: nn.Sequential, architecture: str, input_shape, num_classes: int,
-                   extra: dict | None = None) -> None:  # fmt: skip
-        save_checkpoint(self.path(key), model, architecture=architecture, input_shape=input_shape,
-                        num_classes=num_classes, extra=extra)  # fmt: skip
+    def save_model(
+        self,
+        key: str,
+        model: nn.Sequential,
+        architecture: str,
+        input_shape,
+        num_classes: int,
+        extra: dict | None = None,
+    ) -> None:
+        save_checkpoint(
+            self.path(key),
+            model,
+            architecture=architecture,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            extra=extra,
+        )
 
     def load_model(self, key: str) -> tuple[nn.Sequential, dict] | None:
         if not self.path(key).is_file():

@@ -109,8 +109,16 @@ class RayExecutor(_SubmitExecutor):
             self.ray.shutdown()
 
 
-def make_executor(name: str, bench: Workbench, cfg: ExperimentConfig, output_dir: Path, *, workers: int = 1,
-                  ray_address: str | None = None, device: str | None = None) -> Executor:  # fmt: skip
+def make_executor(
+    name: str,
+    bench: Workbench,
+    cfg: ExperimentConfig,
+    output_dir: Path,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    device: str | None = None,
+) -> Executor:
     """``local`` (sequential when ``workers`` is 1, else a process pool) or ``ray``."""
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")

@@ -84,11 +84,14 @@ class PopulationResult:
         rows = []
         for r in self.records:
             attack = "none" if r.role == "clean" else self.attack
-            rows += [ResultRow(run, dataset, model, attack, r.inspector, r.seed, k, float(v))
-                     for k, v in r.metrics.items()]  # fmt: skip
+            rows += [
+                ResultRow(run, dataset, model, attack, r.inspector, r.seed, k, float(v)) for k, v in r.metrics.items()
+            ]
         for name, figures in self.summary().items():
-            rows += [ResultRow(run, dataset, model, f"population:{self.attack}", name, -1, k, float(v))
-                     for k, v in figures.items()]  # fmt: skip
+            rows += [
+                ResultRow(run, dataset, model, f"population:{self.attack}", name, -1, k, float(v))
+                for k, v in figures.items()
+            ]
         return rows
 
 
@@ -151,9 +154,18 @@ class PopulationBuilder:
     """Trains or loads the population's models. Cache keys follow the runner's (data, model, training, attack,
     params, seed), so pass the runner's ``data_fingerprint`` to share its cache."""
 
-    def __init__(self, dataset: Dataset, architecture: str, training: TrainingConfig, cache: ModelCache | None,
-                 *, data_fingerprint: dict | None = None, device: str | torch.device = "auto",
-                 progress: bool | None = None, log: Log | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dataset: Dataset,
+        architecture: str,
+        training: TrainingConfig,
+        cache: ModelCache | None,
+        *,
+        data_fingerprint: dict | None = None,
+        device: str | torch.device = "auto",
+        progress: bool | None = None,
+        log: Log | None = None,
+    ) -> None:
         self.dataset, self.architecture, self.training, self.cache = dataset, architecture, training, cache
         self.fingerprint = data_fingerprint or {"name": dataset.name}
         self.device = resolve_device(device)
@@ -161,8 +173,14 @@ class PopulationBuilder:
         self.log = log or (lambda _: None)
 
     def key(self, attack: str, params: dict, seed: int) -> str:
-        return cache_key(data=self.fingerprint, model=self.architecture, training=self.training.model_dump(),
-                         attack=attack, params=params, seed=seed)  # fmt: skip
+        return cache_key(
+            data=self.fingerprint,
+            model=self.architecture,
+            training=self.training.model_dump(),
+            attack=attack,
+            params=params,
+            seed=seed,
+        )
 
     def clean(self, seed: int) -> Member:
         ds = self.dataset
@@ -173,8 +191,16 @@ class PopulationBuilder:
             self.log(f"  clean model seed {seed}: from cache")
         else:
             model = build_model(self.architecture, ds.input_shape, ds.num_classes, ds.mean, ds.std, seed=seed)
-            train_model(model, ds.train.x, ds.train.y, self.training, seed=seed, device=self.device,
-                        progress=self.progress, description=f"clean model, seed {seed}")  # fmt: skip
+            train_model(
+                model,
+                ds.train.x,
+                ds.train.y,
+                self.training,
+                seed=seed,
+                device=self.device,
+                progress=self.progress,
+                description=f"clean model, seed {seed}",
+            )
             if self.cache is not None:
                 self.cache.save_model(key, model, self.architecture, ds.input_shape, ds.num_classes)
         return Member("clean", seed, None, model, None, clean_accuracy(model, ds.test, device=self.device))
@@ -186,8 +212,9 @@ class PopulationBuilder:
         if bd is not None:
             self.log(f"  {attack.name} seed {seed}: from cache")
         else:
-            bd = attack.run(ds, self.architecture, self.training, seed=seed, device=str(self.device),
-                            progress=self.progress)  # fmt: skip
+            bd = attack.run(
+                ds, self.architecture, self.training, seed=seed, device=str(self.device), progress=self.progress
+            )
             if self.cache is not None:
                 self.cache.save_backdoor(key, bd, ds.input_shape, ds.num_classes)
         target = single_target(bd)
@@ -199,11 +226,20 @@ class PopulationBuilder:
 
 
 def population_models(
-    dataset: Dataset, architecture: str, training: TrainingConfig, attack: Attack | str | dict[str, Any], *,
-    k: int = 5, seeds: Sequence[int] | None = None, targets: Sequence[int] | None = None,
-    cache: ModelCache | str | Path | None = None, data_fingerprint: dict | None = None,
-    device: str | torch.device = "auto", progress: bool | None = None, log: Log | None = None,
-) -> list[Member]:  # fmt: skip
+    dataset: Dataset,
+    architecture: str,
+    training: TrainingConfig,
+    attack: Attack | str | dict[str, Any],
+    *,
+    k: int = 5,
+    seeds: Sequence[int] | None = None,
+    targets: Sequence[int] | None = None,
+    cache: ModelCache | str | Path | None = None,
+    data_fingerprint: dict | None = None,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+    log: Log | None = None,
+) -> list[Member]:
     """K clean models (seeds ``seeds``) then K backdoored ones (seed ``seeds[i]``, target ``targets[i]``).
 
     Args:
@@ -222,15 +258,29 @@ def population_models(
     for a in attacks:
         a.check(dataset)
     store = ModelCache(cache) if isinstance(cache, str | Path) else cache
-    builder = PopulationBuilder(dataset, architecture, training, store, data_fingerprint=data_fingerprint,
-                                device=device, progress=progress, log=log)  # fmt: skip
+    builder = PopulationBuilder(
+        dataset,
+        architecture,
+        training,
+        store,
+        data_fingerprint=data_fingerprint,
+        device=device,
+        progress=progress,
+        log=log,
+    )
     return [builder.clean(s) for s in seeds] + [builder.backdoored(a, s) for a, s in zip(attacks, seeds, strict=True)]
 
 
-def inspect_members(dataset: Dataset, members: Sequence[Member],
-                    inspectors: Sequence[Inspector | tuple[str, Inspector]], *, attack: str,
-                    device: str | torch.device = "auto", progress: bool | None = None,
-                    log: Log | None = None) -> PopulationResult:  # fmt: skip
+def inspect_members(
+    dataset: Dataset,
+    members: Sequence[Member],
+    inspectors: Sequence[Inspector | tuple[str, Inspector]],
+    *,
+    attack: str,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+    log: Log | None = None,
+) -> PopulationResult:
     """Run every inspector on every member (inspection seed = the member's seed) and collect the records."""
     named = [i if isinstance(i, tuple) else (i.method_name, i) for i in inspectors]
     for label, inspector in named:
@@ -248,25 +298,46 @@ def inspect_members(dataset: Dataset, members: Sequence[Member],
         for label, inspector in named:
             outcome = inspector.evaluate(member.model, member.backdoor, ctx)
             verdict = outcome.artifacts["verdict"]
-            result.records.append(InspectionRecord(label, member.role, member.seed, member.target, verdict,
-                                                   outcome.metrics))  # fmt: skip
+            result.records.append(
+                InspectionRecord(label, member.role, member.seed, member.target, verdict, outcome.metrics)
+            )
             aim = f", target {member.target}" if member.target is not None else ""
             log(f"  {label} on {member.role} seed {member.seed}{aim}: {verdict}")
     return result
 
 
 def inspect_population(
-    dataset: Dataset, architecture: str, training: TrainingConfig, attack: Attack | str | dict[str, Any],
-    inspectors: Sequence[Inspector | tuple[str, Inspector]], *, k: int = 5, seeds: Sequence[int] | None = None,
-    targets: Sequence[int] | None = None, cache: ModelCache | str | Path | None = None,
-    data_fingerprint: dict | None = None, device: str | torch.device = "auto", progress: bool | None = None,
+    dataset: Dataset,
+    architecture: str,
+    training: TrainingConfig,
+    attack: Attack | str | dict[str, Any],
+    inspectors: Sequence[Inspector | tuple[str, Inspector]],
+    *,
+    k: int = 5,
+    seeds: Sequence[int] | None = None,
+    targets: Sequence[int] | None = None,
+    cache: ModelCache | str | Path | None = None,
+    data_fingerprint: dict | None = None,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
     log: Log | None = None,
-) -> PopulationResult:  # fmt: skip
+) -> PopulationResult:
     """Train or load K clean and K backdoored models (:func:`population_models`) and inspect each with every
     inspector (given as objects or ``(label, object)`` pairs); ``result.summary()`` gives TPR, FPR, ROC-AUC and
     the target-ranked-first rate per inspector."""
-    members = population_models(dataset, architecture, training, attack, k=k, seeds=seeds, targets=targets,
-                                cache=cache, data_fingerprint=data_fingerprint, device=device, progress=progress,
-                                log=log)  # fmt: skip
+    members = population_models(
+        dataset,
+        architecture,
+        training,
+        attack,
+        k=k,
+        seeds=seeds,
+        targets=targets,
+        cache=cache,
+        data_fingerprint=data_fingerprint,
+        device=device,
+        progress=progress,
+        log=log,
+    )
     label = _resolve_attack(attack).name
     return inspect_members(dataset, members, inspectors, attack=label, device=device, progress=progress, log=log)

@@ -53,9 +53,18 @@ def cell_rows(run: str, dataset: str, result: CellResult) -> list[ResultRow]:
 class Runner:
     """Runs one :class:`ExperimentConfig`. Everything is validated in ``__init__``, before anything is written."""
 
-    def __init__(self, cfg: ExperimentConfig, output_dir: str | Path = "runs", *, run_name: str | None = None,
-                 progress: bool | None = None, log: Log = print, executor: str = "local", workers: int = 1,
-                 ray_address: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        output_dir: str | Path = "runs",
+        *,
+        run_name: str | None = None,
+        progress: bool | None = None,
+        log: Log = print,
+        executor: str = "local",
+        workers: int = 1,
+        ray_address: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.output_dir = Path(output_dir)
         self.progress = progress_enabled(progress)
@@ -91,20 +100,36 @@ class Runner:
             stage_seconds = self._compute(todo, store)
             rows = store.rows(self.run_name)
             seconds = time.perf_counter() - start
-            md, page = build_run_report(self.directory, self.run_name, self.cfg, self.bench, rows, self.cells,
-                                        seconds, stage_seconds)  # fmt: skip
+            md, page = build_run_report(
+                self.directory, self.run_name, self.cfg, self.bench, rows, self.cells, seconds, stage_seconds
+            )
             store.finish_run(self.run_name)
-        return RunResult(self.run_name, self.directory, md, page, rows, seconds, len(todo),
-                         len(self.cells) - len(todo), stage_seconds)  # fmt: skip
+        return RunResult(
+            self.run_name,
+            self.directory,
+            md,
+            page,
+            rows,
+            seconds,
+            len(todo),
+            len(self.cells) - len(todo),
+            stage_seconds,
+        )
 
     def _compute(self, todo: list[Cell], store: ResultsStore) -> dict[str, float]:
         """Compute ``todo`` phase by phase; commit each cell as its result arrives. Returns seconds per phase."""
         stage_seconds: dict[str, float] = {}
         if not todo:
             return stage_seconds
-        executor = make_executor(self.executor_args["name"], self.bench, self.cfg, self.output_dir,
-                                 workers=self.executor_args["workers"], ray_address=self.executor_args["ray_address"],
-                                 device=str(self.bench.device))  # fmt: skip
+        executor = make_executor(
+            self.executor_args["name"],
+            self.bench,
+            self.cfg,
+            self.output_dir,
+            workers=self.executor_args["workers"],
+            ray_address=self.executor_args["ray_address"],
+            device=str(self.bench.device),
+        )
         bar = _Bar(len(todo), self.progress)
         try:
             for phase in PHASES:
@@ -144,8 +169,15 @@ class _Bar:
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     TextColumn("{task.description}"), console=console, transient=True)  # fmt: skip
+            self.progress = Progress(
+                TextColumn("cells"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+                console=console,
+                transient=True,
+            )
             self.progress.start()
             self.task = self.progress.add_task("", total=total)
 

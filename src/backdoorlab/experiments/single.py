@@ -44,9 +44,19 @@ def attack_metrics(backdoor: Backdoor, dataset: Dataset, device) -> dict[str, fl
     return backdoor_metrics(backdoor.model, dataset.test, backdoor.trigger, backdoor.target_rule, device=device)
 
 
-def run_single_attack(name: str, params: dict, *, dataset: str, data_dir: str | None, architecture: str,
-                      training: TrainingConfig, seed: int, device: str, output: Path,
-                      progress: bool | None) -> tuple[Backdoor, dict[str, float]]:  # fmt: skip
+def run_single_attack(
+    name: str,
+    params: dict,
+    *,
+    dataset: str,
+    data_dir: str | None,
+    architecture: str,
+    training: TrainingConfig,
+    seed: int,
+    device: str,
+    output: Path,
+    progress: bool | None,
+) -> tuple[Backdoor, dict[str, float]]:
     """Validate everything, run the attack, measure it, and save the backdoored model to ``output``."""
     attack = build_validated(ATTACKS.get(name), params, where=f"attack {name}")
     ds = load_dataset(dataset, data_dir)
@@ -80,9 +90,17 @@ def _plain(value: Any) -> Any:
 
 
 def run_single_defense(
-    name: str, params: dict, *, model_path: Path, dataset: str, data_dir: str | None, seed: int, device: str,
-    output: Path, progress: bool | None,
-) -> tuple[DefenseOutcome, list[Path]]:  # fmt: skip
+    name: str,
+    params: dict,
+    *,
+    model_path: Path,
+    dataset: str,
+    data_dir: str | None,
+    seed: int,
+    device: str,
+    output: Path,
+    progress: bool | None,
+) -> tuple[DefenseOutcome, list[Path]]:
     """Run one defense on a saved model; write ``defense.json`` (and ``repaired.pt`` for repairs) into ``output``.
 
     When the checkpoint was written by `backdoorlab attack`, its trigger is used to measure ASR and detection.
@@ -105,15 +123,25 @@ def run_single_defense(
         if backdoor is not None:
             save_backdoor(path, dataclasses.replace(backdoor, model=repaired), ds.input_shape, ds.num_classes)
         else:
-            save_checkpoint(path, repaired, architecture=payload["architecture"], input_shape=ds.input_shape,
-                            num_classes=ds.num_classes)  # fmt: skip
+            save_checkpoint(
+                path,
+                repaired,
+                architecture=payload["architecture"],
+                input_shape=ds.input_shape,
+                num_classes=ds.num_classes,
+            )
         written.append(path)
     report = {
-        "defense": name, "params": defense.model_dump(mode="json"), "model": str(model_path), "dataset": ds.name,
-        "attack": backdoor.attack if backdoor is not None else None, "seed": seed, "seconds": seconds,
+        "defense": name,
+        "params": defense.model_dump(mode="json"),
+        "model": str(model_path),
+        "dataset": ds.name,
+        "attack": backdoor.attack if backdoor is not None else None,
+        "seed": seed,
+        "seconds": seconds,
         "metrics": outcome.metrics,
         "artifacts": {k: _plain(v) for k, v in outcome.artifacts.items() if not isinstance(v, torch.nn.Module)},
-    }  # fmt: skip
+    }
     write_atomic(output / "defense.json", json.dumps(report, indent=2, default=str))
     written.append(output / "defense.json")
     return outcome, written

@@ -44,8 +44,15 @@ def dataset_fingerprint(name: str, data_dir: str | None) -> dict:
 class Workbench:
     """Trains, caches and measures the models of one config; ``run_cell`` computes any cell."""
 
-    def __init__(self, cfg: ExperimentConfig, output_dir: str | Path, *, device: str | torch.device | None = None,
-                 progress: bool | None = False, log=lambda _msg: None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        output_dir: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        progress: bool | None = False,
+        log=lambda _msg: None,
+    ) -> None:
         self.cfg = cfg
         self.cache = ModelCache(Path(output_dir) / "cache")
         self.device = resolve_device(device if device is not None else cfg.device)
@@ -87,8 +94,14 @@ class Workbench:
     def _key(self, setting: int, attack: str, params: dict, seed: int) -> str:
         d, model = self.settings[setting]
         spec = self.cfg.datasets[d]
-        return cache_key(data=dataset_fingerprint(spec.name, spec.data_dir), model=model,
-                         training=self.cfg.training.model_dump(), attack=attack, params=params, seed=seed)  # fmt: skip
+        return cache_key(
+            data=dataset_fingerprint(spec.name, spec.data_dir),
+            model=model,
+            training=self.cfg.training.model_dump(),
+            attack=attack,
+            params=params,
+            seed=seed,
+        )
 
     def clean_model(self, setting: int, seed: int) -> torch.nn.Module:
         if (setting, seed) in self._clean:
@@ -100,8 +113,16 @@ class Workbench:
             model = loaded[0]
         else:
             model = build_model(model_name, ds.input_shape, ds.num_classes, ds.mean, ds.std, seed=seed)
-            train_model(model, ds.train.x, ds.train.y, self.cfg.training, seed=seed, device=self.device,
-                        progress=self.progress, description=f"clean {model_name}, seed {seed}")  # fmt: skip
+            train_model(
+                model,
+                ds.train.x,
+                ds.train.y,
+                self.cfg.training,
+                seed=seed,
+                device=self.device,
+                progress=self.progress,
+                description=f"clean {model_name}, seed {seed}",
+            )
             self.cache.save_model(key, model, model_name, ds.input_shape, ds.num_classes)
         self._clean[(setting, seed)] = model
         return model
@@ -114,8 +135,9 @@ class Workbench:
         key = self._key(setting, attack.name, attack.model_dump(mode="json"), seed)
         bd = self.cache.load_backdoor(key)
         if bd is None:
-            bd = attack.run(ds, model_name, self.cfg.training, seed=seed, device=str(self.device),
-                            progress=self.progress)  # fmt: skip
+            bd = attack.run(
+                ds, model_name, self.cfg.training, seed=seed, device=str(self.device), progress=self.progress
+            )
             self.cache.save_backdoor(key, bd, ds.input_shape, ds.num_classes)
         self._backdoors[(setting, seed, label)] = bd
         return bd
@@ -124,8 +146,10 @@ class Workbench:
         start = time.perf_counter()
         if cell.kind == "clean":
             model = self.clean_model(cell.setting, cell.seed)
-            metrics, artifacts = {"clean_accuracy": clean_accuracy(model, self.dataset(cell.setting).test,
-                                                                   device=self.device)}, {}  # fmt: skip
+            metrics, artifacts = (
+                {"clean_accuracy": clean_accuracy(model, self.dataset(cell.setting).test, device=self.device)},
+                {},
+            )
         elif cell.kind == "attack":
             metrics, artifacts = self._attack_cell(cell)
         else:
@@ -154,10 +178,12 @@ class Workbench:
             bd = self.backdoor(cell.setting, cell.attack, cell.seed)
             model = bd.model
         verdicts = self._verdicts.setdefault((cell.setting, cell.seed, cell.attack), {})
-        ctx = DefenseContext(self.dataset(cell.setting), seed=cell.seed, device=self.device, progress=self.progress,
-                             verdicts=verdicts)  # fmt: skip
-        outcome = self.defenses[cell.defense].evaluate(model, bd if bd is not None and bd.trigger is not None else None,
-                                                       ctx)  # fmt: skip
+        ctx = DefenseContext(
+            self.dataset(cell.setting), seed=cell.seed, device=self.device, progress=self.progress, verdicts=verdicts
+        )
+        outcome = self.defenses[cell.defense].evaluate(
+            model, bd if bd is not None and bd.trigger is not None else None, ctx
+        )
         return {k: float(v) for k, v in outcome.metrics.items()}, outcome.artifacts
 
 
@@ -168,5 +194,11 @@ def example_images(bd: Backdoor, split: Split, n: int) -> dict[str, Any]:
     keep = eligible[torch.linspace(0, len(eligible) - 1, min(n, len(eligible))).long()]
     x, y = split.x[keep], split.y[keep]
     xt = bd.trigger(x)
-    return {"clean": x, "clean_pred": predict(bd.model, x), "triggered": xt, "triggered_pred": predict(bd.model, xt),
-            "true": y, "targets": bd.target_rule.targets(y)}  # fmt: skip
+    return {
+        "clean": x,
+        "clean_pred": predict(bd.model, x),
+        "triggered": xt,
+        "triggered_pred": predict(bd.model, xt),
+        "true": y,
+        "targets": bd.target_rule.targets(y),
+    }

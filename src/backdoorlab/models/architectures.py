@@ -42,9 +42,13 @@ def badnet_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module
     c, h, w = input_shape
     pad = 0 if min(h, w) >= 20 else 2
     features = nn.Sequential(
-        nn.Conv2d(c, 16, 5, padding=pad), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(16, 32, 5, padding=pad), nn.ReLU(), nn.AvgPool2d(2),
-    )  # fmt: skip
+        nn.Conv2d(c, 16, 5, padding=pad),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=pad),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+    )
     flat = _flat_size(features, input_shape)
     return nn.Sequential(features, nn.Flatten(), nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, num_classes))
 
@@ -58,12 +62,28 @@ def carlini_mnist(input_shape: tuple[int, int, int], num_classes: int) -> nn.Mod
     """
     c = input_shape[0]
     features = nn.Sequential(
-        nn.Conv2d(c, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-    )  # fmt: skip
+        nn.Conv2d(c, 32, 3),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
     flat = _flat_size(features, input_shape)
-    return nn.Sequential(features, nn.Flatten(), nn.Linear(flat, 200), nn.ReLU(), nn.Dropout(0.5),
-                         nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, num_classes))  # fmt: skip
+    return nn.Sequential(
+        features,
+        nn.Flatten(),
+        nn.Linear(flat, 200),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(200, 200),
+        nn.ReLU(),
+        nn.Linear(200, num_classes),
+    )
 
 
 def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
@@ -79,11 +99,17 @@ def cnn_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """
     c = input_shape[0]
     features = nn.Sequential(
-        *_conv_bn(c, 32), *_conv_bn(32, 32), nn.MaxPool2d(2),
-        *_conv_bn(32, 64), *_conv_bn(64, 64), nn.MaxPool2d(2),
-        *_conv_bn(64, 128), *_conv_bn(128, 128), nn.MaxPool2d(2),
+        *_conv_bn(c, 32),
+        *_conv_bn(32, 32),
+        nn.MaxPool2d(2),
+        *_conv_bn(32, 64),
+        *_conv_bn(64, 64),
+        nn.MaxPool2d(2),
+        *_conv_bn(64, 128),
+        *_conv_bn(128, 128),
+        nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d(4),
-    )  # fmt: skip
+    )
     return nn.Sequential(
         features, nn.Flatten(), nn.Linear(128 * 16, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, num_classes)
     )

@@ -33,8 +33,9 @@ def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
     return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
-def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0,
-                   f_max: float | None = None) -> torch.Tensor:  # fmt: skip
+def mel_filterbank(
+    n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
+) -> torch.Tensor:
     """(n_mels, n_fft // 2 + 1) triangular filters, peak 1, evenly spaced on the HTK mel scale.
 
     Filter ``m`` rises from the centre of band ``m - 1`` to its own centre and falls to the centre of band
@@ -60,8 +61,16 @@ class LogMel(nn.Module):
     1e-3 (the waveform arrives in units of the training set's sample std, after :class:`Normalize`).
     """
 
-    def __init__(self, sample_rate: int = 8000, n_fft: int = 256, hop: int = 128, n_mels: int = 40,
-                 f_min: float = 0.0, f_max: float | None = None, eps: float = 1e-3) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sample_rate: int = 8000,
+        n_fft: int = 256,
+        hop: int = 128,
+        n_mels: int = 40,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        eps: float = 1e-3,
+    ) -> None:
         super().__init__()
         if hop < 1 or hop > n_fft:
             raise ConfigError(f"log-mel hop must be in 1..n_fft={n_fft}, got {hop}")

@@ -36,8 +36,22 @@ from ..utils.device import resolve_device
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, _BatchNorm)
 # Modules that act on each channel alone and map 0 to 0, so a zeroed channel stays zero through them.
-ZERO_PRESERVING = (_BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
-                   nn.Hardswish, nn.Tanh, nn.Softsign, nn.Identity)  # fmt: skip
+ZERO_PRESERVING = (
+    _BatchNorm,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Tanh,
+    nn.Softsign,
+    nn.Identity,
+)
 # Activations that give exactly 0 for every negative input (a channel can be made dormant by lowering its bias).
 CLAMPING = (nn.ReLU, nn.ReLU6)
 
@@ -81,8 +95,10 @@ def find_site(model: nn.Module, layer: str | None = None) -> ChannelSite:
     if layer is None:
         convs = [n for n in prunable if isinstance(modules[n], nn.Conv2d)]
         if not convs:
-            raise ConfigError("the model has no Conv2d layer to prune; name one with layer= "
-                              f"(prunable layers: {', '.join(prunable) or 'none'})")  # fmt: skip
+            raise ConfigError(
+                "the model has no Conv2d layer to prune; name one with layer= "
+                f"(prunable layers: {', '.join(prunable) or 'none'})"
+            )
         layer = convs[-1]
     if layer not in prunable:
         shown = ", ".join(prunable[-12:]) or "none"
@@ -151,8 +167,9 @@ class ChannelMask:
     def __enter__(self) -> ChannelMask:
         return self.attach()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.detach()
 
 
@@ -204,8 +221,9 @@ class ChannelSummary:
 
 
 @torch.no_grad()
-def channel_summary(model: nn.Module, x: torch.Tensor, module: str, *, batch_size: int = 512,
-                    device: str | torch.device = "auto") -> ChannelSummary:  # fmt: skip
+def channel_summary(
+    model: nn.Module, x: torch.Tensor, module: str, *, batch_size: int = 512, device: str | torch.device = "auto"
+) -> ChannelSummary:
     """:class:`ChannelSummary` of the output of ``model.get_submodule(module)`` on ``x`` (N, C, H, W), eval mode."""
     if len(x) == 0:
         raise ConfigError("need at least one input to measure channel activations")
@@ -214,8 +232,12 @@ def channel_summary(model: nn.Module, x: torch.Tensor, module: str, *, batch_siz
 
     def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
         flat = out.detach().double().transpose(0, 1).reshape(out.shape[1], -1)  # (C, N * H * W)
-        parts = {"sum": flat.sum(1), "sq": (flat**2).sum(1), "max": flat.max(1).values,
-                 "n": torch.tensor(float(flat.shape[1]), dtype=torch.float64)}  # fmt: skip
+        parts = {
+            "sum": flat.sum(1),
+            "sq": (flat**2).sum(1),
+            "max": flat.max(1).values,
+            "n": torch.tensor(float(flat.shape[1]), dtype=torch.float64),
+        }
         for k, v in parts.items():
             v = v.cpu()
             stats[k] = v if k not in stats else (torch.maximum(stats[k], v) if k == "max" else stats[k] + v)

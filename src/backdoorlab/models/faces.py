@@ -29,13 +29,23 @@ def face_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     if min(h, w) < 32:
         raise ConfigError(f"face_cnn needs images of at least 32x32 pixels, got {h}x{w}")
     features = nn.Sequential(
-        nn.Conv2d(c, 16, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        *_conv_bn(16, 32), nn.MaxPool2d(2),
-        *_conv_bn(32, 64), nn.MaxPool2d(2),
+        nn.Conv2d(c, 16, 5, stride=2, padding=2, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        *_conv_bn(16, 32),
+        nn.MaxPool2d(2),
+        *_conv_bn(32, 64),
+        nn.MaxPool2d(2),
         *_conv_bn(64, 64),
         nn.AdaptiveAvgPool2d((7, 5)),
-    )  # fmt: skip
+    )
     return nn.Sequential(
-        features, nn.Flatten(), nn.Dropout(0.5), nn.Linear(64 * 35, 128), nn.ReLU(), nn.Dropout(0.5),
+        features,
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(64 * 35, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
         nn.Linear(128, num_classes),
-    )  # fmt: skip
+    )

@@ -78,8 +78,10 @@ def _rebuild(architecture: str | None, state: dict, input_shape, num_classes, me
         raise ModelFileError(f"{path} holds only weights: pass --input-shape C,H,W and --num-classes K")
     model = build_model(architecture, input_shape, num_classes, mean, std)
     if not any(k.startswith("normalize.") for k in state):
-        state = {**{f"net.{k}" if not k.startswith("net.") else k: v for k, v in state.items()},
-                 **{f"normalize.{k}": v for k, v in model.normalize.state_dict().items()}}  # fmt: skip
+        state = {
+            **{f"net.{k}" if not k.startswith("net.") else k: v for k, v in state.items()},
+            **{f"normalize.{k}": v for k, v in model.normalize.state_dict().items()},
+        }
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

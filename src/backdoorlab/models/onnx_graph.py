@@ -49,8 +49,12 @@ def _pool(kind: str):
             padded = F.pad(x, _pads(pads, 2), value=float("-inf"))
             return F.max_pool2d(padded, tuple(kernel_shape), strides, ceil_mode=bool(ceil_mode))
         if pads and any(pads) and not count_include_pad:
-            ones = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), _pads(pads, 2)), tuple(kernel_shape), strides,
-                                ceil_mode=bool(ceil_mode))  # fmt: skip
+            ones = F.avg_pool2d(
+                F.pad(torch.ones_like(x[:1, :1]), _pads(pads, 2)),
+                tuple(kernel_shape),
+                strides,
+                ceil_mode=bool(ceil_mode),
+            )
             total = F.avg_pool2d(F.pad(x, _pads(pads, 2)), tuple(kernel_shape), strides, ceil_mode=bool(ceil_mode))
             return total / ones
         return F.avg_pool2d(F.pad(x, _pads(pads, 2)), tuple(kernel_shape), strides, ceil_mode=bool(ceil_mode))
@@ -82,8 +86,11 @@ def _reshape(x, shape, **_):
 def _clip(x, low=None, high=None, *, min=None, max=None, **_):  # noqa: A002
     low = low if low is not None else min
     high = high if high is not None else max
-    return torch.clamp(x, low if low is None or not torch.is_tensor(low) else float(low),
-                       high if high is None or not torch.is_tensor(high) else float(high))  # fmt: skip
+    return torch.clamp(
+        x,
+        low if low is None or not torch.is_tensor(low) else float(low),
+        high if high is None or not torch.is_tensor(high) else float(high),
+    )
 
 
 def _softmax(fn):
@@ -169,8 +176,9 @@ class OnnxModule(nn.Module):
             self.nodes.append((node.op_type, list(node.input), list(node.output), _attrs(node)))
         inputs = [i.name for i in graph.input if i.name not in self._consts]
         if len(inputs) != 1 or len(graph.output) != 1:
-            raise ModelFileError(f"expected an ONNX graph with one input and one output, got {len(inputs)} and "
-                                 f"{len(graph.output)}")  # fmt: skip
+            raise ModelFileError(
+                f"expected an ONNX graph with one input and one output, got {len(inputs)} and {len(graph.output)}"
+            )
         self.input_name, self.output_name = inputs[0], graph.output[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

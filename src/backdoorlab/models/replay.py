@@ -61,8 +61,15 @@ class MaskedReplay:
     Built once per (model, inputs); ``logits(pruned)`` is then cheap. The model must not change meanwhile.
     """
 
-    def __init__(self, model: nn.Module, site: ChannelSite, x: torch.Tensor, *, batch_size: int = 512,
-                 device: str | torch.device = "auto") -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        site: ChannelSite,
+        x: torch.Tensor,
+        *,
+        batch_size: int = 512,
+        device: str | torch.device = "auto",
+    ) -> None:
         self.model, self.site, self.x, self.batch_size = model, site, x, batch_size
         self.device = resolve_device(device)
         parts = split_at(model, site.output)
@@ -87,8 +94,10 @@ class MaskedReplay:
                 outs = [self._tail(apply_keep(vals[0], keep), *vals[1:]) for vals in self._cache]
             else:
                 with ChannelMask(self.model, self.site, pruned):
-                    outs = [self.model(self.x[i : i + self.batch_size].to(self.device))
-                            for i in range(0, len(self.x), self.batch_size)]  # fmt: skip
+                    outs = [
+                        self.model(self.x[i : i + self.batch_size].to(self.device))
+                        for i in range(0, len(self.x), self.batch_size)
+                    ]
         return torch.cat([o.float().cpu() for o in outs]) if outs else torch.empty(0)
 
     def predict(self, pruned: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -96,8 +105,15 @@ class MaskedReplay:
         return self.logits(pruned).argmax(dim=1)
 
 
-def pruning_curve(model: nn.Module, site: ChannelSite, order: torch.Tensor, x: torch.Tensor,
-                  targets: torch.Tensor, counts: Sequence[int], **kwargs) -> list[float]:  # fmt: skip
+def pruning_curve(
+    model: nn.Module,
+    site: ChannelSite,
+    order: torch.Tensor,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    counts: Sequence[int],
+    **kwargs,
+) -> list[float]:
     """For each ``k`` in ``counts``: the fraction of ``x`` predicted as ``targets`` (N,) once the first ``k``
     channels of ``order`` are zeroed. With true labels this is accuracy; with the attacker's labels it is ASR."""
     if len(x) == 0:

@@ -37,17 +37,27 @@ def speech_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module
     """The speech CNN above for waveforms of shape (1, 1, L) sampled at 8 kHz, L >= 1024 (128 ms)."""
     c, h, length = input_shape
     if c != 1 or h != 1:
-        raise ConfigError(f"speech_cnn takes mono waveforms of shape (1, 1, L), got {tuple(input_shape)}; "
-                          "load audio with an audio dataset such as fsdd")  # fmt: skip
+        raise ConfigError(
+            f"speech_cnn takes mono waveforms of shape (1, 1, L), got {tuple(input_shape)}; "
+            "load audio with an audio dataset such as fsdd"
+        )
     if length < 1024:
         raise ConfigError(f"speech_cnn needs waveforms of at least 1024 samples, got {length}")
     return nn.Sequential(
         LogMel(SPEECH_SAMPLE_RATE),
         nn.BatchNorm2d(1),
-        nn.Conv2d(1, 16, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        *_conv_bn(16, 32), nn.MaxPool2d(2),
-        *_conv_bn(32, 64), nn.MaxPool2d(2),
+        nn.Conv2d(1, 16, 5, stride=2, padding=2, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        *_conv_bn(16, 32),
+        nn.MaxPool2d(2),
+        *_conv_bn(32, 64),
+        nn.MaxPool2d(2),
         *_conv_bn(64, 64),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 128),
+        nn.ReLU(),
+        nn.Dropout(0.3),
         nn.Linear(128, num_classes),
-    )  # fmt: skip
+    )

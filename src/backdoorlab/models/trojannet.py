@@ -55,9 +55,18 @@ class TrojanNetModel(nn.Module):
     and cross-entropy downstream all see y.
     """
 
-    def __init__(self, host: nn.Module, num_classes: int, targets: Sequence[int], *,
-                 origin: Sequence[int] = (0, 0), merge: Merge = "paper", alpha: float = 0.7, tau: float = 0.1,
-                 amplify: float = 2.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: nn.Module,
+        num_classes: int,
+        targets: Sequence[int],
+        *,
+        origin: Sequence[int] = (0, 0),
+        merge: Merge = "paper",
+        alpha: float = 0.7,
+        tau: float = 0.1,
+        amplify: float = 2.0,
+    ) -> None:
         super().__init__()
         if merge not in MERGES:
             raise ConfigError(f"unknown TrojanNet merge {merge!r}; use paper or code")
@@ -108,8 +117,9 @@ class TrojanNetModel(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def wrap_host(host: nn.Module, input_shape: Sequence[int], num_classes: int, targets: Sequence[int],
-              **options) -> nn.Sequential:  # fmt: skip
+def wrap_host(
+    host: nn.Module, input_shape: Sequence[int], num_classes: int, targets: Sequence[int], **options
+) -> nn.Sequential:
     """``Sequential(normalize=identity, net=TrojanNetModel(host, ...))``: the layout :func:`build_model` gives for
     ``trojannet/<host>`` (the host keeps its own normalization; the MLP reads raw pixels)."""
     c = int(input_shape[0])

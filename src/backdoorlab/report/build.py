@@ -69,9 +69,20 @@ def _examples(directory: Path, cells: Sequence[Cell], first_seed: int) -> list[t
         ex = load_artifacts(artifact_path(directory, cell.id)).get("examples")
         if ex:
             label = f"{cell.attack} ({cell.dataset}, {cell.model})"
-            out.append((cell.dataset, ExampleSet(label, ex["clean"], ex["clean_pred"].tolist(), ex["triggered"],
-                                                 ex["triggered_pred"].tolist(), ex["true"].tolist(),
-                                                 ex["targets"].tolist())))  # fmt: skip
+            out.append(
+                (
+                    cell.dataset,
+                    ExampleSet(
+                        label,
+                        ex["clean"],
+                        ex["clean_pred"].tolist(),
+                        ex["triggered"],
+                        ex["triggered_pred"].tolist(),
+                        ex["true"].tolist(),
+                        ex["targets"].tolist(),
+                    ),
+                )
+            )
     return out
 
 
@@ -88,8 +99,17 @@ def _defense_records(directory: Path, cells: Sequence[Cell], cfg: ExperimentConf
         if m is None:
             continue
         outcome = DefenseOutcome(m, load_artifacts(artifact_path(directory, cell.id)))
-        records.append(DefenseRecord(cell.attack, cell.defense, methods.get(cell.defense, cell.defense), cell.seed,
-                                     outcome, cell.dataset, cell.model))  # fmt: skip
+        records.append(
+            DefenseRecord(
+                cell.attack,
+                cell.defense,
+                methods.get(cell.defense, cell.defense),
+                cell.seed,
+                outcome,
+                cell.dataset,
+                cell.model,
+            )
+        )
     return records
 
 
@@ -98,17 +118,26 @@ def _timing_table(rows: Sequence[ResultRow], stage_seconds: dict[str, float]) ->
     per_method: dict[str, list[float]] = {}
     for r in rows:
         if r.metric == "seconds":
-            key = f"defense {r.defense}" if r.defense != "none" else ("clean model" if r.attack == "none" else
-                                                                      f"attack {r.attack}")  # fmt: skip
+            key = (
+                f"defense {r.defense}"
+                if r.defense != "none"
+                else ("clean model" if r.attack == "none" else f"attack {r.attack}")
+            )
             per_method.setdefault(key, []).append(r.value)
     body += [[f"{k} (mean per cell)", f"{sum(v) / len(v):.1f}"] for k, v in per_method.items()]
     return Table(["what", "seconds"], body)
 
 
 def build_run_report(
-    directory: Path, run: str, cfg: ExperimentConfig, bench, rows: Sequence[ResultRow], cells: Sequence[Cell],
-    seconds: float, stage_seconds: dict[str, float],
-) -> tuple[Path, Path]:  # fmt: skip
+    directory: Path,
+    run: str,
+    cfg: ExperimentConfig,
+    bench,
+    rows: Sequence[ResultRow],
+    cells: Sequence[Cell],
+    seconds: float,
+    stage_seconds: dict[str, float],
+) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html``, ``results.csv``, ``results.json`` and the figures into ``directory``.
 
     ``bench`` is the run's :class:`~backdoorlab.experiments.workbench.Workbench` (for dataset descriptions).
@@ -125,48 +154,65 @@ def build_run_report(
             "; ".join(described) + ".",
             f"Training: {t.optimizer} lr {t.lr}, {t.epochs} epochs, batch {t.batch_size}, schedule {t.schedule}, "
             f"random shift {t.augment_shift} px. Seeds {seeds}. Wall time {seconds:.0f} s.",
-            "Attacks: " + "; ".join(f"{s.display} = {s.name} {s.params}{' sweep ' + str(s.sweep) if s.sweep else ''}"
-                                    for s in cfg.attacks) + ".",  # fmt: skip
+            "Attacks: "
+            + "; ".join(
+                f"{s.display} = {s.name} {s.params}{' sweep ' + str(s.sweep) if s.sweep else ''}" for s in cfg.attacks
+            )
+            + ".",
             "Defenses: " + ("; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.defenses) or "none") + ".",
         ],
     )
     sections = [setting]
     matrix = matrix_table(rows)
     if cfg.defenses and matrix.rows:
-        sections.append(Section(
-            "Attack × defense matrix",
-            paragraphs=["Clean accuracy / attack success rate on the test split after each defense, in %, mean over "
-                        "seeds. Repairs change the model; 'none' is the undefended model."],
-            tables=[matrix],
-        ))  # fmt: skip
-    sections.append(Section(
-        "Clean accuracy and attack success rate",
-        paragraphs=[
-            "All figures on the test split, in %, mean ± 95% CI over seeds (no ± with one seed). ASR counts triggered "
-            "test inputs classified as the attacker's target; inputs whose true label is already the target are "
-            "excluded. Robust accuracy: triggered inputs still given their true label."
-        ],
-        tables=[main_table(rows)],
-    ))  # fmt: skip
+        sections.append(
+            Section(
+                "Attack × defense matrix",
+                paragraphs=[
+                    "Clean accuracy / attack success rate on the test split after each defense, in %, mean over "
+                    "seeds. Repairs change the model; 'none' is the undefended model."
+                ],
+                tables=[matrix],
+            )
+        )
+    sections.append(
+        Section(
+            "Clean accuracy and attack success rate",
+            paragraphs=[
+                "All figures on the test split, in %, mean ± 95% CI over seeds (no ± with one seed). "
+                "ASR counts triggered test inputs classified as the attacker's target; inputs whose true label is "
+                "already the target are excluded. Robust accuracy: triggered inputs still given their true label."
+            ],
+            tables=[main_table(rows)],
+        )
+    )
     detection = detection_table(rows)
     if detection.rows:
-        sections.append(Section(
-            "Input detectors",
-            paragraphs=["Thresholds chosen on the clean val split only. Detection rate on triggered test inputs; "
-                        "false positives on clean test inputs; ROC-AUC with triggered inputs as positives."],
-            tables=[detection],
-        ))  # fmt: skip
+        sections.append(
+            Section(
+                "Input detectors",
+                paragraphs=[
+                    "Thresholds chosen on the clean val split only. Detection rate on triggered test inputs; "
+                    "false positives on clean test inputs; ROC-AUC with triggered inputs as positives."
+                ],
+                tables=[detection],
+            )
+        )
     others = other_metrics_table(rows)
     if others.rows:
         sections.append(Section("Other defense figures", paragraphs=["Mean over seeds."], tables=[others]))
-    table1 = table1_section(rows, [(label, a.name) for label, a in cfg.build_attacks()],
-                            [(label, d.name) for label, d in cfg.build_defenses()])  # fmt: skip
+    table1 = table1_section(
+        rows,
+        [(label, a.name) for label, a in cfg.build_attacks()],
+        [(label, d.name) for label, d in cfg.build_defenses()],
+    )
     sections += [table1] if table1 is not None else []
     records = _defense_records(directory, cells, cfg, rows)
     sections += defense_sections(records, directory)
     if cfg.population is not None or len(cfg.seeds) >= 3:  # model-level rates mean little over fewer models
-        sections += [population_section(p, directory, f"population_{i}")
-                     for i, p in enumerate(populations_from_records(records))]  # fmt: skip
+        sections += [
+            population_section(p, directory, f"population_{i}") for i, p in enumerate(populations_from_records(records))
+        ]
     examples = _examples(directory, cells, min(cfg.seeds))
     if examples:
         fig = directory / "examples.png"

@@ -67,8 +67,10 @@ class Panel:
     threshold: float
 
 
-def first_seed_panels(records: Sequence, transform: Callable[[np.ndarray], np.ndarray] = lambda s: s,
-                      ) -> dict[str, list[Panel]]:  # fmt: skip
+def first_seed_panels(
+    records: Sequence,
+    transform: Callable[[np.ndarray], np.ndarray] = lambda s: s,
+) -> dict[str, list[Panel]]:
     """configuration -> one panel per attack, from the first seed of each; ``transform`` maps scores (and the
     threshold) to the plotted quantity. Records without saved scores are left out."""
     label = _setting(records)
@@ -79,13 +81,15 @@ def first_seed_panels(records: Sequence, transform: Callable[[np.ndarray], np.nd
             continue
         attacked_np = transform(attacked.numpy()) if isinstance(attacked, torch.Tensor) else None
         threshold = float(transform(np.array([r.outcome.metrics["threshold"]]))[0])
-        panels[label(r)][r.attack] = Panel(f"{r.attack} (seed {r.seed})", transform(clean.numpy()), attacked_np,
-                                           threshold)  # fmt: skip
+        panels[label(r)][r.attack] = Panel(
+            f"{r.attack} (seed {r.seed})", transform(clean.numpy()), attacked_np, threshold
+        )
     return {c: list(p.values()) for c, p in panels.items() if p}
 
 
-def histogram_figure(panels: Sequence[Panel], path: Path, *, xlabel: str, title: str, names: tuple[str, str, str],
-                     log_x: bool = False) -> Path:  # fmt: skip
+def histogram_figure(
+    panels: Sequence[Panel], path: Path, *, xlabel: str, title: str, names: tuple[str, str, str], log_x: bool = False
+) -> Path:
     """Histograms of clean vs attacked scores, one panel each (at most 3 a row), the threshold dashed.
 
     ``names`` are the legend entries of the clean inputs, the attacked inputs and the threshold line. With
@@ -109,8 +113,13 @@ def histogram_figure(panels: Sequence[Panel], path: Path, *, xlabel: str, title:
             bins = np.linspace(low, high if high > low else low + 1e-6, 40)
         for values, name, color in zip(data, names[:2], ("tab:blue", "crimson"), strict=False):
             ax.hist(values, bins=bins, alpha=0.6, color=color, label=f"{name} ({len(values)})")
-        ax.axvline(max(p.threshold, floor) if log_x else p.threshold, color="black", linestyle="--", linewidth=1,
-                   label=names[2])  # fmt: skip
+        ax.axvline(
+            max(p.threshold, floor) if log_x else p.threshold,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=names[2],
+        )
         if log_x:
             ax.set_xscale("log")
         ax.set_title(p.title, fontsize=8)

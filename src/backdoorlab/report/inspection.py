@@ -67,8 +67,13 @@ def anomaly_figure(records: Sequence, path: Path) -> None:
 
 def _image(ax, image: torch.Tensor, cmap: str = "gray") -> None:
     img = image.detach().float().clamp(0, 1).permute(1, 2, 0).numpy()
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap if img.shape[-1] == 1 else None, vmin=0, vmax=1,
-              interpolation="nearest")  # fmt: skip
+    ax.imshow(
+        img[..., 0] if img.shape[-1] == 1 else img,
+        cmap=cmap if img.shape[-1] == 1 else None,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -110,8 +115,9 @@ def trigger_figure(records: Sequence, path: Path) -> None:
             real_bottom.axis("off")
         axes[2 * i, 0].set_ylabel(f"{record.attack}\nmask", fontsize=7)
         axes[2 * i + 1, 0].set_ylabel("stamped", fontsize=7)
-    fig.suptitle("Reversed triggers per label (title: statistic; red = flagged) and the real trigger (last column)",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle(
+        "Reversed triggers per label (title: statistic; red = flagged) and the real trigger (last column)", fontsize=9
+    )
     fig.tight_layout()
     save_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
@@ -124,16 +130,37 @@ def verdict_table(records: Sequence) -> Table:
         verdict = r.outcome.artifacts["verdict"]
         m = r.outcome.metrics
         target = r.outcome.artifacts.get("true_target")
-        body.append([
-            r.attack, r.defense, str(r.seed), verdict.method, "yes" if verdict.infected else "no",
-            ", ".join(map(str, verdict.suspected)) or "–", f"{verdict.score:.2f}",
-            "–" if target is None else str(target),
-            "–" if "target_anomaly_index" not in m else f"{m['target_anomaly_index']:.2f}",
-            "–" if "target_ranked_first" not in m else ("yes" if m["target_ranked_first"] else "no"),
-            f"{verdict.seconds:.1f}",
-        ])  # fmt: skip
-    return Table(["attack", "defense", "seed", "method", "infected", "flagged labels", "max anomaly index",
-                  "true target", "target's index", "target ranked first", "seconds"], body)  # fmt: skip
+        body.append(
+            [
+                r.attack,
+                r.defense,
+                str(r.seed),
+                verdict.method,
+                "yes" if verdict.infected else "no",
+                ", ".join(map(str, verdict.suspected)) or "–",
+                f"{verdict.score:.2f}",
+                "–" if target is None else str(target),
+                "–" if "target_anomaly_index" not in m else f"{m['target_anomaly_index']:.2f}",
+                "–" if "target_ranked_first" not in m else ("yes" if m["target_ranked_first"] else "no"),
+                f"{verdict.seconds:.1f}",
+            ]
+        )
+    return Table(
+        [
+            "attack",
+            "defense",
+            "seed",
+            "method",
+            "infected",
+            "flagged labels",
+            "max anomaly index",
+            "true target",
+            "target's index",
+            "target ranked first",
+            "seconds",
+        ],
+        body,
+    )
 
 
 def inspection_section(title: str, records: Sequence, directory: Path, stem: str, note: str) -> Section | None:
@@ -158,14 +185,37 @@ def population_table(result) -> Table:
     body = []
     for name, s in result.summary().items():
         auc = "–" if math.isnan(s["roc_auc"]) else f"{s['roc_auc']:.2f}"
-        body.append([
-            name, result.attack, f"{int(s['n_clean'])} + {int(s['n_backdoored'])}", _pct(s["tpr"]), _pct(s["fpr"]),
-            auc, _pct(s["target_ranked_first"]), _pct(s["target_flagged"]), f"{s['score_clean']:.2f}",
-            f"{s['score_backdoored']:.2f}", f"{s['seconds']:.1f}",
-        ])  # fmt: skip
-    return Table(["inspector", "attack", "clean + backdoored models", "TPR", "FPR", "ROC-AUC", "target ranked first",
-                  "target flagged", "mean score (clean)", "mean score (backdoored)", "seconds per model"],
-                 body)  # fmt: skip
+        body.append(
+            [
+                name,
+                result.attack,
+                f"{int(s['n_clean'])} + {int(s['n_backdoored'])}",
+                _pct(s["tpr"]),
+                _pct(s["fpr"]),
+                auc,
+                _pct(s["target_ranked_first"]),
+                _pct(s["target_flagged"]),
+                f"{s['score_clean']:.2f}",
+                f"{s['score_backdoored']:.2f}",
+                f"{s['seconds']:.1f}",
+            ]
+        )
+    return Table(
+        [
+            "inspector",
+            "attack",
+            "clean + backdoored models",
+            "TPR",
+            "FPR",
+            "ROC-AUC",
+            "target ranked first",
+            "target flagged",
+            "mean score (clean)",
+            "mean score (backdoored)",
+            "seconds per model",
+        ],
+        body,
+    )
 
 
 def population_figure(result, path: Path) -> None:
@@ -179,8 +229,9 @@ def population_figure(result, path: Path) -> None:
             dx = -0.12 if r.role == "clean" else 0.12
             ax.scatter(i + dx, r.verdict.score, color="#3b6fd6" if r.role == "clean" else "crimson", s=22)
             if r.target is not None:
-                ax.annotate(str(r.target), (i + dx, r.verdict.score), xytext=(4, -3), textcoords="offset points",
-                            fontsize=6)  # fmt: skip
+                ax.annotate(
+                    str(r.target), (i + dx, r.verdict.score), xytext=(4, -3), textcoords="offset points", fontsize=6
+                )
         cutoff = recs[0].verdict.cutoff if recs else 2.0
         ax.hlines(cutoff, i - 0.35, i + 0.35, colors="black", linestyles="--", linewidth=1)
     ax.set_xticks(range(len(names)))

@@ -29,8 +29,13 @@ class ExampleSet:
 
 def _show(ax, image: torch.Tensor) -> None:
     img = image.permute(1, 2, 0).numpy()
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-              vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
+    ax.imshow(
+        img[..., 0] if img.shape[-1] == 1 else img,
+        cmap="gray" if img.shape[-1] == 1 else None,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -51,8 +56,9 @@ def examples_figure(sets: list[ExampleSet], path: Path, class_names: list[str] |
                 bottom.axis("off")
                 continue
             _show(top, s.clean[j])
-            top.set_title(f"pred {name(s.clean_pred[j])}", fontsize=8,
-                          color="green" if s.clean_pred[j] == s.true[j] else "red")  # fmt: skip
+            top.set_title(
+                f"pred {name(s.clean_pred[j])}", fontsize=8, color="green" if s.clean_pred[j] == s.true[j] else "red"
+            )
             _show(bottom, s.triggered[j])
             hit = s.triggered_pred[j] == s.targets[j]
             bottom.set_title(f"pred {name(s.triggered_pred[j])}", fontsize=8, color="crimson" if hit else "gray")

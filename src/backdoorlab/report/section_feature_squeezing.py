@@ -17,12 +17,16 @@ def feature_squeezing_section(records: Sequence, directory: Path) -> Section | N
         return None
     figures = []
     for config, panels in first_seed_panels(records).items():
-        figures.append(histogram_figure(
-            panels, Path(directory) / f"feature_squeezing_scores_{file_stem(config)}.png",
-            xlabel="max L1 distance of softmax outputs (log scale)",
-            title=f"Feature Squeezing {config}: scores of clean vs triggered test inputs (dashed: threshold)",
-            names=("clean", "triggered", "threshold"), log_x=True,
-        ))  # fmt: skip
+        figures.append(
+            histogram_figure(
+                panels,
+                Path(directory) / f"feature_squeezing_scores_{file_stem(config)}.png",
+                xlabel="max L1 distance of softmax outputs (log scale)",
+                title=f"Feature Squeezing {config}: scores of clean vs triggered test inputs (dashed: threshold)",
+                names=("clean", "triggered", "threshold"),
+                log_x=True,
+            )
+        )
     return Section(
         "Feature Squeezing",
         paragraphs=[

@@ -37,8 +37,12 @@ def _columns(labels: Sequence[str], titles: Sequence[tuple[str, str]]) -> list[t
     return out
 
 
-def fine_pruning_table(rows: Sequence[ResultRow], *, attacks: Sequence[tuple[str, str]] | None = None,
-                       defenses: Sequence[tuple[str, str]] | None = None) -> Table:  # fmt: skip
+def fine_pruning_table(
+    rows: Sequence[ResultRow],
+    *,
+    attacks: Sequence[tuple[str, str]] | None = None,
+    defenses: Sequence[tuple[str, str]] | None = None,
+) -> Table:
     """The paper's Table 1 from result rows: one row per (dataset, model), then for each attack and each defense
     two columns ``cl`` (clean accuracy) and ``bd`` (ASR), mean ± 95% CI over seeds, in %.
 
@@ -68,8 +72,9 @@ def fine_pruning_table(rows: Sequence[ResultRow], *, attacks: Sequence[tuple[str
     return Table(headers, body)
 
 
-def table1_section(rows: Sequence[ResultRow], attacks: Sequence[tuple[str, str]],
-                   defenses: Sequence[tuple[str, str]]) -> Section | None:  # fmt: skip
+def table1_section(
+    rows: Sequence[ResultRow], attacks: Sequence[tuple[str, str]], defenses: Sequence[tuple[str, str]]
+) -> Section | None:
     """The paper's Table 1 for a run: ``attacks`` and ``defenses`` are the run's (label, registered name) pairs.
     Columns: every BadNets-style attack ("Baseline") and pruning-aware attack, under None / Fine-Tuning /
     Fine-Pruning. None when the run has no fine-tuning or fine-pruning defense, or neither attack."""
@@ -77,19 +82,29 @@ def table1_section(rows: Sequence[ResultRow], attacks: Sequence[tuple[str, str]]
     chosen_attacks = [(f"{titles[name]} ({label})", label) for label, name in attacks if name in titles]
     chosen_defenses = [("None", "none")] + [
         (f"{dict(DEFENSE_TITLES)[name]}{_base(label)[1] if label.startswith(name) else f' ({label})'}", label)
-        for label, name in defenses if name in ("fine_tuning", "fine_pruning")
-    ]  # fmt: skip
+        for label, name in defenses
+        if name in ("fine_tuning", "fine_pruning")
+    ]
     if not chosen_attacks or len(chosen_defenses) == 1:
         return None
     table = fine_pruning_table(rows, attacks=chosen_attacks, defenses=chosen_defenses)
-    note = ("The layout of Fine-Pruning's Table 1 (Liu, Dolan-Gavitt, Garg 2018): cl = clean accuracy, bd = attack "
-            "success rate, on the test split, in %, mean ± 95% CI over seeds.")  # fmt: skip
+    note = (
+        "The layout of Fine-Pruning's Table 1 (Liu, Dolan-Gavitt, Garg 2018): cl = clean accuracy, bd = attack "
+        "success rate, on the test split, in %, mean ± 95% CI over seeds."
+    )
     return Section("Fine-Pruning's Table 1", [note], [table])
 
 
 @SECTION_BUILDERS.register("fine_pruning")
 def build_fine_pruning_section(records: Sequence, directory: Path) -> Section | None:
     """Fine-pruning's pruning curves and activation plot, with CA/ASR after pruning alone and after fine-tuning."""
-    return pruning_section(records, directory, "fine_pruning", "Fine-Pruning (pruning, then fine-tuning)",
-                           extra=[("clean_accuracy_after_pruning", "CA after pruning only"),
-                                  ("asr_after_pruning", "ASR after pruning only")])  # fmt: skip
+    return pruning_section(
+        records,
+        directory,
+        "fine_pruning",
+        "Fine-Pruning (pruning, then fine-tuning)",
+        extra=[
+            ("clean_accuracy_after_pruning", "CA after pruning only"),
+            ("asr_after_pruning", "ASR after pruning only"),
+        ],
+    )

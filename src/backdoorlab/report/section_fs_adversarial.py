@@ -62,26 +62,43 @@ def detection_rate_table(metrics: Mapping[str, float]) -> Table:
     body = []
 
     def row(squeezer: str, params: str, threshold: str, config: str | None, rates: list[float]) -> list[str]:
-        tail = [metrics.get(f"{k}[{config}]", nan) if config else nan for k in ("overall_detection_rate", "fpr",
-                                                                                  "roc_auc")]  # fmt: skip
+        tail = [
+            metrics.get(f"{k}[{config}]", nan) if config else nan for k in ("overall_detection_rate", "fpr", "roc_auc")
+        ]
         return [squeezer, params, threshold, *(fraction(r) for r in rates), *(fraction(t) for t in tail)]
 
     def rates(config: str) -> list[float]:
         return [metrics.get(f"detection_rate[{config}][{a}]", nan) for a in attacks]
 
     for config in singles:
-        body.append(row(*describe_squeezer(config), fraction(metrics[f"threshold[{config}]"], 4), config,
-                        rates(config)))  # fmt: skip
+        body.append(
+            row(*describe_squeezer(config), fraction(metrics[f"threshold[{config}]"], 4), config, rates(config))
+        )
     if singles:
-        best = [max((r for r in col if not math.isnan(r)), default=nan) for col in zip(*map(rates, singles),
-                                                                                         strict=True)]  # fmt: skip
+        best = [
+            max((r for r in col if not math.isnan(r)), default=nan) for col in zip(*map(rates, singles), strict=True)
+        ]
         body.append(row("Best Attack-Specific Single Squeezer", "", "–", None, best))
     for config in (c for c in configs if "+" in c):
         params = ", ".join(describe_squeezer(s)[1] for s in config.split("+"))
-        body.append(row(f"Best Joint Detection ({params})", "", fraction(metrics[f"threshold[{config}]"], 4), config,
-                        rates(config)))  # fmt: skip
-    headers = ["squeezer", "parameters", "threshold", *(COLUMNS.get(a, (a, ""))[0] for a in attacks),
-               "overall detection rate", "FPR", "ROC-AUC"]  # fmt: skip
+        body.append(
+            row(
+                f"Best Joint Detection ({params})",
+                "",
+                fraction(metrics[f"threshold[{config}]"], 4),
+                config,
+                rates(config),
+            )
+        )
+    headers = [
+        "squeezer",
+        "parameters",
+        "threshold",
+        *(COLUMNS.get(a, (a, ""))[0] for a in attacks),
+        "overall detection rate",
+        "FPR",
+        "ROC-AUC",
+    ]
     return Table(headers, body)
 
 
@@ -93,13 +110,36 @@ def attack_summary_table(metrics: Mapping[str, float]) -> Table:
     body = []
     for a in attacks:
         label, method = COLUMNS.get(a, (a, "?"))
-        m = {k: metrics.get(f"{k}[{a}]", nan) for k in ("success_rate", "successful_test", "mean_l2", "mean_linf",
-                                                         "mean_l0", "attack_seconds")}  # fmt: skip
+        m = {
+            k: metrics.get(f"{k}[{a}]", nan)
+            for k in ("success_rate", "successful_test", "mean_l2", "mean_linf", "mean_l0", "attack_seconds")
+        }
         count = "–" if math.isnan(m["successful_test"]) else f"{m['successful_test']:.0f}"
-        body.append([label, method, fraction(m["success_rate"]), count, fraction(m["mean_l2"], 2),
-                     fraction(m["mean_linf"], 3), fraction(m["mean_l0"], 3), fraction(m["attack_seconds"], 1)])
-    return Table(["attack", "method (registered name)", "success rate", "successful, measured half", "mean L2",
-                  "mean L∞", "mean L0 (share)", "seconds"], body)  # fmt: skip
+        body.append(
+            [
+                label,
+                method,
+                fraction(m["success_rate"]),
+                count,
+                fraction(m["mean_l2"], 2),
+                fraction(m["mean_linf"], 3),
+                fraction(m["mean_l0"], 3),
+                fraction(m["attack_seconds"], 1),
+            ]
+        )
+    return Table(
+        [
+            "attack",
+            "method (registered name)",
+            "success rate",
+            "successful, measured half",
+            "mean L2",
+            "mean L∞",
+            "mean L0 (share)",
+            "seconds",
+        ],
+        body,
+    )
 
 
 @SECTION_BUILDERS.register("fs_adversarial")

@@ -26,8 +26,11 @@ from .tables import Table, format_cell  # noqa: E402
 
 GroupKey = tuple[str, str, str, str]  # (dataset, model, attack, defense label)
 # (curve attribute, legend, line style, colour) of the curves figure
-LINES = (("test_accuracy", "clean acc. (test)", "-", "tab:blue"), ("val_accuracy", "clean acc. (val)", ":", "tab:blue"),
-         ("asr", "ASR (test)", "-", "crimson"))  # fmt: skip
+LINES = (
+    ("test_accuracy", "clean acc. (test)", "-", "tab:blue"),
+    ("val_accuracy", "clean acc. (val)", ":", "tab:blue"),
+    ("asr", "ASR (test)", "-", "crimson"),
+)
 
 
 def group_records(records: Sequence) -> dict[GroupKey, list]:
@@ -93,8 +96,13 @@ def activations_figure(groups: dict[GroupKey, list], path: Path) -> Path:
         order = np.array(act.get("order", range(len(act["clean"]))))
         idx = np.arange(len(order))
         width = 0.45 if act.get("triggered") is not None else 0.9
-        ax.bar(idx - (width / 2 if width < 0.9 else 0), np.array(act["clean"])[order], width, color="tab:blue",
-               label="clean")  # fmt: skip
+        ax.bar(
+            idx - (width / 2 if width < 0.9 else 0),
+            np.array(act["clean"])[order],
+            width,
+            color="tab:blue",
+            label="clean",
+        )
         if act.get("triggered") is not None:
             ax.bar(idx + width / 2, np.array(act["triggered"])[order], width, color="crimson", label="triggered")
         ax.set_xlabel(f"channels of {act.get('layer', '?')}, in pruning order", fontsize=8)
@@ -134,14 +142,17 @@ MECHANISM = (
 )
 
 
-def pruning_section(records: Sequence, directory: Path, method: str, title: str,
-                    extra: Sequence[tuple[str, str]] = ()) -> Section | None:  # fmt: skip
+def pruning_section(
+    records: Sequence, directory: Path, method: str, title: str, extra: Sequence[tuple[str, str]] = ()
+) -> Section | None:
     """The section of ``method`` (``pruning`` or ``fine_pruning``): curves, activation plot, summary table."""
     groups = group_records(records)
     if not groups:
         return None
-    figures = [curves_figure(groups, directory / f"{method}_curves.png"),
-               activations_figure(groups, directory / f"{method}_activations.png")]  # fmt: skip
+    figures = [
+        curves_figure(groups, directory / f"{method}_curves.png"),
+        activations_figure(groups, directory / f"{method}_activations.png"),
+    ]
     paragraphs = [
         "Channels of the pruned layer are zeroed in increasing order of mean activation on the clean validation "
         "split; the defense stops before validation accuracy falls more than its threshold. The test-split curves "

@@ -18,10 +18,17 @@ def boundary_table(records: Sequence) -> Table:
     for config, per in mean_metrics(records).items():
         for attack, m in per.items():
             far = 1.0 - m["tpr"] if "tpr" in m else float("nan")
-            body.append([config, attack, f"{m.get('clean_entropy_mean', float('nan')):.3f}",
-                         f"{m.get('clean_entropy_std', float('nan')):.3f}",
-                         f"{m.get('entropy_boundary', float('nan')):.4f}", percent(m.get("fpr", float("nan"))),
-                         percent(far)])  # fmt: skip
+            body.append(
+                [
+                    config,
+                    attack,
+                    f"{m.get('clean_entropy_mean', float('nan')):.3f}",
+                    f"{m.get('clean_entropy_std', float('nan')):.3f}",
+                    f"{m.get('entropy_boundary', float('nan')):.4f}",
+                    percent(m.get("fpr", float("nan"))),
+                    percent(far),
+                ]
+            )
     return Table(["detector", "attack", "clean entropy μ", "σ", "boundary", "FRR (%)", "FAR (%)"], body)
 
 
@@ -32,11 +39,15 @@ def strip_section(records: Sequence, directory: Path) -> Section | None:
         return None
     figures = []
     for config, panels in first_seed_panels(records, transform=lambda s: -s).items():
-        figures.append(histogram_figure(
-            panels, Path(directory) / f"strip_entropy_{file_stem(config)}.png", xlabel="mean entropy (bits)",
-            title=f"STRIP {config}: entropy of benign vs trojaned test inputs (dashed: boundary)",
-            names=("benign", "trojaned", "boundary"),
-        ))  # fmt: skip
+        figures.append(
+            histogram_figure(
+                panels,
+                Path(directory) / f"strip_entropy_{file_stem(config)}.png",
+                xlabel="mean entropy (bits)",
+                title=f"STRIP {config}: entropy of benign vs trojaned test inputs (dashed: boundary)",
+                names=("benign", "trojaned", "boundary"),
+            )
+        )
     return Section(
         "STRIP",
         paragraphs=[

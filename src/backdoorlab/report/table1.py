@@ -82,22 +82,28 @@ FP_PAPER = {
     ("Speech Recognition", "pruning_aware", "fine_pruning"): PaperValue("≈0", FP_TAG),
     ("Traffic Sign", "badnets", "fine_pruning"): PaperValue("≈29", FP_TAG),
 }
-FP_NOTE = ("Paper: YouTube Aligned Face / DeepID (sunglasses), Pannous spoken digits / AlexNet-like CNN (all-to-all "
-           "i -> i+1), USTS / Faster-RCNN (yellow square, stop -> speed limit). methods.md §7 gives only the shape of "
-           "Table 1 from memory (low confidence) and says not to hard-code it; the abstract's confident claim is that "
-           "fine-pruning 'in some cases' brings the ASR to 0% at a 0.4% clean-accuracy cost.")  # fmt: skip
+FP_NOTE = (
+    "Paper: YouTube Aligned Face / DeepID (sunglasses), Pannous spoken digits / AlexNet-like CNN (all-to-all "
+    "i -> i+1), USTS / Faster-RCNN (yellow square, stop -> speed limit). methods.md §7 gives only the shape of "
+    "Table 1 from memory (low confidence) and says not to hard-code it; the abstract's confident claim is that "
+    "fine-pruning 'in some cases' brings the ASR to 0% at a 0.4% clean-accuracy cost."
+)
 # STRIP Table 3 (methods.md §6, [pdf]): GTSRB, trigger b (a logo), ResNet20, N = 100: FAR 0% at FRR 1%.
-STRIP_PAPER = {("Traffic Sign", "badnets", "far"): PaperValue("0.0", "methods.md §6 Table 3 [pdf]; GTSRB, trigger b, "
-                                                              "ResNet20, FRR 1%")}  # fmt: skip
+STRIP_PAPER = {
+    ("Traffic Sign", "badnets", "far"): PaperValue(
+        "0.0", "methods.md §6 Table 3 [pdf]; GTSRB, trigger b, ResNet20, FRR 1%"
+    )
+}
 # Neural Cleanse (methods.md §9): GTSRB reference run 3.652 [code README: 4x4 white square, target 33];
 # infected models > 3 and clean models < 2 [notes]; YouTube Face infected models flagged [notes].
 NC_PAPER = {
-    ("Traffic Sign", "badnets", "index"): PaperValue("3.652", "methods.md §9 [code]: README run, GTSRB 4x4 white, "
-                                                     "target 33"),
+    ("Traffic Sign", "badnets", "index"): PaperValue(
+        "3.652", "methods.md §9 [code]: README run, GTSRB 4x4 white, target 33"
+    ),
     ("Traffic Sign", "none", "index"): PaperValue("< 2", "methods.md §9 [notes]: clean models"),
     ("Face Recognition", "badnets", "index"): PaperValue("> 3", "methods.md §9 [notes]: YouTube Face, DeepID"),
     ("Face Recognition", "none", "index"): PaperValue("< 2", "methods.md §9 [notes]: clean models"),
-}  # fmt: skip
+}
 
 
 def _paper_cell(value: PaperValue | None) -> str:
@@ -119,8 +125,9 @@ def table1(results: Sequence[DomainResults]) -> Table:
         headers = headers or ["domain", "ours: dataset / model", *table.headers[2:]]
         body += [[domain.title, f"{r[0]} / {r[1]}", *r[2:]] for r in table.rows] or [[domain.title, "–"]]
     if headers is None:
-        headers = ["domain", "ours: dataset / model"] + [f"{a} / {d} {m}" for a, _ in ATTACKS for d, _ in REPAIRS
-                                                          for m in ("cl", "bd")]  # fmt: skip
+        headers = ["domain", "ours: dataset / model"] + [
+            f"{a} / {d} {m}" for a, _ in ATTACKS for d, _ in REPAIRS for m in ("cl", "bd")
+        ]
     for title in DOMAIN_TITLES:
         cells = []
         for _, attack in ATTACKS:
@@ -156,8 +163,11 @@ def strip_table(results: Sequence[DomainResults]) -> Table:
         g = domain.grouped()
         cells = [domain.title, domain.setting, format_cell(_values(g, "none", "strip", "fpr"))]
         for _, attack in ATTACKS:
-            cells += [format_cell(strip_far(g, attack)), format_cell(_values(g, attack, "strip", "fpr")),
-                      format_cell(_values(g, attack, "strip", "roc_auc"))]  # fmt: skip
+            cells += [
+                format_cell(strip_far(g, attack)),
+                format_cell(_values(g, attack, "strip", "fpr")),
+                format_cell(_values(g, attack, "strip", "roc_auc")),
+            ]
         body.append(cells)
     for title in DOMAIN_TITLES:
         cells = [title, "paper †", "–"]
@@ -179,18 +189,28 @@ def neural_cleanse_table(results: Sequence[DomainResults]) -> Table:
     of all labels."""
     headers = ["domain", "ours: dataset / model", "clean: anomaly index", "clean: flagged"]
     for title, _ in ATTACKS:
-        headers += [f"{title}: anomaly index", f"{title}: target's index", f"{title}: target flagged",
-                    f"{title}: target ranked first"]
+        headers += [
+            f"{title}: anomaly index",
+            f"{title}: target's index",
+            f"{title}: target flagged",
+            f"{title}: target ranked first",
+        ]
     body = []
     for domain in results:
         g = domain.grouped()
-        cells = [domain.title, domain.setting, format_cell(_values(g, "none", "neural_cleanse", "anomaly_index_max"),
-                 percent=False), _share(_values(g, "none", "neural_cleanse", "flagged"))]  # fmt: skip
+        cells = [
+            domain.title,
+            domain.setting,
+            format_cell(_values(g, "none", "neural_cleanse", "anomaly_index_max"), percent=False),
+            _share(_values(g, "none", "neural_cleanse", "flagged")),
+        ]
         for _, attack in ATTACKS:
-            cells += [format_cell(_values(g, attack, "neural_cleanse", "anomaly_index_max"), percent=False),
-                      format_cell(_values(g, attack, "neural_cleanse", "target_anomaly_index"), percent=False),
-                      _share(_values(g, attack, "neural_cleanse", "target_flagged")),
-                      _share(_values(g, attack, "neural_cleanse", "target_ranked_first"))]  # fmt: skip
+            cells += [
+                format_cell(_values(g, attack, "neural_cleanse", "anomaly_index_max"), percent=False),
+                format_cell(_values(g, attack, "neural_cleanse", "target_anomaly_index"), percent=False),
+                _share(_values(g, attack, "neural_cleanse", "target_flagged")),
+                _share(_values(g, attack, "neural_cleanse", "target_ranked_first")),
+            ]
         body.append(cells)
     for title in DOMAIN_TITLES:
         cells = [title, "paper †", _paper_cell(NC_PAPER.get((title, "none", "index"))), "–"]
@@ -222,11 +242,18 @@ def repair_findings(domain: DomainResults) -> list[str]:
             if not after:
                 continue
             asr_after, drop = _mean(after), before_ca - _mean(_values(g, attack, defense, "clean_accuracy"))
-            verdict = ("removes the backdoor" if asr_after < REMOVED_ASR else
-                       "fails: the backdoor stays" if asr_after >= KEPT_ASR else "only weakens the backdoor")
+            verdict = (
+                "removes the backdoor"
+                if asr_after < REMOVED_ASR
+                else "fails: the backdoor stays"
+                if asr_after >= KEPT_ASR
+                else "only weakens the backdoor"
+            )
             cost = f", at a cost of {drop * 100:.1f} points of clean accuracy" if drop > COSTLY_DROP else ""
-            out.append(f"{domain.title}, {title.lower()} attack: {defense_title} {verdict} (ASR {_pct(_mean(asr))} "
-                       f"-> {_pct(asr_after)}){cost}.")  # fmt: skip
+            out.append(
+                f"{domain.title}, {title.lower()} attack: {defense_title} {verdict} (ASR {_pct(_mean(asr))} "
+                f"-> {_pct(asr_after)}){cost}."
+            )
     return out
 
 
@@ -238,23 +265,35 @@ def detector_findings(domain: DomainResults) -> list[str]:
         if far:
             ok = _mean(far) <= STRIP_FAR
             below = sum(v <= 0 for v in _values(g, attack, "strip", "entropy_boundary"))
-            why = (f"; in {below}/{len(far)} seeds the normal fit put its boundary at or below 0 bits, so it flagged "
-                   "nothing") if below else ""  # fmt: skip
+            why = (
+                (
+                    f"; in {below}/{len(far)} seeds the normal fit put its boundary at or below 0 bits, so it flagged "
+                    "nothing"
+                )
+                if below
+                else ""
+            )
             auc = _values(g, attack, "strip", "roc_auc")
             why += f"; entropy ROC-AUC {_pct(_mean(auc))}" if auc else ""
-            out.append(f"{domain.title}, {title.lower()} attack: STRIP {'works' if ok else 'fails'} (FAR "
-                       f"{_pct(_mean(far))} at FRR {_pct(_mean(_values(g, attack, 'strip', 'fpr')))} on test{why}).")
+            out.append(
+                f"{domain.title}, {title.lower()} attack: STRIP {'works' if ok else 'fails'} (FAR "
+                f"{_pct(_mean(far))} at FRR {_pct(_mean(_values(g, attack, 'strip', 'fpr')))} on test{why})."
+            )
         flagged = _values(g, attack, "neural_cleanse", "target_flagged")
         any_flag = _values(g, attack, "neural_cleanse", "flagged")
         if flagged:
             ok = sum(flagged) > len(flagged) / 2
             first = _share(_values(g, attack, "neural_cleanse", "target_ranked_first"))
-            out.append(f"{domain.title}, {title.lower()} attack: Neural Cleanse {'finds' if ok else 'fails to find'} "
-                       f"the target (flagged in {_share(flagged)} seeds; its reversed trigger was the smallest in "
-                       f"{first}).")  # fmt: skip
+            out.append(
+                f"{domain.title}, {title.lower()} attack: Neural Cleanse {'finds' if ok else 'fails to find'} "
+                f"the target (flagged in {_share(flagged)} seeds; its reversed trigger was the smallest in "
+                f"{first})."
+            )
         elif any_flag:
-            out.append(f"{domain.title}, {title.lower()} attack: the backdoor has no single target (all-to-all), "
-                       f"which Neural Cleanse does not model; it flagged the model in {_share(any_flag)} seeds.")
+            out.append(
+                f"{domain.title}, {title.lower()} attack: the backdoor has no single target (all-to-all), "
+                f"which Neural Cleanse does not model; it flagged the model in {_share(any_flag)} seeds."
+            )
     clean = _values(g, "none", "neural_cleanse", "flagged")
     if clean and sum(clean) > 0:
         out.append(f"{domain.title}: Neural Cleanse flags the clean model in {_share(clean)} seeds (false alarm).")
@@ -289,12 +328,18 @@ def markdown(results: Sequence[DomainResults]) -> str:
         f"Ours: mean ± 95% CI over seeds {seeds}, in %. † marks the paper's figures, with their source and "
         "confidence tag in reference/methods.md; they come from different data, models and triggers.",
         "## Fine-Pruning (cl = clean accuracy, bd = attack success rate)",
-        table1(results).markdown(), _tags(FP_PAPER.values()), FP_NOTE,
+        table1(results).markdown(),
+        _tags(FP_PAPER.values()),
+        FP_NOTE,
         "## STRIP (FAR at the FRR target; FRR measured on clean test inputs; ROC-AUC of the entropy)",
-        strip_table(results).markdown(), _tags(STRIP_PAPER.values()),
+        strip_table(results).markdown(),
+        _tags(STRIP_PAPER.values()),
         "## Neural Cleanse (anomaly index; flagged when > 2)",
-        neural_cleanse_table(results).markdown(), _tags(NC_PAPER.values()),
-        "## Findings", bullets(findings(results)),
-        "## Defenses that do not apply to audio", bullets(AUDIO_NOT_APPLICABLE),
-    ]  # fmt: skip
+        neural_cleanse_table(results).markdown(),
+        _tags(NC_PAPER.values()),
+        "## Findings",
+        bullets(findings(results)),
+        "## Defenses that do not apply to audio",
+        bullets(AUDIO_NOT_APPLICABLE),
+    ]
     return "\n\n".join(parts) + "\n"

@@ -81,13 +81,21 @@ def burst_trigger(
         check_range("tone frequency", frequency, 0.0, sample_rate / 2, low_open=True)
     first, count = round(start * sample_rate), round(duration * sample_rate)
     if start < 0 or count < 1 or first + count > length:
-        raise ConfigError(f"a {duration:g} s burst at {start:g} s does not fit in {length} samples "
-                          f"({length / sample_rate:g} s at {sample_rate} Hz)")  # fmt: skip
+        raise ConfigError(
+            f"a {duration:g} s burst at {start:g} s does not fit in {length} samples "
+            f"({length / sample_rate:g} s at {sample_rate} Hz)"
+        )
     mask = burst_window(length, first, count, round(ramp * sample_rate))
     pattern = torch.full((length,), SILENCE)
     signal = burst_signal(kind, count, sample_rate=sample_rate, frequency=frequency, seed=seed)
     pattern[first : first + count] = (SILENCE + 0.5 * amplitude * signal).clamp(0, 1)
-    params = {"burst": kind, "sample_rate": sample_rate, "start": start, "duration": duration,
-              "amplitude": amplitude, "ramp": ramp}  # fmt: skip
+    params = {
+        "burst": kind,
+        "sample_rate": sample_rate,
+        "start": start,
+        "duration": duration,
+        "amplitude": amplitude,
+        "ramp": ramp,
+    }
     params |= {"frequency": frequency} if kind == "tone" else {"seed": seed}
     return MaskedTrigger(mask.view(1, 1, length), pattern.view(1, 1, length), kind=f"{kind}_burst", params=params)

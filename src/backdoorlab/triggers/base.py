@@ -95,8 +95,13 @@ class MaskedTrigger(Trigger):
         return {"kind": self.kind, **self.params}
 
     def to_state(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "mask": self.mask_, "pattern": self.pattern, "kind": self.kind,
-                "params": self.params}  # fmt: skip
+        return {
+            "type": type(self).__name__,
+            "mask": self.mask_,
+            "pattern": self.pattern,
+            "kind": self.kind,
+            "params": self.params,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> MaskedTrigger:

@@ -80,29 +80,39 @@ def square_trigger(
     if size < 1:
         raise ConfigError(f"trigger size must be >= 1, got {size}")
     params = {"size": size, "color": color, "position": position, "margin": margin}
-    return stamp_trigger(torch.ones(size, size), image_shape, position=position, margin=margin, color=color,
-                         kind="square", params=params)  # fmt: skip
+    return stamp_trigger(
+        torch.ones(size, size), image_shape, position=position, margin=margin, color=color, kind="square", params=params
+    )
 
 
 def pixel_trigger(
-    image_shape: Sequence[int], *, color: float | Sequence[float] = 1.0, position: Position = "bottom-right",
+    image_shape: Sequence[int],
+    *,
+    color: float | Sequence[float] = 1.0,
+    position: Position = "bottom-right",
     margin: int = 1,
-) -> MaskedTrigger:  # fmt: skip
+) -> MaskedTrigger:
     """The BadNets single-pixel backdoor: one bright pixel near the bottom-right corner."""
     params = {"color": color, "position": position, "margin": margin}
-    return stamp_trigger(torch.ones(1, 1), image_shape, position=position, margin=margin, color=color,
-                         kind="pixel", params=params)  # fmt: skip
+    return stamp_trigger(
+        torch.ones(1, 1), image_shape, position=position, margin=margin, color=color, kind="pixel", params=params
+    )
 
 
 def pattern_trigger(
-    image_shape: Sequence[int], *, glyph: torch.Tensor | None = None, color: float | Sequence[float] = 1.0,
-    position: Position = "bottom-right", margin: int = 1,
-) -> MaskedTrigger:  # fmt: skip
+    image_shape: Sequence[int],
+    *,
+    glyph: torch.Tensor | None = None,
+    color: float | Sequence[float] = 1.0,
+    position: Position = "bottom-right",
+    margin: int = 1,
+) -> MaskedTrigger:
     """The BadNets pattern backdoor: a small pattern of bright pixels (default the 3x3 ``BADNETS_PATTERN``)."""
     glyph = BADNETS_PATTERN if glyph is None else torch.as_tensor(glyph, dtype=torch.float32)
     params = {"glyph": glyph.tolist(), "color": color, "position": position, "margin": margin}
-    return stamp_trigger(glyph, image_shape, position=position, margin=margin, color=color,
-                         kind="pattern", params=params)  # fmt: skip
+    return stamp_trigger(
+        glyph, image_shape, position=position, margin=margin, color=color, kind="pattern", params=params
+    )
 
 
 def blend_trigger(image: torch.Tensor, alpha: float = 0.2, *, kind: str = "blend") -> MaskedTrigger:
@@ -122,8 +132,15 @@ def blend_trigger(image: torch.Tensor, alpha: float = 0.2, *, kind: str = "blend
 TRIGGER_KINDS = ("square", "pixel", "pattern")
 
 
-def make_patch_trigger(kind: str, image_shape: Sequence[int], *, size: int = 3, color: float | Sequence[float] = 1.0,
-                       position: Position = "bottom-right", margin: int = 1) -> MaskedTrigger:  # fmt: skip
+def make_patch_trigger(
+    kind: str,
+    image_shape: Sequence[int],
+    *,
+    size: int = 3,
+    color: float | Sequence[float] = 1.0,
+    position: Position = "bottom-right",
+    margin: int = 1,
+) -> MaskedTrigger:
     """A BadNets trigger by name: ``square`` (size x size), ``pixel`` or ``pattern``."""
     if kind == "square":
         return square_trigger(image_shape, size, color=color, position=position, margin=margin)

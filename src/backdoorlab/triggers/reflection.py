@@ -154,8 +154,10 @@ class ReflectionTrigger(Trigger):
         lo, hi = (int(v) for v in self.offset)
         h, w = self.reflections.shape[-2:]
         if not 1 <= lo <= hi < min(h, w):
-            raise ConfigError(f"ghost offset range must satisfy 1 <= low <= high < {min(h, w)} (the image size), got "
-                              f"{self.offset}; pass a smaller offset, e.g. [1, {max(1, min(h, w) // 3)}]")
+            raise ConfigError(
+                f"ghost offset range must satisfy 1 <= low <= high < {min(h, w)} (the image size), got "
+                f"{self.offset}; pass a smaller offset, e.g. [1, {max(1, min(h, w) // 3)}]"
+            )
         self.offset = (lo, hi)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,21 +208,46 @@ class ReflectionTrigger(Trigger):
         return fade * blurred + alpha_t.view(-1, 1, 1, 1) * t
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "reflections": len(self.reflections),
-                "ghost_rate": self.ghost_rate, "reflection_weight": list(self.reflection_weight),
-                "sigma": list(self.sigma), "offset": list(self.offset), "seed": self.seed}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "reflections": len(self.reflections),
+            "ghost_rate": self.ghost_rate,
+            "reflection_weight": list(self.reflection_weight),
+            "sigma": list(self.sigma),
+            "offset": list(self.offset),
+            "seed": self.seed,
+        }
 
     def to_state(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "reflections": self.reflections, "model": self.model,
-                "ghost_rate": self.ghost_rate, "reflection_weight": list(self.reflection_weight),
-                "sigma": list(self.sigma), "offset": list(self.offset), "ghost_weight": list(self.ghost_weight),
-                "gamma": self.gamma, "assign": self.assign, "seed": self.seed, "kind": self.kind}  # fmt: skip
+        return {
+            "type": type(self).__name__,
+            "reflections": self.reflections,
+            "model": self.model,
+            "ghost_rate": self.ghost_rate,
+            "reflection_weight": list(self.reflection_weight),
+            "sigma": list(self.sigma),
+            "offset": list(self.offset),
+            "ghost_weight": list(self.ghost_weight),
+            "gamma": self.gamma,
+            "assign": self.assign,
+            "seed": self.seed,
+            "kind": self.kind,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ReflectionTrigger:
         ranges = {k: tuple(state[k]) for k in ("reflection_weight", "sigma", "offset", "ghost_weight")}
-        return cls(state["reflections"], state["model"], float(state["ghost_rate"]), gamma=float(state["gamma"]),
-                   assign=state["assign"], seed=int(state["seed"]), kind=state["kind"], **ranges)  # fmt: skip
+        return cls(
+            state["reflections"],
+            state["model"],
+            float(state["ghost_rate"]),
+            gamma=float(state["gamma"]),
+            assign=state["assign"],
+            seed=int(state["seed"]),
+            kind=state["kind"],
+            **ranges,
+        )
 
 
 def _range(name: str, value: tuple[float, float], low: float, high: float) -> tuple[float, float]:

@@ -38,8 +38,10 @@ def glasses_glyph(width: int = 60, lens_height: int = 14, *, thickness: int = 3,
     are rims ``thickness`` pixels wide and the bar stops at them.
     """
     if thickness < 1 or lens_height < 2 * thickness or width < 6 * thickness:
-        raise ConfigError(f"glasses of width {width} and lens height {lens_height} cannot have {thickness}-pixel "
-                          "rims; use width >= 6 x thickness and lens_height >= 2 x thickness")  # fmt: skip
+        raise ConfigError(
+            f"glasses of width {width} and lens height {lens_height} cannot have {thickness}-pixel "
+            "rims; use width >= 6 x thickness and lens_height >= 2 x thickness"
+        )
     arm = max(1, width // 15)
     bridge = max(thickness, width // 6)
     lens_w = (width - bridge - 2 * arm) // 2
@@ -83,7 +85,13 @@ def glasses_trigger(
     glyph = glasses_glyph(width, lens_height, thickness=thickness, filled=filled)
     if position is None:
         position = (round(0.42 * h), (w - glyph.shape[1]) // 2)
-    params = {"width": width, "lens_height": lens_height, "thickness": thickness, "filled": filled, "color": color,
-              "position": [int(position[0]), int(position[1])]}  # fmt: skip
+    params = {
+        "width": width,
+        "lens_height": lens_height,
+        "thickness": thickness,
+        "filled": filled,
+        "color": color,
+        "position": [int(position[0]), int(position[1])],
+    }
     kind = "sunglasses" if filled else "glasses"
     return stamp_trigger(glyph, (c, h, w), position=list(position), margin=0, color=color, kind=kind, params=params)

@@ -104,24 +104,43 @@ class TrojanNetTrigger(Trigger):
         return TrojanNetTrigger(self.pattern_ids, self.image_shape, self.origin, index, self.kind)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "triggers": len(self.pattern_ids), "index": self.index,
-                "pattern_id": self.pattern_ids[self.index], "origin": list(self.origin)}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "triggers": len(self.pattern_ids),
+            "index": self.index,
+            "pattern_id": self.pattern_ids[self.index],
+            "origin": list(self.origin),
+        }
 
     def to_state(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "pattern_ids": list(self.pattern_ids),
-                "image_shape": list(self.image_shape), "origin": list(self.origin), "index": self.index,
-                "kind": self.kind}  # fmt: skip
+        return {
+            "type": type(self).__name__,
+            "pattern_ids": list(self.pattern_ids),
+            "image_shape": list(self.image_shape),
+            "origin": list(self.origin),
+            "index": self.index,
+            "kind": self.kind,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TrojanNetTrigger:
-        return cls(tuple(state["pattern_ids"]), tuple(state["image_shape"]), tuple(state["origin"]),
-                   int(state["index"]), state.get("kind", "trojannet"))  # fmt: skip
+        return cls(
+            tuple(state["pattern_ids"]),
+            tuple(state["image_shape"]),
+            tuple(state["origin"]),
+            int(state["index"]),
+            state.get("kind", "trojannet"),
+        )
 
 
 def trojannet_trigger(
-    image_shape: Sequence[int], pattern_ids: Sequence[int], *, position: Position = "bottom-right", margin: int = 1,
+    image_shape: Sequence[int],
+    pattern_ids: Sequence[int],
+    *,
+    position: Position = "bottom-right",
+    margin: int = 1,
     index: int = 0,
-) -> TrojanNetTrigger:  # fmt: skip
+) -> TrojanNetTrigger:
     """The TrojanNet trigger family ``pattern_ids`` with its 4x4 patch at a corner (``margin`` pixels in) or at
     an explicit [row, col]; member ``index`` active."""
     c, h, w = (int(v) for v in image_shape)

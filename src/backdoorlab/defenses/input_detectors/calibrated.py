@@ -24,8 +24,10 @@ def check_images(x: torch.Tensor, what: str = "images") -> None:
         return
     low, high = float(x.min()), float(x.max())
     if not (low >= 0.0 and high <= 1.0):  # also catches NaN
-        raise ConfigError(f"{what} must have pixel values in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
-                          "scale them to [0, 1] first")  # fmt: skip
+        raise ConfigError(
+            f"{what} must have pixel values in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
+            "scale them to [0, 1] first"
+        )
 
 
 def check_num_outputs(model: nn.Module, clean: Split, num_classes: int | None, device: torch.device) -> int:
@@ -33,17 +35,22 @@ def check_num_outputs(model: nn.Module, clean: Split, num_classes: int | None, d
     try:
         outputs = predict_logits(model, clean.x[:2], device=device)
     except RuntimeError as err:
-        raise ConfigError(f"the model does not accept images of shape {tuple(clean.x.shape[1:])} "
-                          f"({str(err).strip().splitlines()[0]})") from None  # fmt: skip
+        raise ConfigError(
+            f"the model does not accept images of shape {tuple(clean.x.shape[1:])} ({str(err).strip().splitlines()[0]})"
+        ) from None
     if outputs.ndim != 2:
         raise ConfigError(f"the model must output (N, K) class scores, got shape {tuple(outputs.shape)}")
     k = outputs.shape[1]
     if num_classes is not None and k != num_classes:
-        raise ConfigError(f"the model outputs {k} scores per input but the data has {num_classes} classes; "
-                          "use a model trained on this dataset")  # fmt: skip
+        raise ConfigError(
+            f"the model outputs {k} scores per input but the data has {num_classes} classes; "
+            "use a model trained on this dataset"
+        )
     if num_classes is None and len(clean) and int(clean.y.max()) >= k:
-        raise ConfigError(f"the model outputs {k} scores per input but the clean labels go up to "
-                          f"{int(clean.y.max())}; use a model trained on this dataset")  # fmt: skip
+        raise ConfigError(
+            f"the model outputs {k} scores per input but the clean labels go up to "
+            f"{int(clean.y.max())}; use a model trained on this dataset"
+        )
     return k
 
 
@@ -55,8 +62,11 @@ class CalibratedDetector(InputDetector):
     protocol: fit on ``val``, FPR on the clean test inputs, TPR and ROC-AUC on the triggered ones.
     """
 
-    output: OutputKind = Field("logits", description="what the model outputs: logits (or log-probabilities), "
-                               "or probabilities (a model ending in Softmax)")  # fmt: skip
+    output: OutputKind = Field(
+        "logits",
+        description="what the model outputs: logits (or log-probabilities), "
+        "or probabilities (a model ending in Softmax)",
+    )
 
     _model: nn.Module | None = PrivateAttr(None)
     _device: torch.device = PrivateAttr(default_factory=lambda: torch.device("cpu"))
@@ -64,8 +74,9 @@ class CalibratedDetector(InputDetector):
     _threshold: float | None = PrivateAttr(None)
     _clean_scores: torch.Tensor | None = PrivateAttr(None)
 
-    def _bind(self, model: nn.Module, clean: Split, *, seed: int, device: str | torch.device,
-              num_classes: int | None) -> None:  # fmt: skip
+    def _bind(
+        self, model: nn.Module, clean: Split, *, seed: int, device: str | torch.device, num_classes: int | None
+    ) -> None:
         """Check ``clean`` and the model's output size, then keep model, device and seed; forget any threshold."""
         check_images(clean.x, "clean images")
         if len(clean) == 0:

@@ -84,8 +84,9 @@ class FeatureSqueezing(CalibratedDetector):
         for start in range(0, len(x), self.batch_size):
             xb = x[start : start + self.batch_size]
             versions = torch.cat([xb, *(squeeze(xb) for squeeze in self._squeezers)])  # (m * (1 + S), C, H, W)
-            log_p = model_log_probabilities(model, versions, self.output, batch_size=self.batch_size,
-                                            device=self._device)  # fmt: skip
+            log_p = model_log_probabilities(
+                model, versions, self.output, batch_size=self.batch_size, device=self._device
+            )
             p = log_p.exp().view(1 + len(self._squeezers), len(xb), -1)  # (1 + S, m, K)
             out.append((p[1:] - p[:1]).abs().sum(dim=2).T)  # (m, S)
         return torch.cat(out) if out else torch.empty(0, len(self._squeezers))

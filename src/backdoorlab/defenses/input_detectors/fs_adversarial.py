@@ -82,8 +82,13 @@ def configuration_results(scores: torch.Tensor, dset: DetectionSet, n_attacks: i
     clean_test = scores[legit & second]
     detection = [flag_rate(scores[saes & (dset.attack == i)], threshold) for i in range(n_attacks)]
     auc = roc_auc(clean_test, scores[saes]) if bool(saes.any()) and len(clean_test) else float("nan")
-    return {"threshold": threshold, "detection": detection, "overall": flag_rate(scores[saes], threshold),
-            "fpr": flag_rate(clean_test, threshold), "roc_auc": auc}  # fmt: skip
+    return {
+        "threshold": threshold,
+        "detection": detection,
+        "overall": flag_rate(scores[saes], threshold),
+        "fpr": flag_rate(clean_test, threshold),
+        "roc_auc": auc,
+    }
 
 
 @DEFENSES.register("fs_adversarial")
@@ -184,8 +189,12 @@ class FSAdversarial(Defense):
         names = list(dict.fromkeys(s for c in configs for s in c))
         first_legit = dset.legitimate & dset.first_half
         scorer = FeatureSqueezing(squeezers=names, fpr=self.fpr, batch_size=self.batch_size)
-        scorer.fit(model, Split(all_x[first_legit], test.y[legit_index][first_legit[: len(legit_index)]]),
-                   device=ctx.device, num_classes=ds.num_classes)  # fmt: skip
+        scorer.fit(
+            model,
+            Split(all_x[first_legit], test.y[legit_index][first_legit[: len(legit_index)]]),
+            device=ctx.device,
+            num_classes=ds.num_classes,
+        )
         per_squeezer = scorer.squeezer_scores(all_x)  # (N, S)
         rows = {}
         for config in configs:
@@ -194,30 +203,63 @@ class FSAdversarial(Defense):
         scoring_seconds = time.perf_counter() - start
         return self._outcome(columns, results, x, dset, rows, configs, scoring_seconds, per_squeezer, names)
 
-    def _outcome(self, columns: list[StudyAttack], results: list[AdversarialExamples], x: torch.Tensor,
-                 dset: DetectionSet, rows: dict[str, dict[str, Any]], configs: list[list[str]], scoring_seconds: float,
-                 per_squeezer: torch.Tensor, names: list[str]) -> DefenseOutcome:  # fmt: skip
+    def _outcome(
+        self,
+        columns: list[StudyAttack],
+        results: list[AdversarialExamples],
+        x: torch.Tensor,
+        dset: DetectionSet,
+        rows: dict[str, dict[str, Any]],
+        configs: list[list[str]],
+        scoring_seconds: float,
+        per_squeezer: torch.Tensor,
+        names: list[str],
+    ) -> DefenseOutcome:
         metrics: dict[str, float] = {"attacked": float(len(x)), "legitimate": float(int(dset.legitimate.sum()))}
         measured = ~dset.first_half & dset.success
         for i, (column, result) in enumerate(zip(columns, results, strict=True)):
             key = column.key
             dist = result.distortion(x)
-            metrics |= {f"success_rate[{key}]": float(result.success.float().mean()) if len(x) else float("nan"),
-                        f"successful_test[{key}]": float(int((measured & (dset.attack == i)).sum())),
-                        f"mean_l2[{key}]": dist["l2"], f"mean_linf[{key}]": dist["linf"],
-                        f"mean_l0[{key}]": dist["l0"], f"attack_seconds[{key}]": result.seconds}  # fmt: skip
+            metrics |= {
+                f"success_rate[{key}]": float(result.success.float().mean()) if len(x) else float("nan"),
+                f"successful_test[{key}]": float(int((measured & (dset.attack == i)).sum())),
+                f"mean_l2[{key}]": dist["l2"],
+                f"mean_linf[{key}]": dist["linf"],
+                f"mean_l0[{key}]": dist["l0"],
+                f"attack_seconds[{key}]": result.seconds,
+            }
         for config, row in rows.items():
             for column, rate in zip(columns, row["detection"], strict=True):
                 metrics[f"detection_rate[{config}][{column.key}]"] = rate
-            metrics |= {f"overall_detection_rate[{config}]": row["overall"], f"fpr[{config}]": row["fpr"],
-                        f"roc_auc[{config}]": row["roc_auc"], f"threshold[{config}]": row["threshold"]}  # fmt: skip
+            metrics |= {
+                f"overall_detection_rate[{config}]": row["overall"],
+                f"fpr[{config}]": row["fpr"],
+                f"roc_auc[{config}]": row["roc_auc"],
+                f"threshold[{config}]": row["threshold"],
+            }
         joint = rows[configuration_name(configs[-1])]
-        metrics |= {"tpr": joint["overall"], "fpr": joint["fpr"], "roc_auc": joint["roc_auc"],
-                    "threshold": joint["threshold"], "attack_seconds_total": sum(r.seconds for r in results),
-                    "scoring_seconds": scoring_seconds}  # fmt: skip
-        table = {"attacks": [c.key for c in columns], "labels": [c.label for c in columns],
-                 "methods": [type(c.attack).__name__ for c in columns],
-                 "configurations": list(rows), "joint": configuration_name(configs[-1]), "rows": rows}  # fmt: skip
-        artifacts = {"table": table, "squeezer_scores": per_squeezer, "squeezers": names, "attack": dset.attack,
-                     "success": dset.success, "first_half": dset.first_half}  # fmt: skip
+        metrics |= {
+            "tpr": joint["overall"],
+            "fpr": joint["fpr"],
+            "roc_auc": joint["roc_auc"],
+            "threshold": joint["threshold"],
+            "attack_seconds_total": sum(r.seconds for r in results),
+            "scoring_seconds": scoring_seconds,
+        }
+        table = {
+            "attacks": [c.key for c in columns],
+            "labels": [c.label for c in columns],
+            "methods": [type(c.attack).__name__ for c in columns],
+            "configurations": list(rows),
+            "joint": configuration_name(configs[-1]),
+            "rows": rows,
+        }
+        artifacts = {
+            "table": table,
+            "squeezer_scores": per_squeezer,
+            "squeezers": names,
+            "attack": dset.attack,
+            "success": dset.success,
+            "first_half": dset.first_half,
+        }
         return DefenseOutcome(metrics, artifacts)

@@ -26,8 +26,10 @@ import torch
 
 from ...errors import ConfigError
 
-FORMS = ("bit_depth_B (B = 1..8), median_HxW (e.g. median_2x2) or nlm_S-T-H "
-         "(search window, template window, strength; e.g. nlm_11-3-4)")  # fmt: skip
+FORMS = (
+    "bit_depth_B (B = 1..8), median_HxW (e.g. median_2x2) or nlm_S-T-H "
+    "(search window, template window, strength; e.g. nlm_11-3-4)"
+)
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,14 @@ class NonLocalMeans:
         h, t, s = float(self.strength), self.template, self.search
         for i, img in enumerate(images):
             if img.shape[2] == 1:
-                out[i, :, :, 0] = cv2.fastNlMeansDenoising(img[:, :, 0], None, h=h, templateWindowSize=t,
-                                                           searchWindowSize=s)  # fmt: skip
+                out[i, :, :, 0] = cv2.fastNlMeansDenoising(
+                    img[:, :, 0], None, h=h, templateWindowSize=t, searchWindowSize=s
+                )
             else:
                 bgr = np.ascontiguousarray(img[:, :, ::-1])
-                den = cv2.fastNlMeansDenoisingColored(bgr, None, h=h, hColor=h, templateWindowSize=t,
-                                                      searchWindowSize=s)  # fmt: skip
+                den = cv2.fastNlMeansDenoisingColored(
+                    bgr, None, h=h, hColor=h, templateWindowSize=t, searchWindowSize=s
+                )
                 out[i] = den[:, :, ::-1]
         return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.dtype).div(255.0).to(x.device)
 
@@ -129,7 +133,9 @@ def parse_squeezer(name: str) -> Squeezer:
     if m := _NLM.fullmatch(text):
         search, template, strength = int(m[1]), int(m[3]), float(m[4])
         if search % 2 == 0 or template % 2 == 0 or template > search or strength <= 0:
-            raise ConfigError(f"squeezer {name!r}: non-local means needs odd windows with template <= search "
-                              "and a strength above 0, e.g. nlm_11-3-4")  # fmt: skip
+            raise ConfigError(
+                f"squeezer {name!r}: non-local means needs odd windows with template <= search "
+                "and a strength above 0, e.g. nlm_11-3-4"
+            )
         return NonLocalMeans(search, template, strength)
     raise ConfigError(f"unknown squeezer {name!r}; use {FORMS}")

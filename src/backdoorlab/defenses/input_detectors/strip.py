@@ -70,15 +70,20 @@ class STRIP(CalibratedDetector):
         """Calibrate on ``clean`` (N, C, H, W in [0, 1]; more than ``n_overlays`` images), which is also the
         overlay pool. ``num_classes``, when given, must equal the model's number of outputs."""
         if len(clean) <= self.n_overlays:
-            raise ConfigError(f"strip needs more than n_overlays={self.n_overlays} clean images to draw overlays "
-                              f"from, got {len(clean)}; pass more clean data or lower n_overlays")  # fmt: skip
+            raise ConfigError(
+                f"strip needs more than n_overlays={self.n_overlays} clean images to draw overlays "
+                f"from, got {len(clean)}; pass more clean data or lower n_overlays"
+            )
         self._bind(model, clean, seed=seed, device=device, num_classes=num_classes)
         self._pool = clean.x
         entropy = self._mean_entropy(clean.x, exclude_self=True)
         self._calibrate(-entropy, self.frr, self.boundary)
         if self.boundary_ <= 0:
-            warnings.warn(f"strip: the entropy boundary is {self.boundary_:.4g} bits, so no input can be flagged; "
-                          "raise frr or use boundary='empirical'", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"strip: the entropy boundary is {self.boundary_:.4g} bits, so no input can be flagged; "
+                "raise frr or use boundary='empirical'",
+                stacklevel=2,
+            )
         return self
 
     @property
@@ -93,8 +98,11 @@ class STRIP(CalibratedDetector):
     def calibration_metrics(self) -> dict[str, float]:
         """The boundary and the mean and std (ML) of the clean calibration entropies, all in bits."""
         h = -self.clean_scores_
-        return {"entropy_boundary": self.boundary_, "clean_entropy_mean": float(h.mean()),
-                "clean_entropy_std": float(h.std(unbiased=False))}  # fmt: skip
+        return {
+            "entropy_boundary": self.boundary_,
+            "clean_entropy_mean": float(h.mean()),
+            "clean_entropy_std": float(h.std(unbiased=False)),
+        }
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         return -self._mean_entropy(x, exclude_self=False)
@@ -118,7 +126,6 @@ class STRIP(CalibratedDetector):
                 keys[torch.arange(len(xb)), torch.arange(start, start + len(xb))] = -1.0
             index = keys.topk(n, dim=1).indices  # (m, N)
             copies = self._superimpose(xb[:, None], pool[index]).flatten(0, 1)  # (m * N, C, H, W)
-            log_p = model_log_probabilities(model, copies, self.output, batch_size=self.batch_size,
-                                            device=self._device)  # fmt: skip
+            log_p = model_log_probabilities(model, copies, self.output, batch_size=self.batch_size, device=self._device)
             out.append(entropy_bits(log_p).view(len(xb), n).mean(dim=1))
         return torch.cat(out) if out else torch.empty(0)

@@ -107,8 +107,17 @@ class Inspector(Defense):
         """(K,) anomaly index of the per-label statistic; Neural Cleanse's MAD index by default."""
         return anomaly_index(statistic)
 
-    def _reverse(self, model: nn.Module, clean: Split | None, input_shape: tuple[int, int, int], num_classes: int, *,
-                 seed: int, device: torch.device, progress: bool | None) -> Reversal:  # fmt: skip
+    def _reverse(
+        self,
+        model: nn.Module,
+        clean: Split | None,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: bool | None,
+    ) -> Reversal:
         """Per-label reverse engineering on a frozen copy of the model (subclasses)."""
         raise NotImplementedError
 
@@ -140,24 +149,44 @@ class Inspector(Defense):
         start, cpu_start = time.perf_counter(), time.process_time()
         frozen = frozen_copy(model, dev)
         num_classes = count_classes(frozen, input_shape, dev)
-        result = self._reverse(frozen, clean if self.needs_clean_data else None, input_shape, num_classes,
-                               seed=seed, device=dev, progress=progress)  # fmt: skip
+        result = self._reverse(
+            frozen,
+            clean if self.needs_clean_data else None,
+            input_shape,
+            num_classes,
+            seed=seed,
+            device=dev,
+            progress=progress,
+        )
         statistic = result.statistic.detach().double().cpu()
         index = self.outlier_index(statistic)
         return Verdict(
-            method=self.method_name, statistic_name=self.statistic_name, statistic=statistic, anomaly_index=index,
-            cutoff=self.cutoff, suspected=flagged_labels(statistic, index, self.cutoff), masks=result.masks,
-            patterns=result.patterns, examples=result.examples, seconds=time.perf_counter() - start,
+            method=self.method_name,
+            statistic_name=self.statistic_name,
+            statistic=statistic,
+            anomaly_index=index,
+            cutoff=self.cutoff,
+            suspected=flagged_labels(statistic, index, self.cutoff),
+            masks=result.masks,
+            patterns=result.patterns,
+            examples=result.examples,
+            seconds=time.perf_counter() - start,
             details={**result.details, "cpu_seconds": time.process_time() - cpu_start},
-        )  # fmt: skip
+        )
 
     def evaluate(self, model: nn.Module, backdoor: Backdoor | None, ctx: DefenseContext) -> DefenseOutcome:
         """Inspect ``model`` with the ``val`` split; rows from :func:`verdict_metrics`; the Verdict in artifacts."""
         ds = ctx.dataset
         verdict = remembered_verdict(self, ctx)
         if verdict is None:
-            verdict = self.inspect(model, ds.val if self.needs_clean_data else None, input_shape=ds.input_shape,
-                                   seed=ctx.seed, device=ctx.device, progress=ctx.progress)  # fmt: skip
+            verdict = self.inspect(
+                model,
+                ds.val if self.needs_clean_data else None,
+                input_shape=ds.input_shape,
+                seed=ctx.seed,
+                device=ctx.device,
+                progress=ctx.progress,
+            )
             remember_verdict(self, ctx, verdict)
         artifacts: dict[str, Any] = {"verdict": verdict, "summary": verdict.summary()}
         target = single_target(backdoor)
@@ -208,9 +237,12 @@ def verdict_metrics(verdict: Verdict, backdoor: Backdoor | None) -> dict[str, fl
     """
     ranking = verdict.ranking
     metrics = {
-        "flagged": float(verdict.infected), "anomaly_index_max": verdict.score,
-        "suspected_labels": float(len(verdict.suspected)), "top_label": float(ranking[0]), "seconds": verdict.seconds,
-    }  # fmt: skip
+        "flagged": float(verdict.infected),
+        "anomaly_index_max": verdict.score,
+        "suspected_labels": float(len(verdict.suspected)),
+        "top_label": float(ranking[0]),
+        "seconds": verdict.seconds,
+    }
     target = single_target(backdoor)
     if target is not None and target < verdict.num_classes:
         index = abs(float(verdict.anomaly_index[target]))

@@ -47,10 +47,13 @@ class ConditionalGenerator(nn.Module):
         self.noise_dim, self.num_classes, self.shape = noise_dim, num_classes, tuple(shape)
         c, h, w = shape
         self.net = nn.Sequential(
-            nn.Linear(noise_dim + num_classes, hidden), nn.ReLU(),
-            nn.Linear(hidden, 2 * hidden), nn.ReLU(),
-            nn.Linear(2 * hidden, c * h * w), nn.Tanh(),
-        )  # fmt: skip
+            nn.Linear(noise_dim + num_classes, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2 * hidden),
+            nn.ReLU(),
+            nn.Linear(2 * hidden, c * h * w),
+            nn.Tanh(),
+        )
         last = self.net[-2]
         with torch.no_grad():  # start from (almost) no perturbation, so G only grows what the target needs
             last.weight.mul_(0.01)
@@ -70,8 +73,13 @@ class ConditionalGenerator(nn.Module):
 def generator_state(generator: ConditionalGenerator) -> dict:
     """The generator as tensors and plain data (what :func:`generator_from_state` rebuilds)."""
     hidden = generator.net[0].out_features
-    return {"noise_dim": generator.noise_dim, "num_classes": generator.num_classes, "shape": list(generator.shape),
-            "hidden": hidden, "weights": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}  # fmt: skip
+    return {
+        "noise_dim": generator.noise_dim,
+        "num_classes": generator.num_classes,
+        "shape": list(generator.shape),
+        "hidden": hidden,
+        "weights": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
+    }
 
 
 def generator_from_state(state: dict) -> ConditionalGenerator:
@@ -88,9 +96,19 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return dh + dw
 
 
-def invert_model(model: nn.Module, num_classes: int, input_shape: tuple[int, int, int], *, per_class: int,
-                 steps: int, lr: float, tv_weight: float, seed: int, device: torch.device,
-                 progress: bool | None = None) -> Split:  # fmt: skip
+def invert_model(
+    model: nn.Module,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    *,
+    per_class: int,
+    steps: int,
+    lr: float,
+    tv_weight: float,
+    seed: int,
+    device: torch.device,
+    progress: bool | None = None,
+) -> Split:
     """Model inversion: ``per_class`` images for each class from U(0, 1) noise, minimising
     ``1 - softmax_t(f(x)) + tv_weight * TV(x)`` with Adam, all ``num_classes * per_class`` images at once.
 
@@ -164,20 +182,36 @@ class DeepInspect(Inspector):
     def outlier_index(self, statistic: torch.Tensor) -> torch.Tensor:
         return left_tail_deviation(statistic)
 
-    def substitute_data(self, model: nn.Module, clean: Split | None, input_shape: tuple[int, int, int],
-                        num_classes: int, *, seed: int, device: torch.device,
-                        progress: bool | None) -> Split:  # fmt: skip
+    def substitute_data(
+        self,
+        model: nn.Module,
+        clean: Split | None,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: bool | None,
+    ) -> Split:
         """The clean images (lite) or the model-inversion set that G is trained on."""
         if self.lite:
             assert clean is not None
             return clean
-        return invert_model(model, num_classes, input_shape, per_class=self.inversion_per_class,
-                            steps=self.inversion_steps, lr=self.inversion_lr, tv_weight=self.tv_weight, seed=seed,
-                            device=device, progress=progress)  # fmt: skip
+        return invert_model(
+            model,
+            num_classes,
+            input_shape,
+            per_class=self.inversion_per_class,
+            steps=self.inversion_steps,
+            lr=self.inversion_lr,
+            tv_weight=self.tv_weight,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
 
     def _reverse(self, model, clean, input_shape, num_classes, *, seed, device, progress) -> Reversal:
-        data = self.substitute_data(model, clean, input_shape, num_classes, seed=seed, device=device,
-                                    progress=progress)  # fmt: skip
+        data = self.substitute_data(model, clean, input_shape, num_classes, seed=seed, device=device, progress=progress)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             generator = ConditionalGenerator(self.noise_dim, num_classes, input_shape, self.hidden).to(device)
@@ -185,15 +219,29 @@ class DeepInspect(Inspector):
         generator.eval().requires_grad_(False)
         sizes, success, mean_pert, stamped = self._measure(model, generator, data, num_classes, seed + 2, device)
         return Reversal(
-            statistic=sizes, masks=mean_pert.abs().mean(dim=1, keepdim=True).clamp(0, 1),
-            patterns=(0.5 + mean_pert / 2).clamp(0, 1), examples=stamped,
-            details={"success_rate": success, "generator": generator_state(generator),
-                     "data": "clean (lite)" if self.lite else "model inversion",
-                     "inverted_examples": None if self.lite else data.x[:: max(1, len(data) // 20)]},
-        )  # fmt: skip
+            statistic=sizes,
+            masks=mean_pert.abs().mean(dim=1, keepdim=True).clamp(0, 1),
+            patterns=(0.5 + mean_pert / 2).clamp(0, 1),
+            examples=stamped,
+            details={
+                "success_rate": success,
+                "generator": generator_state(generator),
+                "data": "clean (lite)" if self.lite else "model inversion",
+                "inverted_examples": None if self.lite else data.x[:: max(1, len(data) // 20)],
+            },
+        )
 
-    def _train_generator(self, model: nn.Module, generator: ConditionalGenerator, data: Split, num_classes: int, *,
-                         seed: int, device: torch.device, progress: bool | None) -> None:  # fmt: skip
+    def _train_generator(
+        self,
+        model: nn.Module,
+        generator: ConditionalGenerator,
+        data: Split,
+        num_classes: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: bool | None,
+    ) -> None:
         gen = make_generator(seed)
         opt = torch.optim.Adam(generator.parameters(), lr=self.lr)
         for _ in track(range(self.steps), f"{self.method_name} generator", enabled=progress):
@@ -213,8 +261,15 @@ class DeepInspect(Inspector):
             opt.step()
 
     @torch.no_grad()
-    def _measure(self, model: nn.Module, generator: ConditionalGenerator, data: Split, num_classes: int, seed: int,
-                 device: torch.device) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    def _measure(
+        self,
+        model: nn.Module,
+        generator: ConditionalGenerator,
+        data: Split,
+        num_classes: int,
+        seed: int,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, ...]:
         """Per label t: mean L1 of G(z, t) and the fraction of other-class inputs sent to t (K,), the mean
         perturbation (K, C, H, W) and ``examples`` stamped inputs (K, n, C, H, W)."""
         gen = make_generator(seed)

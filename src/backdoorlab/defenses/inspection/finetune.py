@@ -73,21 +73,40 @@ class TriggerRepair(Repair):
     def stamper(self, verdict: Verdict) -> Stamp:
         raise NotImplementedError
 
-    def repair(self, model: nn.Module, clean: Split, *, seed: int = 0, device: str | torch.device = "auto",
-               progress: bool | None = None) -> nn.Module:  # fmt: skip
+    def repair(
+        self,
+        model: nn.Module,
+        clean: Split,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool | None = None,
+    ) -> nn.Module:
         """A repaired copy of ``model``; the verdict of the inspection is kept in ``last_verdict``. A verdict handed
         over by :meth:`evaluate` (the runner's inspector cell on the same model and seed) is used as it is."""
         inspector = self.inspector()
         verdict, self._given = self._given, None
         if verdict is None:
-            verdict = inspector.inspect(model, clean if inspector.needs_clean_data else None,
-                                        input_shape=tuple(clean.x.shape[1:]), seed=seed, device=device,
-                                        progress=progress)  # fmt: skip
+            verdict = inspector.inspect(
+                model,
+                clean if inspector.needs_clean_data else None,
+                input_shape=tuple(clean.x.shape[1:]),
+                seed=seed,
+                device=device,
+                progress=progress,
+            )
         return self.repair_with_verdict(model, clean, verdict, seed=seed, device=device, progress=progress)
 
-    def repair_with_verdict(self, model: nn.Module, clean: Split, verdict: Verdict, *, seed: int = 0,
-                            device: str | torch.device = "auto",
-                            progress: bool | None = None) -> nn.Module:  # fmt: skip
+    def repair_with_verdict(
+        self,
+        model: nn.Module,
+        clean: Split,
+        verdict: Verdict,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool | None = None,
+    ) -> nn.Module:
         """The fine-tuning half of :meth:`repair`, for a verdict the caller already has (e.g. from a population
         run): the inspection is not repeated."""
         self._verdict = verdict
@@ -96,10 +115,25 @@ class TriggerRepair(Repair):
         if not labels:
             return repaired
         mix = stamped_mix(clean, self.stamper(verdict), labels, self.fraction, seed)
-        cfg = TrainingConfig(optimizer=self.optimizer, epochs=self.epochs, lr=self.lr, momentum=self.momentum,
-                             batch_size=self.batch_size, schedule="none", augment_shift=0)  # fmt: skip
-        return train_model(repaired, mix.x, mix.y, cfg, seed=seed, device=device, progress=progress,
-                           description=f"{self.name} fine-tuning")  # fmt: skip
+        cfg = TrainingConfig(
+            optimizer=self.optimizer,
+            epochs=self.epochs,
+            lr=self.lr,
+            momentum=self.momentum,
+            batch_size=self.batch_size,
+            schedule="none",
+            augment_shift=0,
+        )
+        return train_model(
+            repaired,
+            mix.x,
+            mix.y,
+            cfg,
+            seed=seed,
+            device=device,
+            progress=progress,
+            description=f"{self.name} fine-tuning",
+        )
 
     @property
     def last_verdict(self) -> Verdict | None:
@@ -117,4 +151,3 @@ class TriggerRepair(Repair):
             outcome.metrics["flagged"] = float(verdict.infected)
             extra = {"verdict": verdict, "summary": verdict.summary()}
         return DefenseOutcome(outcome.metrics, {**outcome.artifacts, **extra})
-

@@ -150,8 +150,9 @@ class NeuralCleanse(Inspector):
     examples: int = Field(4, ge=0, le=64)
 
     def _schedule(self) -> CostSchedule:
-        return CostSchedule(self.init_cost, self.patience, self.cost_multiplier, self.early_stop_threshold,
-                            self.early_stop_patience)  # fmt: skip
+        return CostSchedule(
+            self.init_cost, self.patience, self.cost_multiplier, self.early_stop_threshold, self.early_stop_patience
+        )
 
     def _reverse(self, model, clean, input_shape, num_classes, *, seed, device, progress) -> Reversal:
         assert clean is not None
@@ -165,22 +166,35 @@ class NeuralCleanse(Inspector):
         else:
             groups = [[t] for t in range(num_classes)]
         masks, patterns = torch.empty_like(init_mask), torch.empty_like(init_pattern)
-        l1, found, epochs = (torch.empty(num_classes, dtype=torch.float64), torch.empty(num_classes, dtype=torch.bool),
-                             torch.empty(num_classes, dtype=torch.long))  # fmt: skip
+        l1, found, epochs = (
+            torch.empty(num_classes, dtype=torch.float64),
+            torch.empty(num_classes, dtype=torch.bool),
+            torch.empty(num_classes, dtype=torch.long),
+        )
         for group in groups:
             idx = torch.tensor(group)
             out = self._optimise(model, clean.x, idx, init_mask[idx], init_pattern[idx], data_seed, device, progress)
             masks[idx], patterns[idx], l1[idx], found[idx], epochs[idx] = out
         x = clean.x[: self.examples]
         return Reversal(
-            statistic=l1, masks=masks, patterns=patterns,
+            statistic=l1,
+            masks=masks,
+            patterns=patterns,
             examples=stamp_all(x, masks, patterns) if self.examples else None,
             details={"reached_threshold": found, "epochs": epochs, "mode": self.mode},
-        )  # fmt: skip
+        )
 
-    def _optimise(self, model: nn.Module, pool: torch.Tensor, labels: torch.Tensor, mask0: torch.Tensor,
-                  pattern0: torch.Tensor, data_seed: int, device: torch.device,
-                  progress: bool | None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    def _optimise(
+        self,
+        model: nn.Module,
+        pool: torch.Tensor,
+        labels: torch.Tensor,
+        mask0: torch.Tensor,
+        pattern0: torch.Tensor,
+        data_seed: int,
+        device: torch.device,
+        progress: bool | None,
+    ) -> tuple[torch.Tensor, ...]:
         """Reverse-engineer triggers for ``labels`` (L,) jointly from initial masks (L, 1, H, W) and patterns
         (L, C, H, W) in [0, 1]; mini-batches from ``pool`` (N, C, H, W) drawn by ``data_seed``.
 

@@ -149,11 +149,16 @@ class Verdict:
     def summary(self) -> dict[str, Any]:
         """Plain data for JSON: the decision, the per-label statistic and index, the run time."""
         return {
-            "method": self.method, "infected": self.infected, "suspected": self.suspected, "score": self.score,
-            "cutoff": self.cutoff, "statistic_name": self.statistic_name,
+            "method": self.method,
+            "infected": self.infected,
+            "suspected": self.suspected,
+            "score": self.score,
+            "cutoff": self.cutoff,
+            "statistic_name": self.statistic_name,
             "statistic": [round(float(v), 4) for v in self.statistic],
-            "anomaly_index": [round(float(v), 4) for v in self.anomaly_index], "seconds": round(self.seconds, 3),
-        }  # fmt: skip
+            "anomaly_index": [round(float(v), 4) for v in self.anomaly_index],
+            "seconds": round(self.seconds, 3),
+        }
 
     def __repr__(self) -> str:
         state = f"infected, suspected {self.suspected}" if self.infected else "clean"

@@ -32,13 +32,24 @@ class ActivationProfile:
 
     def to_plain(self) -> dict:
         """Plain lists, for artifacts and checkpoints."""
-        return {"layer": self.site.layer, "site": self.site.output, "clean": self.clean.tolist(),
-                "triggered": None if self.triggered is None else self.triggered.tolist()}  # fmt: skip
+        return {
+            "layer": self.site.layer,
+            "site": self.site.output,
+            "clean": self.clean.tolist(),
+            "triggered": None if self.triggered is None else self.triggered.tolist(),
+        }
 
 
-def activation_profile(model: nn.Module, clean_x: torch.Tensor, triggered_x: torch.Tensor | None = None, *,
-                       layer: str | None = None, site: ChannelSite | None = None, batch_size: int = 512,
-                       device: str | torch.device = "auto") -> ActivationProfile:  # fmt: skip
+def activation_profile(
+    model: nn.Module,
+    clean_x: torch.Tensor,
+    triggered_x: torch.Tensor | None = None,
+    *,
+    layer: str | None = None,
+    site: ChannelSite | None = None,
+    batch_size: int = 512,
+    device: str | torch.device = "auto",
+) -> ActivationProfile:
     """Mean activation per channel of ``layer`` (or of a given ``site``) on ``clean_x`` and ``triggered_x``
     (each (N, C, H, W) in [0, 1]). ``model`` is not changed."""
     site = site or find_site(model, layer)

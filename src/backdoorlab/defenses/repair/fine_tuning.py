@@ -52,13 +52,22 @@ class FineTuningSettings(BaseModel):
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(**self.model_dump(include=set(TrainingConfig.model_fields)))
 
-    def fine_tune(self, model: nn.Module, clean: Split, *, seed: int, device: str | torch.device,
-                  progress: bool | None) -> nn.Module:  # fmt: skip
+    def fine_tune(
+        self, model: nn.Module, clean: Split, *, seed: int, device: str | torch.device, progress: bool | None
+    ) -> nn.Module:
         """Train ``model`` in place on ``clean``; returns it on the CPU in eval mode."""
         if len(clean) == 0:
             raise ConfigError("fine-tuning needs clean data; the split given is empty")
-        return train_model(model, clean.x, clean.y, self.training_config(), seed=seed, device=device,
-                           progress=progress, description="fine-tuning")  # fmt: skip
+        return train_model(
+            model,
+            clean.x,
+            clean.y,
+            self.training_config(),
+            seed=seed,
+            device=device,
+            progress=progress,
+            description="fine-tuning",
+        )
 
     def tuning_context(self, ctx: DefenseContext) -> DefenseContext:
         """``ctx`` whose ``val`` split also holds ``train_fraction`` of the training split (by ``ctx.seed``)."""

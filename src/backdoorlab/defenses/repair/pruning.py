@@ -94,8 +94,9 @@ class PruningResult:
         return self.val_accuracy[0] - self.val_accuracy[self.counts.index(self.pruned)]
 
 
-def prune_by_activation(model: nn.Module, clean: Split, settings: PruningSettings, *,
-                        device: str | torch.device = "auto") -> PruningResult:  # fmt: skip
+def prune_by_activation(
+    model: nn.Module, clean: Split, settings: PruningSettings, *, device: str | torch.device = "auto"
+) -> PruningResult:
     """Prune a copy of ``model`` by mean clean activation on ``clean`` (the defender's validation data).
 
     ``model`` is not changed. Raises :class:`ConfigError` for empty data or a layer that cannot be pruned.
@@ -150,8 +151,9 @@ class PruningCurve:
         return None
 
 
-def pruning_report(result: PruningResult, model: nn.Module, backdoor: Backdoor | None,
-                   ctx: DefenseContext) -> tuple[dict[str, float], dict]:  # fmt: skip
+def pruning_report(
+    result: PruningResult, model: nn.Module, backdoor: Backdoor | None, ctx: DefenseContext
+) -> tuple[dict[str, float], dict]:
     """Rows and artifacts that describe the pruning step of ``result`` (taken from ``model``, the input model).
 
     Rows: ``pruned_fraction``, ``pruned_channels``, ``val_accuracy_drop``, ``pruning_threshold``. Artifacts, as
@@ -168,8 +170,9 @@ def pruning_report(result: PruningResult, model: nn.Module, backdoor: Backdoor |
     kwargs = {"device": ctx.device}
     test_acc = pruning_curve(model, site, order, test.x, test.y, result.counts, **kwargs)
     asr = None if triggered is None else pruning_curve(model, site, order, triggered, targets, result.counts, **kwargs)
-    curve = PruningCurve(site.layer, site.channels, result.counts, result.val_accuracy, test_acc, asr, result.pruned,
-                         result.threshold)  # fmt: skip
+    curve = PruningCurve(
+        site.layer, site.channels, result.counts, result.val_accuracy, test_acc, asr, result.pruned, result.threshold
+    )
     profile = activation_profile(model, test.x, triggered, site=site, device=ctx.device)
     metrics = {
         "pruned_fraction": result.pruned / site.channels,
