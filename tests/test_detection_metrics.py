@@ -13,9 +13,12 @@ from backdoorlab.metrics import (
     detection_matrix,
     detection_metrics,
     flag_rate,
+    model_detection_metrics,
+    pr_auc,
     rates_at_threshold,
     threshold_at_rate,
     threshold_for_rate,
+    tpr_at_fpr,
 )
 from backdoorlab.report.detectors import detection_matrix_table
 
@@ -104,3 +107,58 @@ def test_detection_matrix_table_averages_seeds_in_percent():
     assert table.headers == ["detector", "badnets: detection", "FPR", "ROC-AUC"]
     # FPR: badnets' mean over seeds (0.125) and the clean model's (0.25), averaged; AUC 15 of 16 pairs ordered
     assert table.rows == [["strip", "75.0", "18.8", "93.8"]]
+
+
+def test_pr_auc_is_average_precision_by_hand():
+    # ranked: 0.8 (P), 0.4 (N), 0.35 (P), 0.1 (N): precision 1/1 and 2/3 at the two positives, AP = 5/6
+    assert pr_auc(torch.tensor([0.1, 0.4]), torch.tensor([0.35, 0.8])) == pytest.approx(5 / 6)
+    # infinite scores rank like any other: a perfect ordering
+    assert pr_auc(torch.tensor([-math.inf, 0.2]), torch.tensor([math.inf, 0.3])) == 1.0
+    assert math.isnan(pr_auc(torch.tensor([0.1]), torch.empty(0)))
+    assert math.isnan(pr_auc(torch.empty(0), torch.tensor([0.1])))
+    with pytest.raises(ConfigError, match="some are NaN"):
+        pr_auc(torch.tensor([0.1, float("nan")]), torch.tensor([0.3]))
+
+
+def test_tpr_at_fpr_sets_the_threshold_on_negatives():
+    negatives = torch.arange(100, dtype=torch.float64)  # 0..99
+    positives = torch.tensor([93.5, 96.0, 98.5, 200.0])
+    assert tpr_at_fpr(negatives, positives, 0.01) == 0.5  # one negative (99) above t = 98: 98.5 and 200 flagged
+    assert tpr_at_fpr(negatives, positives, 0.05) == 0.75  # five negatives above t = 94
+    assert tpr_at_fpr(negatives, positives, 0.0) == 0.25  # t = 99: only 200
+    # fewer than 100 negatives: 1% lets none through, t = their maximum and equal scores are not flagged
+    assert tpr_at_fpr(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.3, 0.31]), 0.01) == 0.5
+    assert math.isnan(tpr_at_fpr(negatives, torch.empty(0), 0.01))
+    with pytest.raises(ConfigError, match="empty or not finite"):
+        tpr_at_fpr(torch.empty(0), positives, 0.01)
+
+
+def test_detection_metrics_rows_with_and_without_attacked_scores():
+    clean, attacked = torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0.35, 0.5, 0.6, 0.7])
+    m = detection_metrics(clean, attacked, 0.3)
+    assert set(m) == {"fpr", "threshold", "tpr", "roc_auc", "pr_auc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr"}
+    assert (m["fpr"], m["tpr"]) == (0.25, 1.0)
+    assert m["roc_auc"] == pytest.approx(15 / 16)
+    assert m["pr_auc"] == pytest.approx(0.95)  # ranked P P P N P ...: precisions 1, 1, 1, 4/5
+    # 4 clean scores: neither 1% nor 5% lets one through, so t = 0.4 and 3 of 4 attacked scores exceed it
+    assert m["tpr_at_1pct_fpr"] == m["tpr_at_5pct_fpr"] == 0.75
+    assert set(detection_metrics(clean, None, 0.3)) == {"fpr", "threshold"}
+    assert set(detection_metrics(clean, torch.empty(0), 0.3)) == {"fpr", "threshold"}
+
+
+def test_model_detection_metrics_by_hand():
+    m = model_detection_metrics([0.5, 1.0, 2.5, 3.0], [2.0, 4.0, 5.0, 6.0])
+    assert m["roc_auc"] == pytest.approx(14 / 16)  # 2.0 beats two clean models, the others beat all four
+    assert m["pr_auc"] == pytest.approx(11 / 12)  # ranked P P P N N P N N: precisions 1, 1, 1, 4/6
+    assert m["fpr_at_95pct_tpr"] == 0.5  # all 4 backdoored needed: t = 2.0 flags clean 2.5 and 3.0
+    # 20 backdoored: 19 are enough, so the lowest one (1.0) may be missed and t = 2.0; a clean tie counts as flagged
+    m = model_detection_metrics(torch.tensor([0.5, 1.5, 2.0, 10.0]), torch.arange(1, 21, dtype=torch.float64))
+    assert m["fpr_at_95pct_tpr"] == 0.5
+    assert model_detection_metrics([-math.inf, 0.0], [math.inf, 1.0]) == {
+        "roc_auc": 1.0,
+        "pr_auc": 1.0,
+        "fpr_at_95pct_tpr": 0.0,
+    }
+    assert all(math.isnan(v) for v in model_detection_metrics([], [1.0]).values())
+    with pytest.raises(ConfigError, match="some are NaN"):
+        model_detection_metrics([float("nan")], [1.0])
