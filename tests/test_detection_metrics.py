@@ -9,6 +9,7 @@ from scipy import stats
 
 from backdoorlab.defenses import DefenseOutcome
 from backdoorlab.errors import ConfigError
+from backdoorlab.experiments.population import InspectionRecord, detection_summary
 from backdoorlab.metrics import (
     detection_matrix,
     detection_metrics,
@@ -162,3 +163,17 @@ def test_model_detection_metrics_by_hand():
     assert all(math.isnan(v) for v in model_detection_metrics([], [1.0]).values())
     with pytest.raises(ConfigError, match="some are NaN"):
         model_detection_metrics([float("nan")], [1.0])
+
+
+def test_population_detection_summary_reports_model_level_figures():
+    def record(role, score):
+        verdict = SimpleNamespace(score=score, infected=score > 2.0, seconds=1.0)
+        return InspectionRecord("nc", role, 0, None if role == "clean" else 0, verdict, {})
+
+    records = [record("clean", s) for s in (0.5, 2.5, 1.0)] + [record("backdoored", s) for s in (3.0, 4.0, 1.5)]
+    s = detection_summary(records)
+    assert s["roc_auc"] == pytest.approx(8 / 9)  # 8 of the 9 (clean, backdoored) pairs ordered right
+    assert s["pr_auc"] == pytest.approx(11 / 12)  # ranked P P N P N N: precisions 1, 1, 3/4
+    assert s["fpr_at_95pct_tpr"] == pytest.approx(1 / 3)  # all 3 needed: t = 1.5 flags the clean 2.5
+    assert (s["tpr"], s["fpr"]) == (pytest.approx(2 / 3), pytest.approx(1 / 3))  # the verdicts' own decisions
+    assert math.isnan(detection_summary(records[:3])["fpr_at_95pct_tpr"])

@@ -28,7 +28,7 @@ from ..defenses import DefenseContext
 from ..defenses.inspection.base import Inspector, single_target
 from ..defenses.inspection.verdict import Verdict
 from ..errors import ConfigError
-from ..metrics import backdoor_metrics, clean_accuracy, roc_auc
+from ..metrics import backdoor_metrics, clean_accuracy, model_detection_metrics
 from ..models import TrainingConfig, build_model, train_model
 from ..utils.device import resolve_device
 from .cache import ModelCache, cache_key
@@ -98,9 +98,10 @@ class PopulationResult:
 def detection_summary(records: Sequence[InspectionRecord]) -> dict[str, float]:
     """Model-level detection figures of one inspector over clean and backdoored records (rates in [0, 1]).
 
-    ``tpr``, ``fpr``, ``roc_auc`` (NaN unless both roles are present), ``target_ranked_first`` and
-    ``target_flagged`` (over backdoored models with one target), mean ``score`` per role, mean ``seconds``,
-    and the counts ``n_clean``/``n_backdoored``.
+    ``tpr``, ``fpr``, then ``roc_auc``, ``pr_auc`` and ``fpr_at_95pct_tpr`` of the model scores
+    (:func:`~backdoorlab.metrics.model_detection_metrics`; NaN unless both roles are present),
+    ``target_ranked_first`` and ``target_flagged`` (over backdoored models with one target), mean ``score`` per
+    role, mean ``seconds``, and the counts ``n_clean``/``n_backdoored``.
     """
     clean = [r for r in records if r.role == "clean"]
     bad = [r for r in records if r.role == "backdoored"]
@@ -110,7 +111,7 @@ def detection_summary(records: Sequence[InspectionRecord]) -> dict[str, float]:
     return {
         "tpr": mean([float(r.verdict.infected) for r in bad]),
         "fpr": mean([float(r.verdict.infected) for r in clean]),
-        "roc_auc": roc_auc(scores(clean), scores(bad)) if clean and bad else math.nan,
+        **model_detection_metrics(scores(clean), scores(bad)),  # roc_auc, pr_auc, fpr_at_95pct_tpr
         "target_ranked_first": mean([r.metrics["target_ranked_first"] for r in with_target]),
         "target_flagged": mean([r.metrics["target_flagged"] for r in with_target]),
         "score_clean": mean([r.verdict.score for r in clean]),
