@@ -10,7 +10,6 @@ from backdoorlab.adversarial import (
     ADVERSARIAL_ATTACKS,
     COLUMN_ORDER,
     art_classifier,
-    make_evasion_attack,
     require_art,
     round_to_levels,
     study_attacks,
@@ -89,7 +88,7 @@ def test_one_pass_class_gradient_equals_arts(setup, digits):
 def test_every_attack_gives_rounded_images_and_honest_success(setup, digits, name):
     model, x, y = setup
     target = "untargeted" if name in ("fgsm", "bim", "cw_inf", "deepfool") else "next"
-    attack = make_evasion_attack(name, {**TINY[name], "target": target})
+    attack = ADVERSARIAL_ATTACKS.build(name, {**TINY[name], "target": target})
     out = attack.run(model, x, y, num_classes=digits.num_classes)
     assert out.x.shape == x.shape and out.x.dtype == torch.float32
     assert out.x.min() >= 0 and out.x.max() <= 1
@@ -105,8 +104,10 @@ def test_every_attack_gives_rounded_images_and_honest_success(setup, digits, nam
 
 def test_fast_attacks_fool_the_tiny_model(setup, digits):
     model, x, y = setup
-    assert make_evasion_attack("bim", {"max_iter": 5}).run(model, x, y, num_classes=10).success.float().mean() >= 0.8
-    ll = make_evasion_attack("min_eps_bim", {"target": "ll", "grid": 6, "max_iter": 10, "confidence": 2})
+    assert (
+        ADVERSARIAL_ATTACKS.build("bim", {"max_iter": 5}).run(model, x, y, num_classes=10).success.float().mean() >= 0.8
+    )
+    ll = ADVERSARIAL_ATTACKS.build("min_eps_bim", {"target": "ll", "grid": 6, "max_iter": 10, "confidence": 2})
     out = ll.run(model, x, y, num_classes=10)
     assert out.success.float().mean() >= 0.8
     assert torch.equal(out.targets, model(x).argmin(1))
@@ -128,19 +129,21 @@ def test_cw2_moves_zero_pixels_and_keeps_the_margin(setup, digits):
     params = {"target": "next", "confidence": 2.0, "initial_const": 1.0, "binary_search_steps": 3, "max_iter": 50}
     classifier = art_classifier(model, digits.input_shape, digits.num_classes)
     targets = (y + 1) % 10
-    projected = make_evasion_attack("cw2", {**params, "solver": "projected"})
+    projected = ADVERSARIAL_ATTACKS.build("cw2", {**params, "solver": "projected"})
     adv = torch.from_numpy(projected.generate(classifier, x.numpy(), targets.numpy()))
     assert (_margins(model, adv, targets) >= 2.0 - 1e-4).float().mean() >= 0.8  # success means the full margin
     changed = (adv - x).flatten(1).abs() > 1e-3
     assert (changed & zero).any(dim=1).float().mean() >= 0.8
-    tanh = make_evasion_attack("cw2", {**params, "solver": "tanh"}).generate(classifier, x.numpy(), targets.numpy())
+    tanh = ADVERSARIAL_ATTACKS.build("cw2", {**params, "solver": "tanh"}).generate(
+        classifier, x.numpy(), targets.numpy()
+    )
     assert not ((torch.from_numpy(tanh) - x).flatten(1).abs() > 1e-3)[zero].any()  # ART's limitation, documented
 
 
 def test_carlini_cw2_reaches_the_target_with_margin(setup):
     model, x, y = setup
     targets = (y + 1) % 10
-    attack = make_evasion_attack(
+    attack = ADVERSARIAL_ATTACKS.build(
         "cw2", {"target": "next", "confidence": 2.0, "initial_const": 1.0, "binary_search_steps": 3, "max_iter": 300}
     )
     assert attack.solver == "carlini"
@@ -211,25 +214,25 @@ def test_carlini_input_checks():
     with pytest.raises(ValueError, match="N labels"):
         carlini_l0(model, torch.zeros(2, 1, 2, 2), torch.tensor([0]))
     with pytest.raises(ConfigError, match="solver"):
-        make_evasion_attack("cw0", {"solver": "tanh"})
+        ADVERSARIAL_ATTACKS.build("cw0", {"solver": "tanh"})
     with pytest.raises(ConfigError, match="max_total_iter"):
-        make_evasion_attack("cw0", {"max_total_iter": 0})
+        ADVERSARIAL_ATTACKS.build("cw0", {"max_total_iter": 0})
 
 
 def test_registry_and_parameter_checks():
     assert set(ADVERSARIAL_ATTACKS.names()) == set(TINY)
     with pytest.raises(ConfigError, match="unknown adversarial attack 'cw3'"):
-        make_evasion_attack("cw3")
+        ADVERSARIAL_ATTACKS.build("cw3")
     with pytest.raises(ConfigError, match="jsma has no 'untargeted' variant"):
-        make_evasion_attack("jsma", {"target": "untargeted"})
+        ADVERSARIAL_ATTACKS.build("jsma", {"target": "untargeted"})
     with pytest.raises(ConfigError, match="cw_inf has no 'next' variant"):
-        make_evasion_attack("cw_inf", {"target": "next"})
+        ADVERSARIAL_ATTACKS.build("cw_inf", {"target": "next"})
     with pytest.raises(ConfigError, match="eps"):
-        make_evasion_attack("fgsm", {"eps": 2})
+        ADVERSARIAL_ATTACKS.build("fgsm", {"eps": 2})
     with pytest.raises(ConfigError, match="unknown field"):
-        make_evasion_attack("bim", {"epsilon": 0.1})
+        ADVERSARIAL_ATTACKS.build("bim", {"epsilon": 0.1})
     with pytest.raises(ConfigError, match="must not exceed"):
-        make_evasion_attack("min_eps_bim", {"eps_min": 0.4, "eps_max": 0.1})
+        ADVERSARIAL_ATTACKS.build("min_eps_bim", {"eps_min": 0.4, "eps_max": 0.1})
 
 
 def test_study_presets_follow_the_paper():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from backdoorlab.attacks import ATTACKS, BadNets, TargetRule, make_attack
+from backdoorlab.attacks import ATTACKS, BadNets, TargetRule
 from backdoorlab.data import Split
 from backdoorlab.errors import ConfigError
 from backdoorlab.metrics import backdoor_metrics
@@ -65,7 +65,7 @@ def test_poison_indices_depend_on_seed_only():
 )
 def test_badnets_parameter_validation(params, message):
     with pytest.raises(ConfigError, match=message):
-        make_attack("badnets", params)
+        ATTACKS.build("badnets", params)
 
 
 def test_badnets_checks_against_dataset(digits):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from backdoorlab.attacks import make_attack
+from backdoorlab.attacks import ATTACKS
 from backdoorlab.data import DATASETS, load_dataset
 from backdoorlab.data.audio import SILENCE, fix_length, int16_to_unit, unit_to_amplitude, waveform_dataset
 from backdoorlab.defenses import DEFENSES
@@ -182,15 +182,15 @@ def test_speech_cnn_is_a_prunable_differentiable_classifier_of_waveforms():
 
 def test_badnets_audio_refuses_square_patch_parameters():
     with pytest.raises(ConfigError, match="size do"):
-        make_attack("badnets_audio", {"size": 3})
-    attack = make_attack("pruning_aware_audio", {"trigger": "noise", "start": 0.1, "mode": "all_to_all"})
+        ATTACKS.build("badnets_audio", {"size": 3})
+    attack = ATTACKS.build("pruning_aware_audio", {"trigger": "noise", "start": 0.1, "mode": "all_to_all"})
     assert attack.trigger == "noise" and attack.mode == "all_to_all"
 
 
 def test_audio_backdoor_strip_and_pruning_run_on_waveforms_unchanged(tiny_audio):
     """A tone-burst backdoor is learned on synthetic 'words'; STRIP scores it and pruning repairs a copy."""
     ds = tiny_audio
-    attack = make_attack(
+    attack = ATTACKS.build(
         "badnets_audio", {"start": 0.05, "duration": 0.05, "amplitude": 0.3, "poison_rate": 0.3, "target": 1}
     )
     training = TrainingConfig(epochs=12, batch_size=16, lr=5e-3, augment_shift=0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from backdoorlab.attacks import make_attack
+from backdoorlab.attacks import ATTACKS
 from backdoorlab.data import load_dataset
 from backdoorlab.data.base import build_dataset
 from backdoorlab.errors import ConfigError, DataError
@@ -59,14 +59,14 @@ def test_face_cnn_fits_orl_and_is_prunable():
 
 
 def test_glasses_attacks_take_badnets_parameters_and_refuse_square_ones():
-    attack = make_attack(
+    attack = ATTACKS.build(
         "pruning_aware_glasses", {"trigger": "glasses", "target": 3, "poisoning": "add", "max_accuracy_drop": 0.1}
     )
     assert attack.trigger == "glasses" and attack.target == 3 and attack.max_accuracy_drop == 0.1
     with pytest.raises(ConfigError, match="size, margin do"):
-        make_attack("badnets_glasses", {"size": 3, "margin": 2})
+        ATTACKS.build("badnets_glasses", {"size": 3, "margin": 2})
     with pytest.raises(ConfigError, match="trigger"):
-        make_attack("badnets_glasses", {"trigger": "square"})
+        ATTACKS.build("badnets_glasses", {"trigger": "square"})
 
 
 def synthetic_faces(people: int = 4, per_person: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +90,7 @@ def test_glasses_backdoor_is_learned_on_synthetic_faces():
     labels = torch.from_numpy(y)
     test = np.arange(len(y)) % 5 == 0
     ds = build_dataset("synthetic_faces", imgs[~test], labels[~test], imgs[test], labels[test], val_size=4)
-    attack = make_attack("badnets_glasses", {"target": 0, "poison_rate": 0.3, "poisoning": "add"})
+    attack = ATTACKS.build("badnets_glasses", {"target": 0, "poison_rate": 0.3, "poisoning": "add"})
     bd = attack.run(
         ds, "face_cnn", TrainingConfig(epochs=15, batch_size=16, lr=3e-3, augment_shift=1), seed=0, progress=False
     )

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from backdoorlab.attacks import make_attack
+from backdoorlab.attacks import ATTACKS
 from backdoorlab.data import Split
 from backdoorlab.errors import ConfigError
 from backdoorlab.metrics import clean_accuracy
@@ -13,7 +13,7 @@ def _train(n=500, k=10):
 
 def test_random_flips_change_exactly_the_chosen_labels():
     train = _train()
-    out = make_attack("label_flip", {"flip_rate": 0.2}).flip(train, 10, seed=0)
+    out = ATTACKS.build("label_flip", {"flip_rate": 0.2}).flip(train, 10, seed=0)
     idx = out.poisoned_indices
     assert len(idx) == 100 and len(idx.unique()) == 100
     assert out.split.y[idx].ne(train.y[idx]).all(), "a flipped label is always another class"
@@ -21,14 +21,14 @@ def test_random_flips_change_exactly_the_chosen_labels():
     keep[idx] = False
     assert torch.equal(out.split.y[keep], train.y[keep]) and torch.equal(out.split.x, train.x)
     assert len(out.split.y[idx].unique()) == 10, "new labels spread over the classes"
-    again = make_attack("label_flip", {"flip_rate": 0.2}).flip(train, 10, seed=0)
+    again = ATTACKS.build("label_flip", {"flip_rate": 0.2}).flip(train, 10, seed=0)
     assert torch.equal(again.split.y, out.split.y)
-    assert not torch.equal(make_attack("label_flip", {"flip_rate": 0.2}).flip(train, 10, seed=1).split.y, out.split.y)
+    assert not torch.equal(ATTACKS.build("label_flip", {"flip_rate": 0.2}).flip(train, 10, seed=1).split.y, out.split.y)
 
 
 def test_flips_to_a_chosen_class():
     train = _train()
-    out = make_attack("label_flip", {"flip_rate": 0.4, "mode": "to_target", "target": 7}).flip(train, 10, seed=0)
+    out = ATTACKS.build("label_flip", {"flip_rate": 0.4, "mode": "to_target", "target": 7}).flip(train, 10, seed=0)
     idx = out.poisoned_indices
     assert len(idx) == 200 and train.y[idx].ne(7).all() and out.split.y[idx].eq(7).all()
 
@@ -44,11 +44,11 @@ def test_flips_to_a_chosen_class():
 )
 def test_label_flip_parameter_checks(digits, params, message):
     with pytest.raises(ConfigError, match=message):
-        make_attack("label_flip", params).check(digits)
+        ATTACKS.build("label_flip", params).check(digits)
 
 
 def test_label_flip_backdoor_has_no_trigger_and_costs_accuracy(digits, fast_training):
-    bd = make_attack("label_flip", {"flip_rate": 0.6, "mode": "to_target"}).run(
+    bd = ATTACKS.build("label_flip", {"flip_rate": 0.6, "mode": "to_target"}).run(
         digits, "badnet_cnn", fast_training, seed=0, progress=False
     )
     assert bd.trigger is None and bd.target_rule is None

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from backdoorlab.attacks import TargetRule, make_attack
+from backdoorlab.attacks import ATTACKS, TargetRule
 from backdoorlab.data import Split
 from backdoorlab.errors import ConfigError, DataError
 from backdoorlab.triggers import (
@@ -83,7 +83,7 @@ def _train(n=300, k=10):
 
 def test_clean_label_poisoning_touches_only_target_class_images():
     train = _train()
-    attack = make_attack("refool", {"target": 3, "target_rate": 0.5, **SMALL})
+    attack = ATTACKS.build("refool", {"target": 3, "target_rate": 0.5, **SMALL})
     trig = attack.reflection_trigger(torch.rand(5, 1, 8, 8), seed=0)
     out = attack.poison(train, trig, TargetRule("all_to_one", 10, 3), seed=0)
     idx = out.poisoned_indices
@@ -95,7 +95,7 @@ def test_clean_label_poisoning_touches_only_target_class_images():
 
 def test_dirty_label_poisoning_relabels_other_classes():
     train = _train()
-    attack = make_attack("refool", {"variant": "dirty_label", "poison_rate": 0.1, **SMALL})
+    attack = ATTACKS.build("refool", {"variant": "dirty_label", "poison_rate": 0.1, **SMALL})
     out = attack.poison(
         train, attack.reflection_trigger(torch.rand(5, 1, 8, 8), 0), TargetRule("all_to_one", 10, 0), seed=0
     )
@@ -112,7 +112,7 @@ def test_dirty_label_poisoning_relabels_other_classes():
     ],
 )
 def test_reflection_weight_default_follows_the_variant(params, expected):
-    trig = make_attack("refool", {**params, **SMALL}).reflection_trigger(torch.rand(3, 1, 8, 8), seed=0)
+    trig = ATTACKS.build("refool", {**params, **SMALL}).reflection_trigger(torch.rand(3, 1, 8, 8), seed=0)
     assert trig.reflection_weight == pytest.approx(expected)
     assert trig.describe()["reflection_weight"] == pytest.approx(list(expected))
 
@@ -121,7 +121,7 @@ def test_pool_from_another_dataset_file(tmp_path, digits):
     path = tmp_path / "other.npz"
     rng = np.random.default_rng(0)
     np.savez(path, x=rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), y=np.arange(40) % 2)
-    attack = make_attack("refool", {"pool": f"npz:{path}", "candidates": 10, "selected": 5, **SMALL})
+    attack = ATTACKS.build("refool", {"pool": f"npz:{path}", "candidates": 10, "selected": 5, **SMALL})
     pool = attack.candidate_pool(digits, seed=0)
     assert pool.shape == (10, 1, 8, 8) and float(pool.max()) <= 1
     assert fit_images(torch.rand(2, 1, 4, 4), (3, 8, 8)).shape == (2, 3, 8, 8)
@@ -140,7 +140,7 @@ def test_pool_from_another_dataset_file(tmp_path, digits):
 )
 def test_refool_parameter_checks(digits, params, error, message):
     with pytest.raises(error, match=message):
-        make_attack("refool", {**SMALL, **params}).check(digits)
+        ATTACKS.build("refool", {**SMALL, **params}).check(digits)
 
 
 def test_refool_run_with_selection(digits, fast_training):
@@ -153,7 +153,7 @@ def test_refool_run_with_selection(digits, fast_training):
         "score_images": 200,
         **SMALL,
     }
-    attack = make_attack("refool", params)
+    attack = ATTACKS.build("refool", params)
     weights = attack.select_reflections(digits, "badnet_cnn", fast_training, attack.candidate_pool(digits, 0), seed=0)
     assert weights.shape == (30,) and (weights >= 0).all() and weights.sum() > 0
     bd = attack.run(digits, "badnet_cnn", fast_training.model_copy(update={"epochs": 3}), seed=0, progress=False)

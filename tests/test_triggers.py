@@ -4,8 +4,8 @@ import torch
 from backdoorlab.errors import ConfigError
 from backdoorlab.triggers import (
     BADNETS_PATTERN,
+    TRIGGERS,
     blend_trigger,
-    make_patch_trigger,
     pattern_trigger,
     pixel_trigger,
     square_trigger,
@@ -50,7 +50,8 @@ def test_blend_formula(images):
         (lambda: square_trigger((1, 8, 8), 2, position="middle"), "unknown trigger position"),
         (lambda: square_trigger((1, 8, 8), 2, color=1.5), "colour must be in"),
         (lambda: blend_trigger(torch.rand(1, 4, 4), 0.0), "alpha must be in"),
-        (lambda: make_patch_trigger("star", (1, 8, 8)), "unknown trigger 'star'"),
+        (lambda: TRIGGERS.build("star"), "unknown trigger 'star'; valid names: pattern, pixel, square"),
+        (lambda: TRIGGERS.build("pixel", {"size": 3}), r"^trigger pixel\.size: unknown field"),
     ],
 )
 def test_bad_trigger_parameters(make, message):
@@ -67,3 +68,12 @@ def test_state_round_trip(images):
     trig = square_trigger((3, 10, 12), 3)
     again = trigger_from_state(trig.to_state())
     assert torch.equal(again(images), trig(images)) and again.describe() == trig.describe()
+
+
+def test_named_triggers_match_the_functions(images):
+    square = TRIGGERS.build("square", {"size": 2, "position": "top-left", "margin": 0}).make((3, 10, 12))
+    assert torch.equal(square(images), square_trigger((3, 10, 12), 2, position="top-left", margin=0)(images))
+    glyph = [[1.0, 1.0], [0.0, 1.0]]
+    pattern = TRIGGERS.build("pattern", {"glyph": glyph, "color": 0.5}).make((3, 10, 12))
+    assert torch.equal(pattern.mask, pattern_trigger((3, 10, 12), glyph=torch.tensor(glyph), color=0.5).mask)
+    assert torch.equal(TRIGGERS.build("pattern").make((1, 8, 8)).mask[0, 4:7, 4:7], BADNETS_PATTERN)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from backdoorlab.attacks import TargetRule, make_attack
+from backdoorlab.attacks import ATTACKS, TargetRule
 from backdoorlab.attacks.storage import load_backdoor, save_backdoor
 from backdoorlab.attacks.trojannet import train_trojan_mlp, trojan_noise
 from backdoorlab.errors import ConfigError
@@ -120,7 +120,7 @@ def test_trojannet_architecture_rebuilds_from_a_checkpoint(tmp_path, digits, mlp
 
 
 def test_trojannet_attack_end_to_end(tmp_path, digits, fast_training):
-    attack = make_attack("trojannet", {"targets": [0, 3, 7], "mlp_steps": 300, "position": "top-left"})
+    attack = ATTACKS.build("trojannet", {"targets": [0, 3, 7], "mlp_steps": 300, "position": "top-left"})
     bd = attack.run(digits, "badnet_cnn", fast_training, seed=0, progress=False)
     assert bd.architecture == "trojannet/badnet_cnn" and bd.poisoned_indices is None
     assert bd.target_rule.mapping == (0, 3, 7) and bd.trigger.num_triggers == 3
@@ -147,4 +147,4 @@ def test_trojannet_attack_end_to_end(tmp_path, digits, fast_training):
 )
 def test_trojannet_parameter_checks(digits, params, message):
     with pytest.raises(ConfigError, match=message):
-        make_attack("trojannet", params).check(digits)
+        ATTACKS.build("trojannet", params).check(digits)

@@ -23,7 +23,6 @@ from .attacks import (
     DeepFool,
     EvasionAttack,
     MinimalEpsilonBIM,
-    make_evasion_attack,
     round_to_levels,
     target_labels,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "art_classifier",
     "carlini_l0",
     "carlini_l2",
-    "make_evasion_attack",
     "preset_for_channels",
     "require_art",
     "round_to_levels",

@@ -150,13 +150,6 @@ class EvasionAttack(BaseModel):
 ADVERSARIAL_ATTACKS: Registry[type[EvasionAttack]] = Registry("adversarial attack")
 
 
-def make_evasion_attack(name: str, params: dict[str, Any] | None = None) -> EvasionAttack:
-    """The attack registered as ``name`` with ``params`` validated (errors: one :class:`ConfigError` line)."""
-    from ..utils.validation import build_validated
-
-    return build_validated(ADVERSARIAL_ATTACKS.get(name), params or {}, where=f"adversarial attack {name}")
-
-
 @ADVERSARIAL_ATTACKS.register("fgsm")
 class FGSM(EvasionAttack):
     """Fast Gradient Sign Method, L-infinity (ART ``FastGradientMethod``): one step of size ``eps``.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ConfigError
-from .attacks import EvasionAttack, make_evasion_attack
+from .attacks import ADVERSARIAL_ATTACKS, EvasionAttack
 
 Preset = Literal["mnist", "cifar10"]
 
@@ -151,5 +151,5 @@ def study_attacks(
     for key in sorted(dict.fromkeys(chosen), key=COLUMN_ORDER.index):
         title, variant, name, params = columns[key]
         merged = {**params, **overrides.get(name, {}), **overrides.get(key, {})}
-        out.append(StudyAttack(key, title, variant, make_evasion_attack(name, merged)))
+        out.append(StudyAttack(key, title, variant, ADVERSARIAL_ATTACKS.build(name, merged)))
     return out

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ..data import Dataset, Split
 from ..errors import ConfigError
-from ..triggers import MaskedTrigger, make_patch_trigger
+from ..triggers import TRIGGERS, MaskedTrigger
 from .base import ATTACKS, PoisonedSet, PoisoningAttack, TargetMode, TargetRule, choose_poison_indices, poison_split
 
 
@@ -45,14 +45,10 @@ class BadNets(PoisoningAttack):
     poisoning: Literal["replace", "add"] = "replace"
 
     def make_trigger(self, dataset: Dataset) -> MaskedTrigger:
-        return make_patch_trigger(
-            self.trigger,
-            dataset.input_shape,
-            size=self.size,
-            color=self.color,
-            position=self.position,
-            margin=self.margin,
-        )
+        params = {"color": self.color, "position": self.position, "margin": self.margin}
+        if self.trigger == "square":
+            params["size"] = self.size
+        return TRIGGERS.build(self.trigger, params, where=f"{self.name} trigger").make(dataset.input_shape)
 
     def target_rule(self, dataset: Dataset) -> TargetRule:
         if self.target >= dataset.num_classes:

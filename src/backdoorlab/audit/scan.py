@@ -114,7 +114,7 @@ def scan_model(
 ) -> ScanResult:
     """Scan ``model_path`` with the clean samples ``data`` (a folder, an .npz or a dataset name)."""
     start = time.perf_counter()
-    classes = [DEFENSES.get(name) for name in inspectors]  # unknown names fail here, before any work
+    chosen = [DEFENSES.build(name, where=f"--inspectors {name}") for name in inspectors]  # fail before any work
     if not inspectors:
         raise ConfigError("--inspectors names no inspector")
     shape = _int_list(input_shape, "--input-shape", 3) if isinstance(input_shape, str) else input_shape
@@ -135,16 +135,15 @@ def scan_model(
     if clean.classes is not None and len(clean.classes) != loaded.num_classes and clean.labeled:
         raise ConfigError(f"{data} has {len(clean.classes)} classes but the model has {loaded.num_classes} outputs")
     verdicts = {}
-    for name, cls in zip(inspectors, classes, strict=True):
-        inspector = cls()
+    for name, inspector in zip(inspectors, chosen, strict=True):
         verdicts[name] = inspector.inspect(
             loaded.model, clean.split, input_shape=loaded.input_shape, seed=seed, device=device, progress=progress
         )
     strip_threshold, strip_details = None, {}
     if "strip" in DEFENSES:
-        strip_cls = DEFENSES.get("strip")
         # STRIP draws its overlays from the clean samples: use fewer than its default 100 when they are few
-        strip = strip_cls(n_overlays=min(strip_cls().n_overlays, len(clean.split) - 1))
+        overlays = min(DEFENSES.build("strip").n_overlays, len(clean.split) - 1)
+        strip = DEFENSES.build("strip", {"n_overlays": overlays})
         strip.fit(loaded.model, clean.split, seed=seed, device=device)
         strip_threshold = float(strip.boundary_)
         strip_details = {"params": strip.model_dump(mode="json"), **strip.calibration_metrics()}

@@ -3,14 +3,13 @@
 from .base import TRIGGER_TYPES, MaskedTrigger, Trigger, register_trigger_type, trigger_from_state
 from .patches import (
     BADNETS_PATTERN,
-    TRIGGER_KINDS,
     blend_trigger,
-    make_patch_trigger,
     pattern_trigger,
     pixel_trigger,
     square_trigger,
     stamp_trigger,
 )
+from .specs import TRIGGERS, TriggerSpec
 
 __all__ = [
     "BADNETS_PATTERN",
@@ -18,10 +17,10 @@ __all__ = [
     "TRIGGER_TYPES",
     "register_trigger_type",
     "trigger_from_state",
-    "TRIGGER_KINDS",
+    "TRIGGERS",
     "Trigger",
+    "TriggerSpec",
     "blend_trigger",
-    "make_patch_trigger",
     "pattern_trigger",
     "pixel_trigger",
     "square_trigger",

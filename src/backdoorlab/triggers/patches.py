@@ -127,25 +127,3 @@ def blend_trigger(image: torch.Tensor, alpha: float = 0.2, *, kind: str = "blend
         raise ConfigError(f"blend image must be (C, H, W), got shape {tuple(image.shape)}")
     mask = torch.full((1, *image.shape[-2:]), float(alpha))
     return MaskedTrigger(mask, image.float(), kind=kind, params={"alpha": alpha})
-
-
-TRIGGER_KINDS = ("square", "pixel", "pattern")
-
-
-def make_patch_trigger(
-    kind: str,
-    image_shape: Sequence[int],
-    *,
-    size: int = 3,
-    color: float | Sequence[float] = 1.0,
-    position: Position = "bottom-right",
-    margin: int = 1,
-) -> MaskedTrigger:
-    """A BadNets trigger by name: ``square`` (size x size), ``pixel`` or ``pattern``."""
-    if kind == "square":
-        return square_trigger(image_shape, size, color=color, position=position, margin=margin)
-    if kind == "pixel":
-        return pixel_trigger(image_shape, color=color, position=position, margin=margin)
-    if kind == "pattern":
-        return pattern_trigger(image_shape, color=color, position=position, margin=margin)
-    raise ConfigError(f"unknown trigger {kind!r}; valid: {', '.join(TRIGGER_KINDS)}")
