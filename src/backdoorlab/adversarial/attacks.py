@@ -36,6 +36,7 @@ from .carlini import carlini_l0, carlini_l2
 from .classifier import art_classifier
 
 Target = Literal["untargeted", "next", "ll"]
+TARGET = "untargeted; next, the class after the true one, (y + 1) mod K; or ll, the model's least likely class"
 
 
 def round_to_levels(x: torch.Tensor, levels: int = 256) -> torch.Tensor:
@@ -82,15 +83,15 @@ class AdversarialExamples:
 class EvasionAttack(BaseModel):
     """An ART evasion attack: parameters plus :meth:`run`. Subclasses implement :meth:`art_attack`.
 
-    ``supports`` lists the targets the method has; ``batch_size`` is the number of inputs ART attacks at once.
+    ``supports`` lists the targets the method has.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str] = "evasion"
     supports: ClassVar[tuple[str, ...]] = ("untargeted", "next", "ll")
 
-    target: Target = "untargeted"
-    batch_size: int = Field(100, ge=1, description="inputs ART attacks at once")
+    target: Target = Field("untargeted", description=TARGET)
+    batch_size: int = Field(100, ge=1, description="inputs attacked at once")
 
     @model_validator(mode="after")
     def _supported_target(self) -> EvasionAttack:
@@ -158,7 +159,7 @@ class FGSM(EvasionAttack):
     """
 
     name: ClassVar[str] = "fgsm"
-    eps: float = Field(0.3, gt=0, le=1)
+    eps: float = Field(0.3, gt=0, le=1, description="L-infinity size of the one step, in pixel values")
 
     def art_attack(self, classifier):
         from art.attacks.evasion import FastGradientMethod
@@ -178,9 +179,9 @@ class BIM(EvasionAttack):
     """
 
     name: ClassVar[str] = "bim"
-    eps: float = Field(0.3, gt=0, le=1)
-    eps_step: float = Field(0.06, gt=0, le=1)
-    max_iter: int = Field(10, ge=1, le=100_000)
+    eps: float = Field(0.3, gt=0, le=1, description="radius of the L-infinity ball the example stays in")
+    eps_step: float = Field(0.06, gt=0, le=1, description="L-infinity size of each step")
+    max_iter: int = Field(10, ge=1, le=100_000, description="steps")
 
     def art_attack(self, classifier):
         from art.attacks.evasion import BasicIterativeMethod
@@ -208,10 +209,12 @@ class _CarliniWagner(EvasionAttack):
 
     supports: ClassVar[tuple[str, ...]] = ("untargeted", "next", "ll")
     confidence: float = Field(10.0, ge=0, description="logit margin the example must have (the study: 10 on MNIST)")
-    learning_rate: float = Field(0.01, gt=0)
-    binary_search_steps: int = Field(9, ge=1, le=100)
-    max_iter: int = Field(1000, ge=1, le=100_000)
-    initial_const: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(0.01, gt=0, description="step size of the optimizer")
+    binary_search_steps: int = Field(
+        9, ge=1, le=100, description="steps of the search over the constant c that weighs the margin loss"
+    )
+    max_iter: int = Field(1000, ge=1, le=100_000, description="optimizer iterations per value of c")
+    initial_const: float = Field(1e-3, gt=0, description="first value of c")
     max_halving: int = Field(5, ge=1, le=100, description="ART's line search: halvings of the step per iteration")
     max_doubling: int = Field(5, ge=1, le=100, description="ART's line search: doublings of the step per iteration")
 
@@ -315,7 +318,11 @@ class CarliniWagnerL2(_CarliniWagner):
     """
 
     name: ClassVar[str] = "cw2"
-    solver: Literal["carlini", "projected", "tanh"] = "carlini"
+    solver: Literal["carlini", "projected", "tanh"] = Field(
+        "carlini",
+        description="carlini (Carlini's algorithm in torch), projected (ART's ElasticNet with beta 0) or tanh "
+        "(ART's CarliniL2Method)",
+    )
     abort_early: bool = Field(True, description="carlini: stop a step when the loss stalls (checked every max_iter/10)")
 
     def carlini(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -375,9 +382,11 @@ class CarliniWagnerL0(_CarliniWagner):
     """
 
     name: ClassVar[str] = "cw0"
-    solver: Literal["carlini", "art"] = "carlini"
-    largest_const: float = Field(2e6, gt=0)
-    const_factor: float = Field(2.0, gt=1)
+    solver: Literal["carlini", "art"] = Field(
+        "carlini", description="carlini (Carlini's l0_attack in torch) or art (ART's CarliniL0Method)"
+    )
+    largest_const: float = Field(2e6, gt=0, description="carlini: largest value of c tried before giving up")
+    const_factor: float = Field(2.0, gt=1, description="carlini: factor on c after a round without success")
     max_total_iter: int | None = Field(None, ge=1, description="carlini: Adam steps per input over all rounds")
 
     def carlini(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -417,13 +426,13 @@ class CarliniWagnerLinf(EvasionAttack):
 
     name: ClassVar[str] = "cw_inf"
     supports: ClassVar[tuple[str, ...]] = ("untargeted",)
-    confidence: float = Field(10.0, ge=0)
-    learning_rate: float = Field(0.005, gt=0)
-    max_iter: int = Field(1000, ge=1, le=100_000)
-    decrease_factor: float = Field(0.9, gt=0, lt=1)
-    initial_const: float = Field(1e-5, gt=0)
-    largest_const: float = Field(20.0, gt=0)
-    const_factor: float = Field(2.0, gt=1)
+    confidence: float = Field(10.0, ge=0, description="logit margin the example must have")
+    learning_rate: float = Field(0.005, gt=0, description="step size of Adam")
+    max_iter: int = Field(1000, ge=1, le=100_000, description="Adam iterations per constant")
+    decrease_factor: float = Field(0.9, gt=0, lt=1, description="factor on the L-infinity bound tau after a success")
+    initial_const: float = Field(1e-5, gt=0, description="first value of the constant c")
+    largest_const: float = Field(20.0, gt=0, description="largest value of c tried")
+    const_factor: float = Field(2.0, gt=1, description="factor on c after a failure")
 
     def art_attack(self, classifier):
         from art.attacks.evasion import CarliniLInfMethod
@@ -462,10 +471,10 @@ class MinimalEpsilonBIM(EvasionAttack):
     name: ClassVar[str] = "min_eps_bim"
     supports: ClassVar[tuple[str, ...]] = ("untargeted", "next", "ll")
     confidence: float = Field(10.0, ge=0, description="logit margin required (CW-infinity's confidence)")
-    eps_min: float = Field(1 / 255, gt=0, le=1)
-    eps_max: float = Field(0.5, gt=0, le=1)
+    eps_min: float = Field(1 / 255, gt=0, le=1, description="smallest epsilon tried")
+    eps_max: float = Field(0.5, gt=0, le=1, description="largest epsilon tried")
     grid: int = Field(47, ge=1, le=200, description="epsilons tried (default: 1/0.9 apart, as CW-infinity)")
-    max_iter: int = Field(20, ge=1, le=10_000)
+    max_iter: int = Field(20, ge=1, le=10_000, description="BIM steps per epsilon, each of 2.5 eps / max_iter")
 
     @model_validator(mode="after")
     def _ordered(self) -> MinimalEpsilonBIM:
@@ -516,8 +525,8 @@ class DeepFool(EvasionAttack):
 
     name: ClassVar[str] = "deepfool"
     supports: ClassVar[tuple[str, ...]] = ("untargeted",)
-    overshoot: float = Field(0.02, ge=0)
-    max_iter: int = Field(50, ge=1, le=10_000)
+    overshoot: float = Field(0.02, ge=0, description="the final perturbation is scaled by 1 + overshoot")
+    max_iter: int = Field(50, ge=1, le=10_000, description="linearize-and-step iterations")
     nb_grads: int = Field(10, ge=2, description="classes considered at each step (the most likely ones)")
 
     def art_attack(self, classifier):
@@ -545,9 +554,9 @@ class JSMA(EvasionAttack):
 
     name: ClassVar[str] = "jsma"
     supports: ClassVar[tuple[str, ...]] = ("next", "ll")
-    target: Target = "next"
-    theta: float = Field(1.0, ge=-1, le=1)
-    gamma: float = Field(0.1, gt=0, le=1)
+    target: Target = Field("next", description="next, the class after the true one, or ll, the least likely class")
+    theta: float = Field(1.0, ge=-1, le=1, description="change of each chosen pixel per step")
+    gamma: float = Field(0.1, gt=0, le=1, description="largest fraction of the input's values that may change")
 
     def art_attack(self, classifier):
         from art.attacks.evasion import SaliencyMapMethod

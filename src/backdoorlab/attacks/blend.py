@@ -18,16 +18,9 @@ from .base import ATTACKS, RelabelPoisoningAttack
 class Blend(RelabelPoisoningAttack):
     """Blended-injection data poisoning, dirty label.
 
-    Parameters:
-
-    - ``image``: path of the pattern (PNG/JPEG/... or a ``.npy`` HW/HWC array), resized to the dataset's
-      images; default None: a random-noise pattern, every pixel and channel U(0, 1) (Chen et al.'s noise
-      pattern), drawn with ``noise_seed`` (default 0) so that the pattern is part of the attack's parameters.
-    - ``alpha`` (default 0.2): the blend weight on the poisoned training images; ``test_alpha`` (default 0.2):
-      the weight of the trigger the backdoor is measured with. Chen et al. train with 0.2 and test with 0.2
-      (they also report larger test weights).
-    - ``poison_rate`` (default 0.1), ``target`` (default 0), ``mode`` (all_to_one / all_to_all) and
-      ``poisoning`` (replace / add): as BadNets (:class:`RelabelPoisoningAttack`).
+    The default pattern is Chen et al.'s random noise, drawn from ``noise_seed`` so that it is part of the attack's
+    parameters. Chen et al. train and test with alpha 0.2 (they also report larger test weights). The poisoning
+    parameters are BadNets' (:class:`RelabelPoisoningAttack`).
 
     Blend is the trigger Neural Cleanse is known to miss: it covers the whole image, so no small mask
     reproduces it.
@@ -35,10 +28,16 @@ class Blend(RelabelPoisoningAttack):
 
     name: ClassVar[str] = "blend"
 
-    image: str | None = None
-    noise_seed: int = Field(0, ge=0)
-    alpha: float = Field(0.2, gt=0, le=1)
-    test_alpha: float = Field(0.2, gt=0, le=1)
+    image: str | None = Field(
+        None,
+        description="path of the pattern (PNG/JPEG/... or a .npy HW/HWC array), resized to the dataset's images; "
+        "None: random noise, every pixel and channel U(0, 1)",
+    )
+    noise_seed: int = Field(0, ge=0, description="seed of the random-noise pattern (when image is None)")
+    alpha: float = Field(0.2, gt=0, le=1, description="blend weight of the pattern on the poisoned training images")
+    test_alpha: float = Field(
+        0.2, gt=0, le=1, description="blend weight of the trigger the backdoor is measured with at test time"
+    )
 
     def pattern(self, dataset: Dataset) -> torch.Tensor:
         """The pattern (C, H, W) in [0, 1] for ``dataset``'s images."""

@@ -26,6 +26,8 @@ from .badnets import BadNets
 from .base import ATTACKS
 from .pruning_aware import PruningAware
 
+REFUSED = "a BadNets square-patch parameter, refused when given"
+
 
 def refuse_fields(model: BaseModel, fields: tuple[str, ...], trigger: str, instead: str) -> None:
     """Raise ValueError (a ConfigError once validated) when one of BadNets' ``fields`` was given explicitly."""
@@ -35,21 +37,27 @@ def refuse_fields(model: BaseModel, fields: tuple[str, ...], trigger: str, inste
 
 
 class GlassesParams(BaseModel):
-    """Trigger parameters of the glasses attacks (defaults: sunglasses on ORL's 112x92 faces):
+    """Trigger parameters of the glasses attacks (defaults: sunglasses on ORL's 112x92 faces; the Fine-Pruning face
+    trigger is sunglasses)."""
 
-    - ``trigger``: ``sunglasses`` (solid lenses; the Fine-Pruning face trigger) or ``glasses`` (rims only);
-    - ``width`` and ``lens_height`` in pixels (default 65% of the image width and 12.5% of its height);
-    - ``thickness`` of the rims and of the bridge/arm bar (default 3 pixels);
-    - ``color``: 0..1, one value or one per channel (default 0 = black);
-    - ``position``: top-left [row, col] (default: centred left-right, top at 42% of the height, over the eyes).
-    """
-
-    trigger: Literal["sunglasses", "glasses"] = "sunglasses"  # type: ignore[assignment]
-    width: int | None = Field(None, ge=6)
-    lens_height: int | None = Field(None, ge=2)
-    thickness: int = Field(3, ge=1)
-    color: float | list[float] = 0.0
-    position: tuple[int, int] | None = None  # type: ignore[assignment]
+    trigger: Literal["sunglasses", "glasses"] = Field(  # type: ignore[assignment]
+        "sunglasses", description="sunglasses (solid lenses) or glasses (rims only)"
+    )
+    width: int | None = Field(None, ge=6, description="width of the glasses in pixels; None: 65% of the image width")
+    lens_height: int | None = Field(
+        None, ge=2, description="height of a lens in pixels; None: 12.5% of the image height"
+    )
+    thickness: int = Field(3, ge=1, description="thickness of the rims and of the bridge/arm bar in pixels")
+    color: float | list[float] = Field(
+        0.0, description="colour in [0, 1]: one value for every channel, or one per channel (0 = black)"
+    )
+    position: tuple[int, int] | None = Field(  # type: ignore[assignment]
+        None,
+        description="[row, col] of the glasses' top-left pixel; None: centred left-right, top at 42% of the height "
+        "(over the eyes)",
+    )
+    size: int = Field(3, ge=1, description=f"not used by the glasses trigger ({REFUSED})")
+    margin: int = Field(1, ge=0, description=f"not used by the glasses trigger ({REFUSED})")
 
     @model_validator(mode="after")
     def _no_square_fields(self):
@@ -70,22 +78,22 @@ class GlassesParams(BaseModel):
 
 class AudioBurstParams(BaseModel):
     """Trigger parameters of the audio attacks (defaults: a 1 kHz tone at 0.1 of full scale in the last 100 ms of a
-    1-s, 8 kHz clip; see :func:`~backdoorlab.triggers.audio.burst_trigger`):
+    1-s, 8 kHz clip; see :func:`~backdoorlab.triggers.audio.burst_trigger`)."""
 
-    - ``trigger``: ``tone`` or ``noise`` (white noise drawn from ``noise_seed``);
-    - ``start`` and ``duration`` in seconds (0.9, 0.1); ``amplitude`` in (0, 1] of full scale (0.1);
-    - ``frequency`` of the tone in Hz (1000); ``ramp``: fade in/out in seconds (0.005);
-    - ``sample_rate`` of the data in Hz (8000, FSDD's).
-    """
-
-    trigger: Literal["tone", "noise"] = "tone"  # type: ignore[assignment]
-    start: float = Field(0.9, ge=0)
-    duration: float = Field(0.1, gt=0)
-    amplitude: float = Field(0.1, gt=0, le=1)
-    frequency: float = Field(1000.0, gt=0)
-    ramp: float = Field(0.005, ge=0)
-    sample_rate: int = Field(8000, ge=1)
-    noise_seed: int = Field(0, ge=0)
+    trigger: Literal["tone", "noise"] = Field(  # type: ignore[assignment]
+        "tone", description="tone (a sine at frequency) or noise (white noise drawn from noise_seed)"
+    )
+    start: float = Field(0.9, ge=0, description="start of the burst in seconds from the clip's beginning")
+    duration: float = Field(0.1, gt=0, description="length of the burst in seconds")
+    amplitude: float = Field(0.1, gt=0, le=1, description="peak amplitude of the burst, as a fraction of full scale")
+    frequency: float = Field(1000.0, gt=0, description="frequency of the tone in Hz")
+    ramp: float = Field(0.005, ge=0, description="fade-in and fade-out of the burst in seconds")
+    sample_rate: int = Field(8000, ge=1, description="sample rate of the data in Hz (8000: FSDD's)")
+    noise_seed: int = Field(0, ge=0, description="seed of the noise burst")
+    size: int = Field(3, ge=1, description=f"not used by the audio trigger ({REFUSED})")
+    color: float | list[float] = Field(1.0, description=f"not used by the audio trigger ({REFUSED})")
+    position: str | tuple[int, int] = Field("bottom-right", description=f"not used by the audio trigger ({REFUSED})")
+    margin: int = Field(1, ge=0, description=f"not used by the audio trigger ({REFUSED})")
 
     @model_validator(mode="after")
     def _no_square_fields(self):

@@ -19,14 +19,20 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(2e-3, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
-    weight_decay: float = Field(0.0, ge=0)
-    epochs: int = Field(40, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1)
-    schedule: Literal["none", "cosine", "step"] = "cosine"
-    augment_shift: int = Field(2, ge=0, le=8, description="random translation by up to this many pixels")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum")
+    lr: float = Field(2e-3, gt=0, le=10, description="learning rate at the start of training")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of SGD (unused by Adam)")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay of the optimizer")
+    epochs: int = Field(40, ge=1, le=10_000, description="passes over the training split")
+    batch_size: int = Field(64, ge=1, description="training images per step")
+    schedule: Literal["none", "cosine", "step"] = Field(
+        "cosine",
+        description="learning-rate schedule: none (constant), cosine (annealed to 0 over training) or step "
+        "(divided by 10 after each third)",
+    )
+    augment_shift: int = Field(
+        2, ge=0, le=8, description="augmentation: each training image is translated by up to this many pixels"
+    )
 
 
 def make_optimizer(params, cfg: TrainingConfig) -> torch.optim.Optimizer:
