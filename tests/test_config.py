@@ -3,10 +3,9 @@ import pytest
 from backdoorlab.errors import ConfigError
 from backdoorlab.experiments.config import load_config, parse_config
 
-# attacks that are BadNets / the pruning-aware attack on the audio and face domains, and the adversarial-example
-# study (a table of its own, with no backdoor): the default config runs the image-domain originals
+# attacks that are BadNets / the pruning-aware attack on the audio and face domains: the default config runs the
+# image-domain originals
 DOMAIN_VARIANTS = {"badnets_audio", "badnets_glasses", "pruning_aware_audio", "pruning_aware_glasses"}
-NOT_FOR_BACKDOORS = {"fs_adversarial"}
 
 
 def test_builtin_default_config():
@@ -18,7 +17,8 @@ def test_builtin_default_config():
     # every attack and every defense that exists (issue 8: the default benchmark), one seed
     product = lambda names: {n for n in names if not n.startswith("test_")}  # noqa: E731  (not stubs of other tests)
     assert {a.name for _, a in cfg.build_attacks()} == product(ATTACKS.names()) - DOMAIN_VARIANTS
-    assert {d.name for _, d in cfg.build_defenses()} == product(DEFENSES.names()) - NOT_FOR_BACKDOORS
+    assert {d.name for _, d in cfg.build_defenses()} == product(DEFENSES.names())
+    assert [s.name for _, s in cfg.build_studies()] == ["fine_pruning_table1"]
     assert cfg.seeds == [0]
 
 
@@ -40,6 +40,16 @@ def test_attack_params_sit_beside_the_name():
         ({"attacks": [{"name": "badnets", "poison_rate": 2}]}, r"attacks\[0\] \(badnets\).poison_rate"),
         ({"attacks": ["badnets", "badnets"]}, "share a label"),
         ({"defenses": ["strip-x"]}, "unknown defense 'strip-x'"),
+        (
+            {"defenses": ["fs_adversarial"]},
+            "'fs_adversarial' is a study, not a defense: move it from defenses to studies",
+        ),
+        ({"studies": [{"name": "fs_adversarial", "n": 1}]}, r"studies\[0\] \(fs_adversarial\).n"),
+        ({"studies": ["fine_pruning_table1"]}, r"studies\[0\] \(fine_pruning_table1\): .*needs fine_tuning"),
+        (
+            {"defenses": ["strip"], "studies": [{"name": "fs_adversarial", "label": "strip"}]},
+            "a study and a defense share the label 'strip'",
+        ),
         ({"seeds": []}, "seeds"),
         ([1, 2], "top level must be a mapping"),
     ],

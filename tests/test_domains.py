@@ -19,6 +19,8 @@ from backdoorlab.experiments.config import load_config
 from backdoorlab.experiments.store import ResultRow
 from backdoorlab.models import predict
 from backdoorlab.report import table1 as t1
+from backdoorlab.studies import domains
+from backdoorlab.studies.fine_pruning_table1 import table1_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -45,6 +47,12 @@ def test_table1_configs_parse_with_the_labels_the_report_reads(domain):
     assert [label for label, _ in cfg.build_defenses()] == ["fine_tuning", "fine_pruning", "strip", "neural_cleanse"]
     for name in ("fine_tuning", "fine_pruning", "strip", "neural_cleanse"):
         assert name in DEFENSES
+    # the run's own Table 1 (the study) reads both attacks, domain variants included, under both repairs
+    assert [s.name for _, s in cfg.build_studies()] == ["fine_pruning_table1"]
+    pairs = lambda built: [(label, m.name) for label, m in built]  # noqa: E731
+    attack_columns, defense_columns = table1_columns(pairs(cfg.build_attacks()), pairs(cfg.build_defenses()))
+    assert [label for _, label in attack_columns] == ["badnets", "pruning_aware"]
+    assert [label for _, label in defense_columns] == ["none", "fine_tuning", "fine_pruning"]
     if domain == "speech":  # pixel shifts would pad waveforms with full-scale samples
         assert cfg.training.augment_shift == 0
         assert all(d.augment_shift == 0 for label, d in cfg.build_defenses() if label.startswith("fine"))
@@ -118,7 +126,7 @@ def rows_for(domain: str, per_seed: dict[tuple[str, str], dict[str, list[float]]
 
 
 @pytest.fixture()
-def results() -> list[t1.DomainResults]:
+def results() -> list[domains.DomainResults]:
     faces = {
         ("none", "none"): {"clean_accuracy": [0.98, 0.99, 0.97]},
         ("badnets", "none"): {"clean_accuracy": [0.97, 0.98, 0.96], "asr": [1.0, 1.0, 0.97]},
@@ -146,8 +154,8 @@ def results() -> list[t1.DomainResults]:
         ("badnets", "neural_cleanse"): {"anomaly_index_max": [1.0], "flagged": [0]},
     }
     return [
-        t1.DomainResults("Face Recognition", rows_for("faces", faces)),
-        t1.DomainResults("Speech Recognition", rows_for("speech", speech)),
+        domains.DomainResults("Face Recognition", rows_for("faces", faces)),
+        domains.DomainResults("Speech Recognition", rows_for("speech", speech)),
     ]
 
 
@@ -162,7 +170,7 @@ def test_table1_lays_out_our_cells_and_the_papers_rows(results):
     assert faces[table.headers.index("Baseline / None cl")].startswith("97.0 ± 2.5")
     assert table.rows[1][table.headers.index("Pruning-aware / Fine-Tuning bd")] == "–"  # not run for speech
     paper = [r for r in table.rows if r[1] == "paper †"]
-    assert [r[0] for r in paper] == list(t1.DOMAIN_TITLES)
+    assert [r[0] for r in paper] == list(domains.DOMAIN_TITLES)
     assert paper[2][col] == "≈29 †" and paper[0][table.headers.index("Baseline / None cl")] == "–"
     assert all(len(r) == len(table.headers) for r in table.rows)
 
@@ -183,7 +191,7 @@ def test_strip_and_neural_cleanse_tables(results):
 
 
 def test_findings_say_where_defenses_fail(results):
-    text = "\n".join(t1.findings(results))
+    text = "\n".join(domains.findings(results))
     assert "Face Recognition, baseline attack: Fine-Tuning fails: the backdoor stays (ASR 99.0% -> 95.0%)" in text
     assert "Fine-Pruning removes the backdoor (ASR 99.0% -> 2.0%), at a cost of 6.0 points" in text
     assert "pruning-aware attack: STRIP fails (FAR 40.0%" in text

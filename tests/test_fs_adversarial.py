@@ -1,5 +1,6 @@
 """fs_adversarial: the study's protocol (thresholds from the legitimate first half only, failed attacks left out),
-the defense on a tiny digits model, the runner with no backdoor attack, and the report table."""
+the study on a tiny digits model, its cells in the grid (clean models only), the runner with no backdoor attack,
+and the report table."""
 
 import math
 
@@ -8,16 +9,19 @@ import torch
 import yaml
 
 from backdoorlab.data import Split
-from backdoorlab.defenses import DEFENSES, DefenseContext
-from backdoorlab.defenses.input_detectors.fs_adversarial import (
+from backdoorlab.defenses import DEFENSES
+from backdoorlab.errors import ConfigError
+from backdoorlab.experiments.config import parse_config
+from backdoorlab.experiments.grid import expand_cells
+from backdoorlab.metrics import threshold_for_rate
+from backdoorlab.report.section_fs_adversarial import attack_summary_table, detection_rate_table
+from backdoorlab.studies import STUDIES, StudyContext
+from backdoorlab.studies.fs_adversarial import (
     DetectionSet,
     configuration_results,
     select_correct,
     split_halves,
 )
-from backdoorlab.errors import ConfigError
-from backdoorlab.metrics import threshold_for_rate
-from backdoorlab.report.section_fs_adversarial import attack_summary_table, detection_rate_table
 from backdoorlab.utils.validation import build_validated
 
 from .adversarial_support import tiny_digits_model
@@ -92,13 +96,13 @@ def test_select_correct_takes_the_first_correct_in_order():
 @pytest.fixture(scope="module")
 def outcome(digits):
     model = tiny_digits_model(digits)
-    fs = DEFENSES.get("fs_adversarial")(
+    fs = STUDIES.get("fs_adversarial")(
         n=20, attacks=["fgsm", "bim", "jsma_next"], attack_params={"bim": {"max_iter": 5}}
     )
-    return fs.evaluate(model, None, DefenseContext(digits, seed=0)), model
+    return fs.run(model, None, StudyContext(digits, seed=0)), model
 
 
-def test_evaluate_on_a_clean_model(outcome, digits):
+def test_run_on_a_clean_model(outcome, digits):
     out, _ = outcome
     m = out.metrics
     assert m["attacked"] == 20 and m["legitimate"] == 60  # as many legitimate inputs as adversarial examples
@@ -122,14 +126,35 @@ def test_evaluate_on_a_clean_model(outcome, digits):
     assert m["threshold"] == threshold_for_rate(joint.max(1).values[first_legit], 0.05)
 
 
-def test_evaluate_returns_no_rows_on_a_backdoored_model(outcome, digits):
-    _, model = outcome
-    fs = DEFENSES.get("fs_adversarial")(n=5, attacks=["fgsm"])
-    assert fs.evaluate(model, object(), DefenseContext(digits)).metrics == {}
+def test_a_study_not_a_defense_with_cells_on_the_clean_models_only():
+    assert "fs_adversarial" in STUDIES and "fs_adversarial" not in DEFENSES
+    cfg = parse_config(
+        {
+            "attacks": ["badnets"],
+            "defenses": ["strip"],
+            "studies": [{"name": "fs_adversarial", "n": 10}],
+            "seeds": [0, 1],
+        }
+    )
+    study_cells = [c for c in expand_cells(cfg) if c.kind == "study"]
+    assert [(c.seed, c.attack, c.defense) for c in study_cells] == [
+        (0, "none", "fs_adversarial"),
+        (1, "none", "fs_adversarial"),
+    ]
+    assert expand_cells(cfg)[-2:] == study_cells  # the last phase
+
+
+def test_an_old_config_naming_it_a_defense_says_where_it_moved():
+    with pytest.raises(
+        ConfigError, match=r"'fs_adversarial' is a study, not a defense: move it from defenses to studies"
+    ):
+        parse_config({"attacks": [], "defenses": [{"name": "fs_adversarial", "n": 10}]})
+    with pytest.raises(ConfigError, match="unknown study 'fs_adversary' in studies; valid names: .*fs_adversarial"):
+        parse_config({"attacks": [], "studies": ["fs_adversary"]})
 
 
 def test_parameters_are_checked_up_front():
-    cls = DEFENSES.get("fs_adversarial")
+    cls = STUDIES.get("fs_adversarial")
     with pytest.raises(ConfigError, match="no column 'deepfool' in the mnist study"):
         build_validated(cls, {"preset": "mnist", "attacks": ["deepfool"]})
     with pytest.raises(ConfigError, match="unknown squeezer"):
@@ -167,6 +192,7 @@ def test_report_table_in_the_source_layout(outcome):
 def test_runner_with_no_backdoor_attack(tmp_path):
     from backdoorlab.experiments.config import load_config
     from backdoorlab.experiments.runner import run_experiment
+    from backdoorlab.report import write_run_report
 
     cfg = {
         "name": "fs-tiny",
@@ -174,7 +200,7 @@ def test_runner_with_no_backdoor_attack(tmp_path):
         "model": "badnet_cnn",
         "training": {"epochs": 2, "batch_size": 128, "augment_shift": 0},
         "attacks": [],
-        "defenses": [{"name": "fs_adversarial", "n": 10, "attacks": ["fgsm", "bim"]}],
+        "studies": [{"name": "fs_adversarial", "n": 10, "attacks": ["fgsm", "bim"]}],
         "seeds": [0],
     }
     path = tmp_path / "fs.yaml"
@@ -182,6 +208,8 @@ def test_runner_with_no_backdoor_attack(tmp_path):
     result = run_experiment(load_config(path), tmp_path / "runs", progress=False, log=lambda _m: None)
     metrics = {r.metric for r in result.rows if r.defense == "fs_adversarial"}
     assert {"tpr", "fpr", "roc_auc", "detection_rate[bit_depth_1+median_2x2][bim]"} <= metrics
-    report = result.report_md.read_text()
+    assert {(r.attack, r.seed) for r in result.rows if r.defense == "fs_adversarial"} == {("none", 0)}
+    md, _ = write_run_report(result.run, tmp_path / "runs")
+    report = md.read_text()
     assert "## Feature Squeezing against adversarial examples" in report
     assert "Best Joint Detection (1-bit, 2x2)" in report

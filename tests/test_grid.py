@@ -7,9 +7,10 @@ import torch
 
 from backdoorlab.cli import main
 from backdoorlab.defenses.base import DEFENSES, InputDetector
+from backdoorlab.experiments import fingerprint
 from backdoorlab.experiments.config import parse_config
 from backdoorlab.experiments.grid import expand_cells
-from backdoorlab.experiments.runner import Runner, default_run_name
+from backdoorlab.experiments.runner import Runner, default_run_name, run_code
 
 TINY = {
     "name": "grid",
@@ -26,7 +27,7 @@ class CornerDetector(InputDetector):
 
     name = "test_corner_detector"
 
-    def fit(self, model, clean, *, seed=0, device="auto"):
+    def fit(self, model, clean, *, seed=0, device="auto", num_classes=None):
         self._t = float(torch.quantile(self.score(clean.x), 0.95))
         return self
 
@@ -70,6 +71,38 @@ def test_run_name_follows_the_config():
     assert default_run_name(a) == default_run_name(parse_config(TINY)) != default_run_name(b)
 
 
+def test_run_name_follows_the_model_sources(monkeypatch):
+    cfg = parse_config(TINY)
+    before = default_run_name(cfg)
+    other = fingerprint.CodeFingerprint("0.1.0", "f" * 64, None)
+    monkeypatch.setattr("backdoorlab.experiments.runner.code_fingerprint", lambda: other)
+    assert default_run_name(cfg) != before and default_run_name(cfg).startswith("grid-")
+
+
+def test_study_cells_follow_what_the_study_runs_on():
+    from backdoorlab.studies import STUDIES, Study
+
+    @STUDIES.register("test_on_backdoored")
+    class OnBackdoored(Study):
+        runs_on = ("backdoored",)
+
+    try:
+        cfg = parse_config({**TINY, "studies": ["test_on_backdoored", "fs_adversarial"]})
+        study = [(c.seed, c.attack, c.defense) for c in expand_cells(cfg) if c.kind == "study"]
+        attacks = ["badnets[poison_rate=0.05]", "badnets[poison_rate=0.1]"]
+        assert study == [
+            *((0, a, "test_on_backdoored") for a in attacks),
+            (0, "none", "fs_adversarial"),
+            *((1, a, "test_on_backdoored") for a in attacks),
+            (1, "none", "fs_adversarial"),
+        ]
+        # a view (fine_pruning_table1) adds no cell
+        cfg = parse_config({**TINY, "defenses": ["fine_tuning"], "studies": ["fine_pruning_table1"]})
+        assert not [c for c in expand_cells(cfg) if c.kind == "study"]
+    finally:
+        STUDIES._items.pop("test_on_backdoored")
+
+
 @pytest.mark.slow
 def test_resume_recomputes_only_missing_cells(tmp_path):
     cfg = parse_config({**TINY, "defenses": ["test_corner_detector"]})
@@ -81,7 +114,7 @@ def test_resume_recomputes_only_missing_cells(tmp_path):
     from backdoorlab.experiments.store import ResultsStore
 
     with ResultsStore(tmp_path / "b" / "results.sqlite") as store:
-        store.start_or_resume(runner.run_name, cfg.model_dump(mode="json"))
+        store.start_or_resume(runner.run_name, cfg.model_dump(mode="json"), run_code())
         for cell in runner.cells[:5]:
             runner._commit(runner.bench.run_cell(cell), store)
     resumed = runner.run()
@@ -93,8 +126,23 @@ def test_resume_recomputes_only_missing_cells(tmp_path):
     assert again.computed == 0 and again.skipped == 12
 
 
+def test_cells_made_by_other_code_are_not_reused(tmp_path, monkeypatch):
+    from backdoorlab.errors import ConfigError
+    from backdoorlab.experiments.store import ResultsStore, RunCode
+
+    cfg = parse_config({**TINY, "seeds": [0], "attacks": []})
+    runner = Runner(cfg, tmp_path, run_name="r", log=lambda m: None, progress=False)
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        store.start_or_resume("r", cfg.model_dump(mode="json"), RunCode("0.1.0", "0" * 64, None))
+        store.commit_cell("r", runner.cells[0].id, [], 1.0)
+    with pytest.raises(ConfigError, match="holds cells computed by other code .*sha256 000000000000"):
+        runner.run()
+    with ResultsStore(tmp_path / "results.sqlite") as store:  # nothing was written by the refused run
+        assert store.run_code("r").source_hash == "0" * 64 and store.rows("r") == []
+
+
 @pytest.mark.slow
-def test_grid_report_has_detection_and_rebuilds(tmp_path, capsys):
+def test_grid_report_has_detection_and_rebuilds(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "c.yaml"
     import yaml
 
@@ -102,10 +150,21 @@ def test_grid_report_has_detection_and_rebuilds(tmp_path, capsys):
     assert main(["run", str(cfg), "-o", str(tmp_path / "runs"), "--run-name", "g", "-q"]) == 0
     html = (tmp_path / "runs" / "g" / "report.html").read_text()
     assert "Input detectors" in html and "test_corner_detector" in html and "Run times" in html
+    code = run_code()
+    assert f"model sources sha256 {code.source_hash[:12]}" in html
     (tmp_path / "runs" / "g" / "report.html").unlink()
     capsys.readouterr()
+
+    # the report is rebuilt from the store alone: no dataset is loaded, no model built
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report loaded a dataset or built a model")
+
+    monkeypatch.setattr("backdoorlab.data.load_dataset", refuse)
+    monkeypatch.setattr("backdoorlab.experiments.workbench.load_dataset", refuse)
+    monkeypatch.setattr("backdoorlab.models.build_model", refuse)
     assert main(["report", "g", "-o", str(tmp_path / "runs")]) == 0
-    assert "Input detectors" in (tmp_path / "runs" / "g" / "report.html").read_text()
+    rebuilt = (tmp_path / "runs" / "g" / "report.html").read_text()
+    assert "Input detectors" in rebuilt and "digits: 10 classes, 1x8x8" in rebuilt
     assert main(["report", "nope", "-o", str(tmp_path / "runs")]) == 2
     assert "no run named 'nope'" in capsys.readouterr().err
 

@@ -5,6 +5,7 @@ import pytest
 
 from backdoorlab.experiments.config import parse_config
 from backdoorlab.experiments.runner import Runner
+from backdoorlab.report import write_run_report
 
 POPULATION = {
     "name": "pop",
@@ -31,7 +32,7 @@ def test_population_run_aims_each_seed_at_its_target_and_reports_detection(tmp_p
     assert rows[("badnets", "none", 0, "asr")] > 0.5 and rows[("badnets", "none", 1, "asr")] > 0.5
     # the reversed trigger's rank is measured against each model's own target
     assert {("badnets", "neural_cleanse", s, "target_ranked_first") in rows for s in (0, 1)} == {True}
-    md = result.report_md.read_text()
+    md = write_run_report(result.run, tmp_path)[0].read_text()
     assert "Model inspection over a population (badnets)" in md
     line = next(x for x in md.splitlines() if x.startswith("| neural_cleanse | badnets |"))
     assert "| 2 + 2 |" in line

@@ -13,10 +13,12 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_ready_config_validates(path):
     cfg = load_config(path)
-    attacks, defenses = cfg.build_attacks(), cfg.build_defenses()
-    assert attacks or defenses, f"{path.name} names no attack and no defense"
+    attacks, defenses, studies = cfg.build_attacks(), cfg.build_defenses(), cfg.build_studies()
+    assert attacks or defenses or studies, f"{path.name} names no attack, no defense and no study"
     cells = expand_cells(cfg)
-    per_seed = len(cfg.datasets) * len(cfg.models) * (1 + len(attacks) + (1 + len(attacks)) * len(defenses))
+    study_cells = sum(("clean" in s.runs_on) + ("backdoored" in s.runs_on) * len(attacks) for _, s in studies)
+    per_model = 1 + len(attacks) + (1 + len(attacks)) * len(defenses) + study_cells
+    per_seed = len(cfg.datasets) * len(cfg.models) * per_model
     assert len(cells) == per_seed * len(cfg.seeds)
 
 

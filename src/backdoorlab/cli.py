@@ -39,6 +39,7 @@ def run(
     """Run every attack x defense x seed of CONFIG (resuming a killed run), and write the report."""
     from .experiments.config import load_config, parse_config
     from .experiments.runner import Runner
+    from .report import write_run_report
     from .utils.progress import console
 
     cfg = load_config(config)
@@ -66,7 +67,8 @@ def run(
         ray_address=ray_address,
     )
     result = runner.run()
-    _print_report_paths(result.report_html, result.report_md)
+    md, html = write_run_report(result.run, output)
+    _print_report_paths(html, md)
     out.print(
         f"results: {output / 'results.sqlite'} (run {result.run}; {result.computed} cells computed, "
         f"{result.skipped} reused), {result.seconds:.0f} s",
@@ -84,10 +86,10 @@ def report(
     run_name: Annotated[str, typer.Argument(help="run name (the folder under --output)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="folder of results.sqlite")] = Path("runs"),
 ) -> None:
-    """Rebuild a run's report from the results database."""
-    from .experiments.report_only import rebuild_report
+    """Rebuild a run's report from the results database (no dataset is loaded, no model built)."""
+    from .report import write_run_report
 
-    html, md = rebuild_report(run_name, output)
+    md, html = write_run_report(run_name, output)
     _print_report_paths(html, md)
 
 
@@ -222,12 +224,14 @@ def list_methods() -> None:
     from .data import dataset_names
     from .defenses import DEFENSES
     from .models import MODELS
+    from .studies import STUDIES
 
     for title, names in (
         ("datasets", dataset_names()),
         ("models", MODELS.names()),
         ("attacks", ATTACKS.names()),
         ("defenses", DEFENSES.names()),
+        ("studies", STUDIES.names()),
     ):
         out.print(f"{title}: {', '.join(names) if names else '(none yet)'}", highlight=False, soft_wrap=True)
 

@@ -1,4 +1,4 @@
-"""Cache of trained models, keyed by a hash of everything that determines them."""
+"""Cache of trained models, keyed by a hash of everything that determines them, the code included."""
 
 from __future__ import annotations
 
@@ -14,13 +14,17 @@ from ..attacks import Backdoor
 from ..attacks.storage import backdoor_from_checkpoint, save_backdoor
 from ..errors import ModelFileError
 from ..models import load_checkpoint, save_checkpoint
+from .fingerprint import code_fingerprint
 
 CACHE_FORMAT = 1
 
 
 def cache_key(**parts: Any) -> str:
-    """A short sha256 of ``parts`` as canonical JSON (sorted keys), plus the cache format and package version."""
-    payload = json.dumps({"_format": CACHE_FORMAT, "_version": __version__, **parts}, sort_keys=True, default=str)
+    """A short sha256 of ``parts`` as canonical JSON (sorted keys), plus the cache format, the package version and
+    the hash of the model-determining sources (:func:`~.fingerprint.code_fingerprint`): a model trained by other
+    code is never found under this code's key."""
+    base = {"_format": CACHE_FORMAT, "_version": __version__, "_source": code_fingerprint().source}
+    payload = json.dumps({**base, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

@@ -15,6 +15,7 @@ from ..data import dataset_names
 from ..defenses import DEFENSES, Defense
 from ..errors import ConfigError
 from ..models import MODELS, TrainingConfig
+from ..studies import STUDIES, Study
 from ..utils.validation import build_validated, describe_validation_error
 from .population import spread_targets
 
@@ -117,6 +118,9 @@ class ExperimentConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     attacks: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="badnets")])
     defenses: list[MethodSpec] = Field(default_factory=list)
+    studies: list[MethodSpec] = Field(
+        default_factory=list, description="paper reproductions run on the grid's models (fs_adversarial, ...)"
+    )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     device: str = "auto"
     examples: int = Field(6, ge=1, le=32, description="example images per attack in the report figure")
@@ -167,16 +171,28 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_methods(self) -> ExperimentConfig:
-        for kind, specs in (("attacks", self.attacks), ("defenses", self.defenses)):
+        for kind, specs in (("attacks", self.attacks), ("defenses", self.defenses), ("studies", self.studies)):
             labels = [label for s in specs for label, _ in s.expand()]
             if len(set(labels)) != len(labels):
                 raise ValueError(f"two {kind} share a label; give each a distinct 'label'")
-        for spec, registry, kind in [(a, ATTACKS, "attacks") for a in self.attacks] + [
-            (d, DEFENSES, "defenses") for d in self.defenses
-        ]:
-            if spec.name not in registry:
-                valid = ", ".join(registry.names()) or "(none registered yet)"
-                raise ValueError(f"unknown {kind[:-1]} {spec.name!r} in {kind}; valid names: {valid}")
+        for spec in self.defenses:
+            if spec.name in STUDIES and spec.name not in DEFENSES:
+                raise ValueError(
+                    f"{spec.name!r} is a study, not a defense: move it from defenses to studies "
+                    f"(studies: [{{name: {spec.name}, ...}}])"
+                )
+        families = (("attacks", self.attacks, ATTACKS), ("defenses", self.defenses, DEFENSES))
+        for kind, specs, registry in (*families, ("studies", self.studies, STUDIES)):
+            for spec in specs:
+                if spec.name not in registry:
+                    valid = ", ".join(registry.names()) or "(none registered yet)"
+                    singular = "study" if kind == "studies" else kind[:-1]
+                    raise ValueError(f"unknown {singular} {spec.name!r} in {kind}; valid names: {valid}")
+        shared = {label for s in self.studies for label, _ in s.expand()} & {
+            label for s in self.defenses for label, _ in s.expand()
+        }
+        if shared:  # a study's rows carry its label where a defense's carry theirs
+            raise ValueError(f"a study and a defense share the label {sorted(shared)[0]!r}; give one a 'label'")
         return self
 
     def build_defenses(self) -> list[tuple[str, Defense]]:
@@ -186,6 +202,22 @@ class ExperimentConfig(BaseModel):
     def build_attacks(self) -> list[tuple[str, Attack]]:
         """(label, attack object) for each attack and sweep combination, parameters validated."""
         return _build(self.attacks, ATTACKS, "attacks")
+
+    def build_studies(self) -> list[tuple[str, Study]]:
+        """(label, study object) for each study and sweep combination, parameters validated."""
+        return _build(self.studies, STUDIES, "studies")
+
+    def check_studies(self) -> None:
+        """Raise ConfigError when a study needs an attack or a defense the config does not hold."""
+        attacks = [(label, s.name) for s in self.attacks for label, _ in s.expand()]
+        defenses = [(label, s.name) for s in self.defenses for label, _ in s.expand()]
+        built = iter(self.build_studies())
+        for i, spec in enumerate(self.studies):
+            for _ in spec.expand():
+                try:
+                    next(built)[1].check_run(attacks, defenses)
+                except ValueError as err:
+                    raise ConfigError(f"studies[{i}] ({spec.name}): {err}") from None
 
 
 def _build(specs: list[MethodSpec], registry, kind: str) -> list:
@@ -206,6 +238,7 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
         raise ConfigError(f"{source}: {describe_validation_error(err)}") from None
     cfg.build_attacks()  # validates each method's own parameters now, before any work
     cfg.build_defenses()
+    cfg.check_studies()
     return cfg
 
 

@@ -1,8 +1,11 @@
-"""`backdoorlab run`: expand the grid, compute each cell once, commit it, and write the report.
+"""`backdoorlab run`: expand the grid, compute each cell once and commit it to the results store.
 
-A run is resumable: its name is derived from the config (or given), every cell is committed to SQLite with its
-rows in one transaction, and a restarted run skips the committed cells. Models come from the content-hashed
-cache, so nothing finished is recomputed.
+A run is resumable: its name is derived from the config and the code (or given), every cell is committed to SQLite
+with its rows in one transaction, and a restarted run skips the committed cells. Models come from the
+content-hashed cache, so nothing finished is recomputed. When it starts, a run records in the store what its report
+needs besides the rows (each setting's dataset summary, class names and input shape) and the code that computes it
+(:mod:`.fingerprint`); results made by other code are never reused. The report is the layer above:
+:func:`backdoorlab.report.write_run_report` builds it from the store.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..utils.progress import console, progress_enabled
 from .artifacts import artifact_path, save_artifacts
 from .config import ExperimentConfig
 from .executors import make_executor
+from .fingerprint import code_fingerprint
 from .grid import PHASES, Cell, expand_cells
-from .store import ResultRow, ResultsStore
+from .store import ResultRow, ResultsStore, RunCode, SettingInfo
 from .workbench import CellResult, Workbench
 
 Log = Callable[[str], None]
@@ -26,12 +31,11 @@ Log = Callable[[str], None]
 
 @dataclass
 class RunResult:
-    """What a run produced: its name and folder, the report files, the rows it measured, and its wall time."""
+    """What a run produced: its name, its folder (under the output folder, beside ``results.sqlite``), every row of
+    the run, its wall time, the cells computed and skipped (finished before), and the seconds of each phase."""
 
     run: str
     directory: Path
-    report_md: Path
-    report_html: Path
     rows: list[ResultRow]
     seconds: float
     computed: int = 0
@@ -40,9 +44,16 @@ class RunResult:
 
 
 def default_run_name(cfg: ExperimentConfig) -> str:
-    """``<config name>-<8 hex digits of the config's hash>``: the same config resumes the same run."""
-    digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:8]
-    return f"{cfg.name}-{digest}"
+    """``<config name>-<8 hex digits of a hash of the config and the model sources>``: the same config resumes the
+    same run, as long as the code that determines its models is the same."""
+    payload = cfg.model_dump_json() + code_fingerprint().source
+    return f"{cfg.name}-{hashlib.sha256(payload.encode()).hexdigest()[:8]}"
+
+
+def run_code() -> RunCode:
+    """This process's code fingerprint, as the store records it with a run."""
+    fp = code_fingerprint()
+    return RunCode(fp.version, fp.source, fp.commit)
 
 
 def cell_rows(run: str, dataset: str, result: CellResult) -> list[ResultRow]:
@@ -75,8 +86,6 @@ class Runner:
         self.run_name = run_name or default_run_name(cfg)
         self.executor_args = dict(name=executor, workers=workers, ray_address=ray_address)
         if executor not in ("local", "ray"):
-            from ..errors import ConfigError
-
             raise ConfigError(f"unknown executor {executor!r}; valid: local, ray")
 
     @property
@@ -86,34 +95,32 @@ class Runner:
     def _dataset_name(self, cell: Cell) -> str:
         return self.bench.dataset(cell.setting).name
 
-    def run(self) -> RunResult:
-        from ..report.build import build_run_report  # the report is the layer above; imported when used
+    def setting_infos(self) -> list[SettingInfo]:
+        """What the report says of each (dataset, model) setting (the datasets are loaded already, by ``check``)."""
+        infos = []
+        for index, (_, model) in enumerate(self.bench.settings):
+            ds = self.bench.dataset(index)
+            infos.append(SettingInfo(index, ds.name, model, ds.summary(), tuple(ds.classes), tuple(ds.input_shape)))
+        return infos
 
+    def run(self) -> RunResult:
+        """Compute every cell not finished yet and commit it; the report is written by the layer above."""
         start = time.perf_counter()
         self.log(f"run {self.run_name}: {len(self.cells)} cells, device {self.bench.device}")
+        code = run_code()
         with ResultsStore(self.output_dir / "results.sqlite") as store:
-            store.start_or_resume(self.run_name, self.cfg.model_dump(mode="json"))
             done = store.finished_cells(self.run_name)
+            _check_same_code(self.run_name, store.run_code(self.run_name), code, bool(done))
+            store.start_or_resume(self.run_name, self.cfg.model_dump(mode="json"), code, self.setting_infos())
             todo = [c for c in self.cells if c.id not in done]
             if done:
                 self.log(f"  resuming: {len(self.cells) - len(todo)} of {len(self.cells)} cells already finished")
             stage_seconds = self._compute(todo, store)
             rows = store.rows(self.run_name)
             seconds = time.perf_counter() - start
-            md, page = build_run_report(
-                self.directory, self.run_name, self.cfg, self.bench, rows, self.cells, seconds, stage_seconds
-            )
-            store.finish_run(self.run_name)
+            store.finish_run(self.run_name, seconds=seconds if todo else None, stage_seconds=stage_seconds)
         return RunResult(
-            self.run_name,
-            self.directory,
-            md,
-            page,
-            rows,
-            seconds,
-            len(todo),
-            len(self.cells) - len(todo),
-            stage_seconds,
+            self.run_name, self.directory, rows, seconds, len(todo), len(self.cells) - len(todo), stage_seconds
         )
 
     def _compute(self, todo: list[Cell], store: ResultsStore) -> dict[str, float]:
@@ -156,7 +163,12 @@ class Runner:
 
 def _describe(result: CellResult) -> str:
     c = result.cell
-    what = {"clean": "clean model", "attack": c.attack, "defense": f"{c.defense} on {c.attack}"}[c.kind]
+    what = {
+        "clean": "clean model",
+        "attack": c.attack,
+        "defense": f"{c.defense} on {c.attack}",
+        "study": f"study {c.defense} on {'the clean model' if c.attack == 'none' else c.attack}",
+    }[c.kind]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if k != "seconds")
     return f"{c.dataset}/{c.model} seed {c.seed}: {what}: {shown} ({result.seconds:.1f} s)"
 
@@ -190,6 +202,20 @@ class _Bar:
             self.progress.stop()
 
 
+def _check_same_code(run: str, recorded: RunCode | None, code: RunCode, has_cells: bool) -> None:
+    """Refuse to resume ``run`` when its finished cells were computed by other model-determining code (or by a
+    version that did not record it): they would be stale results."""
+    if not has_cells or (recorded is not None and recorded.source_hash == code.source_hash):
+        return
+    was = (
+        f"model sources sha256 {recorded.source_hash[:12]}" if recorded and recorded.source_hash else "unrecorded code"
+    )
+    raise ConfigError(
+        f"run {run!r} holds cells computed by other code ({was}; now {code.source_hash[:12]}): its results cannot be "
+        "reused; give another --run-name (the default name follows the code)"
+    )
+
+
 def run_experiment(cfg: ExperimentConfig, output_dir: str | Path = "runs", **kwargs) -> RunResult:
-    """Validate, run and report ``cfg``; see :class:`Runner`."""
+    """Validate and run ``cfg``; see :class:`Runner`. The report: :func:`backdoorlab.report.write_run_report`."""
     return Runner(cfg, output_dir, **kwargs).run()

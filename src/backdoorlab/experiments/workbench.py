@@ -20,6 +20,7 @@ from .cache import ModelCache, cache_key
 from .config import ExperimentConfig
 from .grid import Cell, settings
 from .population import attack_with_target
+from .study_cells import run_study_cell
 
 
 @dataclass
@@ -152,6 +153,8 @@ class Workbench:
             )
         elif cell.kind == "attack":
             metrics, artifacts = self._attack_cell(cell)
+        elif cell.kind == "study":
+            metrics, artifacts = run_study_cell(self, cell)
         else:
             metrics, artifacts = self._defense_cell(cell)
         seconds = time.perf_counter() - start

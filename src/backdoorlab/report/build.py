@@ -1,4 +1,9 @@
-"""Assemble the report of one run from the results store and the cells' saved artifacts."""
+"""Assemble the report of one run from the results store and the cells' saved artifacts.
+
+:func:`write_run_report` is the entry point (``backdoorlab run`` calls it after the run, ``backdoorlab report RUN``
+alone): everything comes from ``results.sqlite`` (the rows, the config, each setting's dataset summary and class
+names, the code fingerprint, the run's times) and the cells' artifacts; no dataset is loaded and no model built.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..defenses import DefenseOutcome
+from ..errors import ConfigError
 from ..experiments.artifacts import artifact_path, load_artifacts
-from ..experiments.config import ExperimentConfig
-from ..experiments.grid import Cell
-from ..experiments.store import ResultRow
+from ..experiments.config import ExperimentConfig, parse_config
+from ..experiments.grid import Cell, expand_cells
+from ..experiments.store import ResultRow, ResultsStore, RunCode, SettingInfo
 from ..utils.files import write_atomic
 from .inspection import population_section, populations_from_records
 from .plots import ExampleSet, examples_figure
@@ -25,7 +31,8 @@ from .tables import Table, detection_table, group_values, main_table, matrix_tab
 
 @dataclass(frozen=True)
 class DefenseRecord:
-    """One evaluated (model, defense) cell, as the defense-specific report sections receive it."""
+    """One evaluated (model, defense) or (model, study) cell, as the method-specific report sections receive it:
+    ``method`` is the defense's or the study's registered name, ``defense`` its label."""
 
     attack: str
     defense: str
@@ -87,13 +94,13 @@ def _examples(directory: Path, cells: Sequence[Cell], first_seed: int) -> list[t
 
 
 def _defense_records(directory: Path, cells: Sequence[Cell], cfg: ExperimentConfig, rows: Sequence[ResultRow]):
-    methods = {label: d.name for label, d in cfg.build_defenses()}
+    methods = {label: d.name for label, d in [*cfg.build_defenses(), *cfg.build_studies()]}
     metrics: dict[tuple, dict[str, float]] = {}
     for r in rows:
         metrics.setdefault((r.model, r.attack, r.defense, r.seed), {})[r.metric] = r.value
     records = []
     for cell in cells:
-        if cell.kind != "defense":
+        if cell.kind not in ("defense", "study"):
             continue
         m = metrics.get((cell.model, cell.attack, cell.defense, cell.seed))
         if m is None:
@@ -132,37 +139,20 @@ def build_run_report(
     directory: Path,
     run: str,
     cfg: ExperimentConfig,
-    bench,
+    settings: Sequence[SettingInfo],
     rows: Sequence[ResultRow],
     cells: Sequence[Cell],
     seconds: float,
     stage_seconds: dict[str, float],
+    code: RunCode | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html``, ``results.csv``, ``results.json`` and the figures into ``directory``.
 
-    ``bench`` is the run's :class:`~backdoorlab.experiments.workbench.Workbench` (for dataset descriptions).
+    ``settings``: what the store recorded of each (dataset, model) setting (empty for a run recorded before it
+    did: the datasets are then named only); ``code``: the code that computed the run, when recorded.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    seeds = seeds_of(rows)
-    t = cfg.training
-    described = []
-    for index, (_, model) in enumerate(bench.settings):
-        described.append(f"{bench.dataset(index).summary()}; model {model}")
-    setting = Section(
-        "Setting",
-        paragraphs=[
-            "; ".join(described) + ".",
-            f"Training: {t.optimizer} lr {t.lr}, {t.epochs} epochs, batch {t.batch_size}, schedule {t.schedule}, "
-            f"random shift {t.augment_shift} px. Seeds {seeds}. Wall time {seconds:.0f} s.",
-            "Attacks: "
-            + "; ".join(
-                f"{s.display} = {s.name} {s.params}{' sweep ' + str(s.sweep) if s.sweep else ''}" for s in cfg.attacks
-            )
-            + ".",
-            "Defenses: " + ("; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.defenses) or "none") + ".",
-        ],
-    )
-    sections = [setting]
+    sections = [_setting_section(cfg, settings, rows, seconds, code)]
     matrix = matrix_table(rows)
     if cfg.defenses and matrix.rows:
         sections.append(
@@ -170,7 +160,9 @@ def build_run_report(
                 "Attack × defense matrix",
                 paragraphs=[
                     "Clean accuracy / attack success rate on the test split after each defense, in %, mean over "
-                    "seeds. Repairs change the model; 'none' is the undefended model."
+                    "seeds. Repairs change the model; 'none' is the undefended model. Repair cells add BackdoorBench's "
+                    "defense effectiveness rate, DER = [max(0, ΔASR) − max(0, ΔCA) + 1] / 2 in %, and are coloured by "
+                    "it: red at 50 and below (no better than doing nothing), green at 100 (ASR gone, no accuracy lost)."
                 ],
                 tables=[matrix],
             )
@@ -193,7 +185,9 @@ def build_run_report(
                 "Input detectors",
                 paragraphs=[
                     "Thresholds chosen on the clean val split only. Detection rate on triggered test inputs; "
-                    "false positives on clean test inputs; ROC-AUC with triggered inputs as positives."
+                    "false positives on clean test inputs; ROC-AUC and PR-AUC with triggered inputs as positives. "
+                    "TPR at 1% / 5% FPR: the detection rate at the threshold that flags that share of the clean test "
+                    "inputs (a point of the ROC curve, not the calibrated threshold)."
                 ],
                 tables=[detection],
             )
@@ -201,12 +195,13 @@ def build_run_report(
     others = other_metrics_table(rows)
     if others.rows:
         sections.append(Section("Other defense figures", paragraphs=["Mean over seeds."], tables=[others]))
-    table1 = table1_section(
-        rows,
-        [(label, a.name) for label, a in cfg.build_attacks()],
-        [(label, d.name) for label, d in cfg.build_defenses()],
-    )
-    sections += [table1] if table1 is not None else []
+    if any(study.name == "fine_pruning_table1" for _, study in cfg.build_studies()):
+        table1 = table1_section(
+            rows,
+            [(label, a.name) for label, a in cfg.build_attacks()],
+            [(label, d.name) for label, d in cfg.build_defenses()],
+        )
+        sections += [table1] if table1 is not None else []
     records = _defense_records(directory, cells, cfg, rows)
     sections += defense_sections(records, directory)
     if cfg.population is not None or len(cfg.seeds) >= 3:  # model-level rates mean little over fewer models
@@ -216,9 +211,65 @@ def build_run_report(
     examples = _examples(directory, cells, min(cfg.seeds))
     if examples:
         fig = directory / "examples.png"
-        names = list(bench.dataset(0).classes) if len({d for d, _ in examples}) == 1 else None
+        names = list(settings[0].classes) if settings and len({d for d, _ in examples}) == 1 else None
         examples_figure([e for _, e in examples], fig, names)
         sections.append(Section("Example images", figures=[fig]))
     sections.append(Section("Run times", tables=[_timing_table(rows, stage_seconds)]))
     write_tables(directory, rows)
     return write_report(directory, f"backdoorlab run {run}", headline(rows), sections)
+
+
+def _setting_section(
+    cfg: ExperimentConfig,
+    settings: Sequence[SettingInfo],
+    rows: Sequence[ResultRow],
+    seconds: float,
+    code: RunCode | None,
+) -> Section:
+    if settings:
+        described = [f"{s.summary}; model {s.model}" for s in settings]
+    else:  # recorded before the store kept the settings
+        described = [f"{d.name}; model {m}" for d in cfg.datasets for m in cfg.models]
+    t = cfg.training
+    attacks = "; ".join(
+        f"{s.display} = {s.name} {s.params}{' sweep ' + str(s.sweep) if s.sweep else ''}" for s in cfg.attacks
+    )
+    paragraphs = [
+        "; ".join(described) + ".",
+        f"Training: {t.optimizer} lr {t.lr}, {t.epochs} epochs, batch {t.batch_size}, schedule {t.schedule}, "
+        f"random shift {t.augment_shift} px. Seeds {seeds_of(rows)}. Wall time {seconds:.0f} s.",
+        f"Attacks: {attacks or 'none'}.",
+        "Defenses: " + ("; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.defenses) or "none") + ".",
+    ]
+    if cfg.studies:
+        paragraphs.append("Studies: " + "; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.studies) + ".")
+    paragraphs.append(f"Code: {describe_code(code)}.")
+    return Section("Setting", paragraphs=paragraphs)
+
+
+def describe_code(code: RunCode | None) -> str:
+    """``backdoorlab 0.1.0, model sources sha256 3f2a9c01d4e5, git commit 20258fb1c0de`` (what was recorded)."""
+    if code is None or code.source_hash is None:
+        return "not recorded (a run stored before runs recorded their code)"
+    text = f"backdoorlab {code.version}, model sources sha256 {code.source_hash[:12]}"
+    return text + (f", git commit {code.commit[:12]}" if code.commit else ", not run from a git checkout")
+
+
+def write_run_report(run: str, output_dir: str | Path = "runs") -> tuple[Path, Path]:
+    """Write the report of ``run`` from ``output_dir/results.sqlite`` into ``output_dir/run``; (report.md,
+    report.html). Raises ConfigError when there is no database or no such run."""
+    db = Path(output_dir) / "results.sqlite"
+    if not db.is_file():
+        raise ConfigError(f"{db}: no results database (run `backdoorlab run` first, or pass --output)")
+    with ResultsStore(db) as store:
+        config = store.run_config(run)
+        if config is None:
+            names = ", ".join(r for r, _, _ in store.runs()[:10]) or "(none)"
+            raise ConfigError(f"no run named {run!r} in {db}; runs: {names}")
+        rows, settings, code = store.rows(run), store.settings(run), store.run_code(run)
+        seconds, stage_seconds = store.run_times(run)
+        if seconds is None:
+            seconds = sum(store.finished_cells(run).values())
+    cfg = parse_config(config, f"config of run {run}")
+    cells = expand_cells(cfg)
+    return build_run_report(Path(output_dir) / run, run, cfg, settings, rows, cells, seconds, stage_seconds, code)

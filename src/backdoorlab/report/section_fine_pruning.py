@@ -1,4 +1,5 @@
-"""Report section of Fine-Pruning, and the layout of the paper's Table 1 (Liu, Dolan-Gavitt, Garg 2018).
+"""Report section of Fine-Pruning, and the layout of the paper's Table 1 (Liu, Dolan-Gavitt, Garg 2018), the study
+``fine_pruning_table1`` (:mod:`backdoorlab.studies.fine_pruning_table1` picks its columns).
 
 Table 1 of the paper: one row per dataset/model; column groups for the baseline attack and the pruning-aware
 attack; within each, the defenses None / Fine-Tuning / Fine-Pruning; each cell ``cl`` (clean accuracy) and ``bd``
@@ -8,33 +9,15 @@ seeds, in %.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..experiments.store import ResultRow
+from ..studies.fine_pruning_table1 import ATTACK_TITLES, DEFENSE_TITLES, label_columns, table1_columns
 from .render import Section
 from .section_pruning import pruning_section
 from .sections import SECTION_BUILDERS
 from .tables import Table, format_cell, group_values
-
-# Attack and defense labels recognised by default (a label may carry a sweep tag, e.g. ``fine_tuning[lr=0.05]``).
-ATTACK_TITLES = (("badnets", "Baseline"), ("pruning_aware", "Pruning-aware"))
-DEFENSE_TITLES = (("none", "None"), ("fine_tuning", "Fine-Tuning"), ("fine_pruning", "Fine-Pruning"))
-
-
-def _base(label: str) -> tuple[str, str]:
-    """``fine_tuning[lr=0.05]`` -> (``fine_tuning``, `` [lr=0.05]``)."""
-    m = re.fullmatch(r"([^\[]+)(\[.*\])?", label)
-    return (m.group(1), f" {m.group(2)}" if m and m.group(2) else "") if m else (label, "")
-
-
-def _columns(labels: Sequence[str], titles: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(title, label) of the labels whose base name is in ``titles``, in the order of ``titles``."""
-    out = []
-    for name, title in titles:
-        out += [(title + tag, label) for label in labels for base, tag in [_base(label)] if base == name]
-    return out
 
 
 def fine_pruning_table(
@@ -54,9 +37,9 @@ def fine_pruning_table(
     grouped = group_values(rows)
     attack_labels = list(dict.fromkeys(k[2] for k in grouped))
     defense_labels = list(dict.fromkeys(k[3] for k in grouped))
-    attacks = list(attacks) if attacks is not None else _columns(attack_labels, ATTACK_TITLES)
+    attacks = list(attacks) if attacks is not None else label_columns(attack_labels, ATTACK_TITLES)
     attacks = [(t, a) for t, a in attacks if a in attack_labels]
-    defenses = list(defenses) if defenses is not None else _columns(defense_labels, DEFENSE_TITLES)
+    defenses = list(defenses) if defenses is not None else label_columns(defense_labels, DEFENSE_TITLES)
     headers = ["dataset", "model"]
     for a_title, _ in attacks:
         for d_title, _ in defenses:
@@ -75,16 +58,10 @@ def fine_pruning_table(
 def table1_section(
     rows: Sequence[ResultRow], attacks: Sequence[tuple[str, str]], defenses: Sequence[tuple[str, str]]
 ) -> Section | None:
-    """The paper's Table 1 for a run: ``attacks`` and ``defenses`` are the run's (label, registered name) pairs.
-    Columns: every BadNets-style attack ("Baseline") and pruning-aware attack, under None / Fine-Tuning /
-    Fine-Pruning. None when the run has no fine-tuning or fine-pruning defense, or neither attack."""
-    titles = dict(ATTACK_TITLES)
-    chosen_attacks = [(f"{titles[name]} ({label})", label) for label, name in attacks if name in titles]
-    chosen_defenses = [("None", "none")] + [
-        (f"{dict(DEFENSE_TITLES)[name]}{_base(label)[1] if label.startswith(name) else f' ({label})'}", label)
-        for label, name in defenses
-        if name in ("fine_tuning", "fine_pruning")
-    ]
+    """The study ``fine_pruning_table1`` of a run: ``attacks`` and ``defenses`` are the run's (label, registered
+    name) pairs; the study picks the columns (:func:`~backdoorlab.studies.fine_pruning_table1.table1_columns`).
+    None when the run has no fine-tuning or fine-pruning defense, or neither attack."""
+    chosen_attacks, chosen_defenses = table1_columns(attacks, defenses)
     if not chosen_attacks or len(chosen_defenses) == 1:
         return None
     table = fine_pruning_table(rows, attacks=chosen_attacks, defenses=chosen_defenses)

@@ -11,8 +11,9 @@ The protocol of EvadeML-Zoo (``main.py``, ``detections/base.py``; methods.md sec
    only when it hits its target), overall detection rate on all of them together, FPR on the legitimate inputs,
    and ROC-AUC of legitimate inputs against successful adversarial examples (failed ones left out).
 
-Scores come from :class:`~.feature_squeezing.FeatureSqueezing` (L1 distance between the softmax of an input and of
-its squeezed version; a configuration of several squeezers takes the maximum).
+Scores come from the Feature Squeezing detector
+(:class:`~backdoorlab.defenses.input_detectors.feature_squeezing.FeatureSqueezing`: L1 distance between the softmax
+of an input and of its squeezed version; a configuration of several squeezers takes the maximum).
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from ...adversarial import SQUEEZERS, AdversarialExamples, StudyAttack, preset_for_channels, study_attacks
-from ...data import Split
-from ...metrics import flag_rate, roc_auc, threshold_for_rate
-from ...models import predict
-from ...utils.progress import track
-from ...utils.seeding import make_generator
-from ..base import DEFENSES, Defense, DefenseKind, DefenseOutcome
-from .feature_squeezing import FeatureSqueezing
-from .squeezers import parse_squeezer
+from ..adversarial import SQUEEZERS, AdversarialExamples, StudyAttack, preset_for_channels, study_attacks
+from ..data import Split
+from ..defenses.input_detectors.feature_squeezing import FeatureSqueezing
+from ..defenses.input_detectors.squeezers import parse_squeezer
+from ..metrics import flag_rate, roc_auc, threshold_for_rate
+from ..models import predict
+from ..utils.progress import track
+from ..utils.seeding import make_generator
+from .base import STUDIES, Study, StudyModels, StudyOutcome
 
 
 def configuration_name(squeezers: list[str]) -> str:
@@ -91,19 +92,19 @@ def configuration_results(scores: torch.Tensor, dset: DetectionSet, n_attacks: i
     }
 
 
-@DEFENSES.register("fs_adversarial")
-class FSAdversarial(Defense):
-    """Feature Squeezing's detection-rate table against adversarial examples, on a clean model.
+@STUDIES.register("fs_adversarial")
+class FSAdversarial(Study):
+    """Feature Squeezing's detection-rate table against adversarial examples, on the clean model of each setting
+    and seed (the study needs no backdoor).
 
-    ``evaluate(model, None, ctx)`` attacks ``model`` with the study's attacks (:mod:`backdoorlab.adversarial`, ART)
+    ``run(model, None, ctx)`` attacks ``model`` with the study's attacks (:mod:`backdoorlab.adversarial`, ART)
     and runs the protocol of the module doc for each single squeezer and the joint detector. Rows:
     ``detection_rate[<configuration>][<attack>]``, ``overall_detection_rate[...]``, ``fpr[...]``, ``roc_auc[...]``,
     ``threshold[...]`` per configuration (``bit_depth_1+median_2x2``); the joint detector's figures also as plain
     ``tpr`` (its overall detection rate), ``fpr``, ``roc_auc``, ``threshold``; per attack ``success_rate[...]``,
     ``successful_test[...]`` (successful examples in the measured half), ``mean_l2[...]``, ``mean_linf[...]``,
     ``mean_l0[...]`` (fraction of changed values) and ``attack_seconds[...]``; and ``attacked``, ``legitimate``.
-    The artifact ``table`` holds the whole table. On a backdoored model (``backdoor`` not None) it returns no rows:
-    the study is about adversarial examples, which need no backdoor.
+    The artifact ``table`` holds the whole table.
 
     Parameters:
 
@@ -124,7 +125,7 @@ class FSAdversarial(Defense):
     """
 
     name: ClassVar[str] = "fs_adversarial"
-    kind: ClassVar[DefenseKind] = "input_detector"
+    runs_on: ClassVar[tuple[StudyModels, ...]] = ("clean",)
 
     n: int = Field(100, ge=2, le=100_000, description="correctly classified test inputs to attack")
     preset: Literal["auto", "mnist", "cifar10"] = "auto"
@@ -160,10 +161,8 @@ class FSAdversarial(Defense):
         singles, joint = SQUEEZERS[preset]
         return [[s] for s in dict.fromkeys(self.squeezers or singles)] + [list(dict.fromkeys(self.joint or joint))]
 
-    def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        """The table on ``model`` (see the class doc); no rows when ``backdoor`` is not None."""
-        if backdoor is not None:
-            return DefenseOutcome({}, {})
+    def run(self, model, backdoor, ctx) -> StudyOutcome:
+        """The table on the clean ``model`` (see the class doc); ``backdoor`` is unused (always None here)."""
         ds = ctx.dataset
         preset = self.preset if self.preset != "auto" else preset_for_channels(ds.input_shape[0])
         columns = study_attacks(preset, self.attacks, self.attack_params)  # type: ignore[arg-type]
@@ -214,7 +213,7 @@ class FSAdversarial(Defense):
         scoring_seconds: float,
         per_squeezer: torch.Tensor,
         names: list[str],
-    ) -> DefenseOutcome:
+    ) -> StudyOutcome:
         metrics: dict[str, float] = {"attacked": float(len(x)), "legitimate": float(int(dset.legitimate.sum()))}
         measured = ~dset.first_half & dset.success
         for i, (column, result) in enumerate(zip(columns, results, strict=True)):
@@ -262,4 +261,4 @@ class FSAdversarial(Defense):
             "success": dset.success,
             "first_half": dset.first_half,
         }
-        return DefenseOutcome(metrics, artifacts)
+        return StudyOutcome(metrics, artifacts)
