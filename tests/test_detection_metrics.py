@@ -105,9 +105,22 @@ def test_detection_matrix_table_averages_seeds_in_percent():
         _record("none", "strip", 0, detection_metrics(clean, None, 0.3)),
     ]
     table = detection_matrix_table(records)
-    assert table.headers == ["detector", "badnets: detection", "FPR", "ROC-AUC"]
-    # FPR: badnets' mean over seeds (0.125) and the clean model's (0.25), averaged; AUC 15 of 16 pairs ordered
-    assert table.rows == [["strip", "75.0", "18.8", "93.8"]]
+    assert table.headers == [
+        "detector",
+        "badnets: detection",
+        "FPR",
+        "ROC-AUC",
+        "PR-AUC",
+        "TPR at 1% FPR",
+        "TPR at 5% FPR",
+    ]
+    # FPR: badnets' mean over seeds (0.125) and the clean model's (0.25), averaged; AUC 15 of 16 pairs ordered;
+    # PR-AUC 0.95 and TPR 3 of 4 at both FPRs (see test_detection_metrics_rows_with_and_without_attacked_scores)
+    assert table.rows == [["strip", "75.0", "18.8", "93.8", "95.0", "75.0", "75.0"]]
+    # records of an older run, without the new rows: the table keeps its old columns
+    old = [_record("badnets", "strip", 0, {"fpr": 0.02, "tpr": 0.9, "roc_auc": 0.97, "threshold": 0.1})]
+    assert detection_matrix_table(old).headers == ["detector", "badnets: detection", "FPR", "ROC-AUC"]
+    assert detection_matrix_table(old).rows == [["strip", "90.0", "2.0", "97.0"]]
 
 
 def test_pr_auc_is_average_precision_by_hand():

@@ -186,6 +186,9 @@ def test_evaluate_rows_on_a_trained_tiny_backdoor(digits, fast_training):
         "fpr",
         "tpr",
         "roc_auc",
+        "pr_auc",
+        "tpr_at_1pct_fpr",
+        "tpr_at_5pct_fpr",
         "threshold",
         "entropy_boundary",
         "clean_entropy_mean",
@@ -213,7 +216,15 @@ def test_evaluate_on_a_clean_model_and_the_report_section(tmp_path):
     assert "tpr" not in records[0].outcome.metrics and records[0].outcome.artifacts["attacked_scores"] is None
     assert records[1].outcome.metrics["tpr"] == 1.0
     section = strip_section(records, tmp_path)
-    assert section.tables[0].headers == ["detector", "corner: detection", "FPR", "ROC-AUC"]
+    assert section.tables[0].headers == [
+        "detector",
+        "corner: detection",
+        "FPR",
+        "ROC-AUC",
+        "PR-AUC",
+        "TPR at 1% FPR",
+        "TPR at 5% FPR",
+    ]
     assert section.tables[0].rows[0][1] == "100.0"
     assert [r[:2] + r[-1:] for r in section.tables[1].rows] == [["strip", "none", "–"], ["strip", "corner", "0.0"]]
     assert section.figures[0].name == "strip_entropy_strip.png" and section.figures[0].stat().st_size > 5000

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from ..metrics import detection_matrix  # noqa: E402
 from ..utils.files import save_with  # noqa: E402
-from .tables import Table  # noqa: E402
+from .tables import OPTIONAL_DETECTION_COLUMNS, Table  # noqa: E402
 
 
 def _setting(records: Sequence) -> Callable[[object], str]:
@@ -51,10 +51,24 @@ def percent(value: float) -> str:
 def detection_matrix_table(records: Sequence) -> Table:
     """Rows: detector configuration; columns: attacks (detection rate = TPR on triggered test inputs), then
     FPR on clean test inputs (mean over every model scored, the clean one included) and ROC-AUC (mean over
-    attacks); in %, means over seeds."""
-    attacks, rows = detection_matrix(mean_metrics(records))
-    body = [[config, *(percent(t) for t in tprs), percent(fpr), percent(auc)] for config, tprs, fpr, auc in rows]
-    return Table(["detector", *(f"{a}: detection" for a in attacks), "FPR", "ROC-AUC"], body)
+    attacks), then PR-AUC and TPR at 1% / 5% FPR (means over attacks) where the records have them; in %, means
+    over seeds."""
+    cells = mean_metrics(records)
+    attacks, rows = detection_matrix(cells)
+    extra = [
+        (m, title) for m, title in OPTIONAL_DETECTION_COLUMNS if any(m in c for p in cells.values() for c in p.values())
+    ]
+    body = []
+    for config, tprs, fpr, auc in rows:
+        means = [_mean_over_attacks(cells[config], m) for m, _ in extra]
+        body.append([config, *(percent(t) for t in tprs), percent(fpr), percent(auc), *(percent(v) for v in means)])
+    headers = ["detector", *(f"{a}: detection" for a in attacks), "FPR", "ROC-AUC", *(t for _, t in extra)]
+    return Table(headers, body)
+
+
+def _mean_over_attacks(per_attack: dict[str, dict[str, float]], metric: str) -> float:
+    values = [m[metric] for m in per_attack.values() if metric in m and not math.isnan(m[metric])]
+    return sum(values) / len(values) if values else math.nan
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import html
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..experiments.store import ResultRow
-from ..metrics import mean_ci
+from ..metrics import defense_effectiveness_rate, mean_ci, robust_improvement_rate
 
 # (metric, column title) shown in the main table, in this order.
 MAIN_COLUMNS = (
@@ -19,12 +19,17 @@ MAIN_COLUMNS = (
     ("robust_accuracy", "robust accuracy"),
     ("asr_on_clean_model", "trigger on clean model"),
 )
+# Repairs' rates (BackdoorBench), in the main table where some cell has them.
+REPAIR_RATE_COLUMNS = (("der", "DER"), ("rir", "RIR"))
 
 
 @dataclass(frozen=True)
 class Table:
+    """Headers and string cells; ``styles`` (same shape as ``rows``, "" for none) are inline CSS for the HTML."""
+
     headers: list[str]
     rows: list[list[str]]
+    styles: list[list[str]] | None = None
 
     def markdown(self) -> str:
         lines = ["| " + " | ".join(self.headers) + " |", "|" + "|".join("---" for _ in self.headers) + "|"]
@@ -33,7 +38,16 @@ class Table:
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        styles = self.styles or [[""] * len(r) for r in self.rows]
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f'<td style="{html.escape(css)}">{html.escape(c)}</td>' if css else f"<td>{html.escape(c)}</td>"
+                for c, css in zip(r, st, strict=True)
+            )
+            + "</tr>"
+            for r, st in zip(self.rows, styles, strict=True)
+        )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -55,11 +69,16 @@ def group_values(rows: Sequence[ResultRow]) -> dict[tuple[str, str, str, str], d
     return grouped
 
 
-# Columns of the detection table (input detectors), in %.
+# Columns of the detection table (input detectors), in %; the optional ones only where some cell has them.
 DETECTION_COLUMNS = (
     ("tpr", "detection rate (TPR)"),
     ("fpr", "false positives (FPR / FRR)"),
     ("roc_auc", "ROC-AUC"),
+)
+OPTIONAL_DETECTION_COLUMNS = (
+    ("pr_auc", "PR-AUC"),
+    ("tpr_at_1pct_fpr", "TPR at 1% FPR"),
+    ("tpr_at_5pct_fpr", "TPR at 5% FPR"),
 )
 
 
@@ -74,36 +93,86 @@ def metric_table(rows: Sequence[ResultRow], columns: Sequence[tuple[str, str]], 
 
 
 def main_table(rows: Sequence[ResultRow]) -> Table:
-    """Clean accuracy, ASR and robust accuracy per (attack, defense) cell, mean ± 95% CI over seeds."""
-    return metric_table(rows, MAIN_COLUMNS, needs="clean_accuracy")
+    """Clean accuracy, ASR, robust accuracy, DER and RIR per (attack, defense) cell, mean ± 95% CI over seeds
+    (DER and RIR computed by :func:`with_repair_rates` where the run did not store them)."""
+    rows = with_repair_rates(rows)
+    present = {r.metric for r in rows}
+    columns = [*MAIN_COLUMNS, *(c for c in REPAIR_RATE_COLUMNS if c[0] in present)]
+    return metric_table(rows, columns, needs="clean_accuracy")
 
 
 def detection_table(rows: Sequence[ResultRow]) -> Table:
-    """Detection rate, FPR and ROC-AUC of the input detectors per (attack, defense) cell."""
-    return metric_table(rows, DETECTION_COLUMNS, needs="fpr")
+    """Detection rate, FPR and ROC-AUC of the input detectors per (attack, defense) cell, then PR-AUC and TPR at
+    1% / 5% FPR where any cell has those rows."""
+    present = {r.metric for r in rows}
+    columns = [*DETECTION_COLUMNS, *(c for c in OPTIONAL_DETECTION_COLUMNS if c[0] in present)]
+    return metric_table(rows, columns, needs="fpr")
 
 
 def seeds_of(rows: Sequence[ResultRow]) -> list[int]:
     return sorted({r.seed for r in rows})
 
 
+def with_repair_rates(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """``rows`` plus ``der`` and ``rir`` rows for the repair cells of each seed that lack them (runs stored before
+    the evaluator wrote them): before = the same (dataset, model, attack, seed) with defense ``none``, after = the
+    repair cell. A repair cell is one with ``clean_accuracy`` and ``asr``; RIR also needs ``robust_accuracy`` on
+    both sides."""
+    cells: dict[tuple[str, str, str, str, int], dict[str, ResultRow]] = defaultdict(dict)
+    for r in rows:
+        cells[(r.dataset, r.model, r.attack, r.defense, r.seed)][r.metric] = r
+    added = []
+    for (dataset, model, attack, defense, seed), after in cells.items():
+        before = cells.get((dataset, model, attack, "none", seed), {})
+        if defense == "none" or not {"clean_accuracy", "asr"} <= before.keys() & after.keys():
+            continue
+        ca = (before["clean_accuracy"].value, after["clean_accuracy"].value)
+        template = after["clean_accuracy"]
+        if "der" not in after:
+            der = defense_effectiveness_rate(*ca, before["asr"].value, after["asr"].value)
+            added.append(replace(template, metric="der", value=der))
+        if "rir" not in after and "robust_accuracy" in before and "robust_accuracy" in after:
+            rir = robust_improvement_rate(*ca, before["robust_accuracy"].value, after["robust_accuracy"].value)
+            added.append(replace(template, metric="rir", value=rir))
+    return [*rows, *added]
+
+
+def der_style(der: float) -> str:
+    """Background of a matrix cell by DER: red at 0.5 and below (no better than doing nothing), through yellow,
+    to green at 1 (ASR gone at no cost in clean accuracy); no colour for NaN."""
+    if math.isnan(der):
+        return ""
+    hue = 120 * min(1.0, max(0.0, (der - 0.5) / 0.5))
+    return f"background:hsl({hue:.0f},70%,80%)"
+
+
+def _mean(values: Sequence[float] | None) -> float:
+    kept = [v for v in values or [] if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
 def matrix_table(rows: Sequence[ResultRow]) -> Table:
-    """Rows (dataset, model, attack) x columns defense: ``CA / ASR`` in %, means over seeds."""
-    groups = group_values(rows)
+    """Rows (dataset, model, attack) x columns defense: ``CA / ASR`` in %, means over seeds; repair cells add
+    ``(DER x)`` in % and are coloured by it in the HTML (:func:`der_style`)."""
+    groups = group_values(with_repair_rates(rows))
     defenses = list(dict.fromkeys(d for (_, _, _, d), m in groups.items() if "clean_accuracy" in m))
-    lines: dict[tuple[str, str, str], dict[str, str]] = {}
+    with_der = {d for (_, _, _, d), m in groups.items() if "der" in m}
+    lines: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
     for (dataset, model, attack, defense), metrics in groups.items():
         if "clean_accuracy" not in metrics:
             continue
-        ca = sum(metrics["clean_accuracy"]) / len(metrics["clean_accuracy"])
-        asr = sum(metrics["asr"]) / len(metrics["asr"]) if metrics.get("asr") else None
-        cell = f"{ca * 100:.1f} / {asr * 100:.1f}" if asr is not None else f"{ca * 100:.1f} / –"
-        lines.setdefault((dataset, model, attack), {})[defense] = cell
-    body = [[*key, *(cells.get(d, "") for d in defenses)] for key, cells in lines.items()]
-    return Table(["dataset", "model", "attack", *(f"{d}: CA / ASR" for d in defenses)], body)
+        ca, asr, der = (_mean(metrics.get(m)) for m in ("clean_accuracy", "asr", "der"))
+        cell = f"{ca * 100:.1f} / " + ("–" if math.isnan(asr) else f"{asr * 100:.1f}")
+        cell += "" if math.isnan(der) else f" (DER {der * 100:.1f})"
+        lines.setdefault((dataset, model, attack), {})[defense] = (cell, der_style(der))
+    body = [[*key, *(cells.get(d, ("", ""))[0] for d in defenses)] for key, cells in lines.items()]
+    styles = [["", "", "", *(cells.get(d, ("", ""))[1] for d in defenses)] for cells in lines.values()]
+    headers = [f"{d}: CA / ASR (DER)" if d in with_der else f"{d}: CA / ASR" for d in defenses]
+    return Table(["dataset", "model", "attack", *headers], body, styles)
 
 
-SHOWN_ELSEWHERE = {m for m, _ in MAIN_COLUMNS} | {m for m, _ in DETECTION_COLUMNS} | {"threshold", "seconds"}
+_TABLE_COLUMNS = (*MAIN_COLUMNS, *REPAIR_RATE_COLUMNS, *DETECTION_COLUMNS, *OPTIONAL_DETECTION_COLUMNS)
+SHOWN_ELSEWHERE = {m for m, _ in _TABLE_COLUMNS} | {"threshold", "seconds"}
 
 
 def other_metrics_table(rows: Sequence[ResultRow]) -> Table:
