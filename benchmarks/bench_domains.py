@@ -6,7 +6,8 @@ runner (fresh output folder, so nothing comes from an earlier cache) and prints:
 - per domain: the clean model's accuracy, each backdoored model's clean accuracy and ASR (for traffic signs also
   the share of triggered stop signs read as the speed-limit target), and the wall time (per phase);
 - the three-domain Table 1 (None / Fine-Tuning / Fine-Pruning under the baseline and the pruning-aware attack),
-  the STRIP and Neural Cleanse rows on the same models, the paper's reference rows, and the findings;
+  the STRIP and Neural Cleanse rows on the same models, the paper's reference rows, and the findings (the domain
+  study, :mod:`backdoorlab.studies.domains`, laid out by :mod:`backdoorlab.report.table1`);
 - the targets: baseline backdoor ASR >= 0.95 with clean accuracy within 2 points of the clean model's, clean
   accuracy >= 0.85 (ORL) / 0.90 (FSDD, GTSRB), and the whole Table 1 with 3 seeds in under 60 minutes.
 
@@ -31,6 +32,7 @@ from backdoorlab.experiments.workbench import Workbench
 from backdoorlab.models import predict
 from backdoorlab.report import table1 as t1
 from backdoorlab.report.tables import group_values
+from backdoorlab.studies import domains as study
 
 from .common import bench_seeds, check, fmt, print_table
 
@@ -79,7 +81,7 @@ def summarise(domain: Domain, cfg: ExperimentConfig, result: RunResult, out_dir:
     g = {(k[2], k[3]): v for k, v in group_values(result.rows).items()}
     clean = g.get(("none", "none"), {}).get("clean_accuracy", [])
     table, checks = [], []
-    for title, label in t1.ATTACKS:
+    for title, label in study.ATTACKS:
         m = g.get((label, "none"), {})
         extra = ""
         if domain.key == GTSRB_CONFIG:
@@ -163,7 +165,7 @@ def main() -> bool:
                 *(f"{run.stage_seconds.get(p, 0):.0f}" for p in ("clean", "attack", "defense")),
             ]
         )
-        results.append(t1.DomainResults(domain.title, run.rows))
+        results.append(study.DomainResults(domain.title, run.rows))
     if not results:
         print("SKIPPED: no domain's data is present (see shared/data/README.md; set BENCH_DATA_DIR)")
         return True
@@ -187,7 +189,7 @@ def main() -> bool:
     print("\nNeural Cleanse: anomaly index (flagged when > 2)\n")
     print(t1.neural_cleanse_table(results).markdown())
     print("\nFindings:")
-    for line in t1.findings(results):
+    for line in study.findings(results):
         print(f"- {line}")
     if keep:
         (out_root / "table1.md").write_text(t1.markdown(results), encoding="utf-8")

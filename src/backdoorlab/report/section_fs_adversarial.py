@@ -1,4 +1,5 @@
-"""Report section of ``fs_adversarial``: Feature Squeezing's detection-rate table against adversarial examples.
+"""Report section of the study ``fs_adversarial`` (:mod:`backdoorlab.studies.fs_adversarial`): Feature Squeezing's
+detection-rate table against adversarial examples.
 
 The layout of the source's table (Xu et al., NDSS 2018, Table 4 as in ``reference/slides.txt``): one row per squeezer
 configuration with its threshold, then the best attack-specific single squeezer (per attack, the best of the single
