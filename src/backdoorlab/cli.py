@@ -1,4 +1,4 @@
-"""The ``backdoorlab`` command: ``run`` an experiment, ``list`` what is registered."""
+"""The ``backdoorlab`` command: ``run`` an experiment, ``list`` what is registered, ``describe`` a method."""
 
 from __future__ import annotations
 
@@ -217,23 +217,83 @@ def scan(
 app.command("inspect", help="Inspect a saved model (neural_cleanse, deepinspect); the same as `defend`.")(defend)
 
 
-@app.command("list")
-def list_methods() -> None:
-    """Print the registered datasets, models, attacks and defenses."""
-    from .attacks import ATTACKS
-    from .data import dataset_names
-    from .defenses import DEFENSES
-    from .models import MODELS
-    from .studies import STUDIES
+MethodName = Annotated[str | None, typer.Argument(help="a method's name: describe it (as `backdoorlab describe`)")]
 
-    for title, names in (
-        ("datasets", dataset_names()),
-        ("models", MODELS.names()),
-        ("attacks", ATTACKS.names()),
-        ("defenses", DEFENSES.names()),
-        ("studies", STUDIES.names()),
-    ):
+
+@app.command("list")
+def list_methods(name: MethodName = None) -> None:
+    """Print the registered datasets, models, attacks, defenses and triggers; with NAME, describe that method."""
+    if name is not None:
+        describe(name)
+        return
+    from .data import dataset_names
+    from .models import MODELS
+
+    families = [("datasets", dataset_names()), ("models", MODELS.names())]
+    families += [(_plural(registry.kind), registry.names()) for registry in _method_registries()]
+    for title, names in families:
         out.print(f"{title}: {', '.join(names) if names else '(none yet)'}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def describe(
+    name: Annotated[str, typer.Argument(help="a registered attack, defense, trigger, ... or `training`")],
+) -> None:
+    """Print a method's family, summary, and each parameter: type, default, allowed values, description."""
+    import difflib
+    import textwrap
+
+    from .registry import describe as parameters
+    from .registry import summary
+
+    name = name.replace("-", "_")
+    found = _methods_named(name)
+    if not found:
+        names = sorted({n for registry in _method_registries() for n in registry.names()} | {"training"})
+        close = [n for n in names if name in n] or difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        hint = f"close matches: {', '.join(close[:5])}" if close else "see `backdoorlab list` for every name"
+        raise BackdoorlabError(f"unknown method {name!r}; {hint}")
+    for i, (family, cls) in enumerate(found):
+        if i:
+            out.print("")
+        out.print(f"{name} ({family}): {summary(cls)}", highlight=False, markup=False, soft_wrap=True)
+        for p in parameters(cls):
+            allowed = f"; one of {', '.join(map(str, p.choices))}" if p.choices else ""
+            allowed += f"; range {p.range}" if p.range else ""
+            default = "required" if p.required else f"default {_shown(p.default)}"
+            out.print(f"  {p.name}: {p.type}, {default}{allowed}", highlight=False, markup=False, soft_wrap=True)
+            for line in textwrap.wrap(p.description or "(no description)", 100):
+                out.print(f"      {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _shown(value: object) -> str:
+    """A default as a user writes it in a config: ``0.1``, ``bottom-right``, ``[1.0, 5.0]``, ``None``."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return value if isinstance(value, str) else repr(value)
+
+
+def _method_registries() -> list:
+    """The registries of methods built from parameters, in the order `list` prints them."""
+    from .adversarial import ADVERSARIAL_ATTACKS
+    from .attacks import ATTACKS
+    from .defenses import DEFENSES
+    from .studies import STUDIES
+    from .triggers import TRIGGERS
+
+    return [ATTACKS, DEFENSES, TRIGGERS, ADVERSARIAL_ATTACKS, STUDIES]
+
+
+def _plural(kind: str) -> str:
+    return kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+
+
+def _methods_named(name: str) -> list[tuple[str, type]]:
+    """(family, class) of every method registered as ``name``; ``training`` is the training config."""
+    from .models import TrainingConfig
+
+    found = [(registry.kind, registry.get(name)) for registry in _method_registries() if name in registry]
+    return found + [("training config", TrainingConfig)] if name == "training" else found
 
 
 def main(argv: list[str] | None = None) -> int:

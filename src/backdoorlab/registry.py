@@ -81,7 +81,8 @@ class ParameterInfo:
     Attributes:
         name: the parameter's name (the key in a config or ``-p KEY=VALUE``).
         type: its type as written in Python (``float``, ``int | None``, ``list[str]``); ``str`` for choices.
-        default: its default value; None when ``required``.
+        default: its default value as plain data (a nested schema's: the fields it changes); None when
+            ``required``.
         required: True when the parameter has no default.
         range: the allowed interval from the schema's bounds (``(0, 1]``, ``>= 1``), or None.
         choices: the allowed values of a choice parameter, or None.
@@ -103,6 +104,8 @@ def describe(cls: type[BaseModel]) -> list[ParameterInfo]:
     for name, field in cls.model_fields.items():
         required = field.is_required()
         default = None if required else field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):  # a nested method's parameters: those that differ from its defaults
+            default = default.model_dump(exclude_defaults=True)
         infos.append(
             ParameterInfo(
                 name=name,

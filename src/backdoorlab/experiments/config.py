@@ -16,7 +16,7 @@ from ..defenses import DEFENSES, Defense
 from ..errors import ConfigError
 from ..models import MODELS, TrainingConfig
 from ..studies import STUDIES, Study
-from ..utils.validation import build_validated, describe_validation_error
+from ..utils.validation import describe_validation_error
 from .population import spread_targets
 
 
@@ -222,7 +222,7 @@ class ExperimentConfig(BaseModel):
 
 def _build(specs: list[MethodSpec], registry, kind: str) -> list:
     return [
-        (label, build_validated(registry.get(spec.name), params, where=f"{kind}[{i}] ({spec.name})"))
+        (label, registry.build(spec.name, params, where=f"{kind}[{i}] ({spec.name})"))
         for i, spec in enumerate(specs)
         for label, params in spec.expand()
     ]
