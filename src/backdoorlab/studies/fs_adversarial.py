@@ -106,19 +106,10 @@ class FSAdversarial(Study):
     ``mean_l0[...]`` (fraction of changed values) and ``attack_seconds[...]``; and ``attacked``, ``legitimate``.
     The artifact ``table`` holds the whole table.
 
-    Parameters:
-
-    - ``n``: inputs to attack (default 100, the study's ``nb_examples``);
-    - ``preset``: ``mnist``, ``cifar10`` or ``auto`` (``mnist`` for 1 channel, else ``cifar10``): which attacks,
-      parameters and squeezers of the study (:mod:`backdoorlab.adversarial.study`);
-    - ``attacks``: column keys to run (default: all of the preset's), e.g. ``[fgsm, bim, cw2_next]``;
-    - ``attack_params``: parameter overrides per column key or attack name, e.g. ``{cw2: {max_iter: 100}}``;
-    - ``squeezers`` / ``joint``: the single squeezers and the joint detector (default: the study's for the preset);
-    - ``fpr``: target false-positive rate on the legitimate first half (default 0.05, the study's);
-    - ``order``: ``shuffled`` (default) takes "the first" inputs of the test split in a random order drawn from the
-      run's seed, ``as_is`` in stored order. Departure: MNIST-5k's test split is sorted by class, so its first 100
-      inputs are all zeros; the study's MNIST test set is not sorted;
-    - ``batch_size``: inputs per forward pass when scoring.
+    Defaults are the study's: ``n`` 100 is its ``nb_examples``, ``fpr`` 0.05 its rate, and the attacks, their
+    parameters and the squeezers those of its preset (:mod:`backdoorlab.adversarial.study`). Departure (``order``):
+    MNIST-5k's test split is sorted by class, so its first 100 inputs are all zeros; the study's MNIST test set is
+    not sorted, hence ``shuffled`` by default.
 
     Departure (protocol): thresholds come from legitimate *test* inputs (the first half), as in the study, not from
     the ``val`` split the other detectors use; they never see the half they are measured on.
@@ -128,14 +119,31 @@ class FSAdversarial(Study):
     runs_on: ClassVar[tuple[StudyModels, ...]] = ("clean",)
 
     n: int = Field(100, ge=2, le=100_000, description="correctly classified test inputs to attack")
-    preset: Literal["auto", "mnist", "cifar10"] = "auto"
-    attacks: list[str] | None = Field(None, min_length=1)
-    attack_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    squeezers: list[str] | None = Field(None, min_length=1)
-    joint: list[str] | None = Field(None, min_length=2)
-    fpr: float = Field(0.05, ge=0, lt=1)
-    order: Literal["shuffled", "as_is"] = "shuffled"
-    batch_size: int = Field(256, ge=1)
+    preset: Literal["auto", "mnist", "cifar10"] = Field(
+        "auto",
+        description="whose attacks, attack parameters and squeezers: mnist, cifar10 or auto (mnist for 1-channel "
+        "images, else cifar10)",
+    )
+    attacks: list[str] | None = Field(
+        None, min_length=1, description="column keys to run, e.g. [fgsm, bim, cw2_next]; None: all of the preset's"
+    )
+    attack_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="parameter overrides per column key or attack name, e.g. {cw2: {max_iter: 100}}",
+    )
+    squeezers: list[str] | None = Field(
+        None, min_length=1, description="the single squeezers measured; None: the preset's"
+    )
+    joint: list[str] | None = Field(
+        None, min_length=2, description="the squeezers of the joint detector; None: the preset's"
+    )
+    fpr: float = Field(0.05, ge=0, lt=1, description="target false-positive rate on the legitimate first half")
+    order: Literal["shuffled", "as_is"] = Field(
+        "shuffled",
+        description="shuffled: 'the first' inputs of the test split in a random order drawn from the run's seed; "
+        "as_is: in stored order",
+    )
+    batch_size: int = Field(256, ge=1, description="inputs per forward pass when scoring")
 
     @field_validator("squeezers", "joint")
     @classmethod
