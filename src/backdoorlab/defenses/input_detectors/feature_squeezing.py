@@ -16,6 +16,7 @@ from ...data import Split
 from ..base import DEFENSES
 from .calibrated import CalibratedDetector, check_images
 from .outputs import model_log_probabilities
+from .squeezers import FORMS as SQUEEZER_FORMS
 from .squeezers import Squeezer, parse_squeezer
 
 
@@ -28,14 +29,9 @@ class FeatureSqueezing(CalibratedDetector):
     ``fpr`` of them score above it, by EvadeML's rule (sorted clean scores, index ceil(N (1 - fpr)) - 1;
     see :func:`backdoorlab.metrics.threshold_for_rate`); ``predict`` flags ``score > threshold_``.
 
-    Parameters:
-
-    - ``squeezers``: names as in :mod:`.squeezers` (``bit_depth_B``, ``median_HxW``, ``nlm_S-T-H``). Default
-      ``[bit_depth_1, median_2x2]``, the paper's MNIST joint detector; for CIFAR-10 the paper uses
-      ``[bit_depth_5, median_2x2, nlm_13-3-2]`` and for ImageNet ``[bit_depth_5, median_2x2, nlm_11-3-4]``.
-    - ``fpr``: target false-positive rate on clean inputs (default 0.05, the paper's).
-    - ``output``: ``logits`` (also right for log-probability outputs) or ``probabilities``.
-    - ``batch_size``: inputs squeezed and sent through the model at once (default 512; bounds memory).
+    Defaults: the squeezers are the paper's MNIST joint detector; for CIFAR-10 the paper uses
+    ``[bit_depth_5, median_2x2, nlm_13-3-2]`` and for ImageNet ``[bit_depth_5, median_2x2, nlm_11-3-4]``. FPR 0.05
+    is the paper's.
 
     Departure: the paper calibrates on the legitimate half of its detection set (training-split images); we
     calibrate on the clean set given to ``fit`` (the dataset's ``val`` split in experiments).
@@ -43,9 +39,13 @@ class FeatureSqueezing(CalibratedDetector):
 
     name: ClassVar[str] = "feature_squeezing"
 
-    squeezers: list[str] = Field(default_factory=lambda: ["bit_depth_1", "median_2x2"], min_length=1)
+    squeezers: list[str] = Field(
+        default_factory=lambda: ["bit_depth_1", "median_2x2"],
+        min_length=1,
+        description=f"the squeezers of the joint detector, each one of: {SQUEEZER_FORMS}",
+    )
     fpr: float = Field(0.05, ge=0, lt=1, description="target false-positive rate on clean inputs")
-    batch_size: int = Field(512, ge=1, description="inputs per forward pass")
+    batch_size: int = Field(512, ge=1, description="inputs squeezed and sent through the model at once")
 
     _squeezers: list[Squeezer] = PrivateAttr(default_factory=list)
 

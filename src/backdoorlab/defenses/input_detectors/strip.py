@@ -34,20 +34,11 @@ class STRIP(CalibratedDetector):
     fit puts the boundary at or below 0 bits nothing can be flagged (the paper meets this on MNIST at FRR
     0.5%); ``fit`` warns.
 
-    Parameters (defaults from the paper unless said):
-
-    - ``n_overlays`` N (default 100, every table of the paper);
-    - ``frr``: target false-rejection rate of clean inputs (default 0.01, the paper's headline setting);
-    - ``boundary``: ``normal`` (the paper: normal fit of the clean entropies, boundary at its ``frr``
-      quantile) or ``empirical`` (the ``frr`` quantile of the clean entropies themselves, as trojanzoo does);
-    - ``superimpose``: ``add`` (the paper's code: ``cv2.addWeighted(x, 1, x_t, 1, 0)`` = x + x_t, unclipped,
-      which gave the paper's Table 3) or ``blend`` (the convex blend ``alpha x + (1 - alpha) x_t`` of trojanzoo and
-      ART, with ``blend_alpha`` = alpha, default 0.5);
-    - ``output``: ``logits`` (also right for log-probability outputs) or ``probabilities``;
-    - ``batch_size``: the copies of ``batch_size // N`` inputs (at least one input) are built and sent
-      through the model at once, which bounds memory to max(``batch_size``, N) images (default 200, ours:
-      the fastest batch for ``badnet_cnn`` on our 2-core CPU; batches of 500 and more spill the cache, the
-      more so when other processes share it).
+    Defaults are the paper's unless said: N = 100 in every table of the paper; FRR 0.01 is its headline setting;
+    ``add`` is its code's superimposition (``cv2.addWeighted(x, 1, x_t, 1, 0)``, which gave its Table 3), ``blend``
+    that of trojanzoo and ART; the ``empirical`` boundary is trojanzoo's. ``batch_size`` 200 is ours: the fastest
+    batch for ``badnet_cnn`` on our 2-core CPU (batches of 500 and more spill the cache, the more so when other
+    processes share it).
 
     The overlays are drawn from a generator seeded by ``fit``'s seed afresh on every call, so the same
     seed, inputs and ``batch_size`` give the same scores. Departure: the paper's notebook calibrates on 2000
@@ -59,10 +50,22 @@ class STRIP(CalibratedDetector):
 
     n_overlays: int = Field(100, ge=1, le=100_000, description="N, perturbed copies per input")
     frr: float = Field(0.01, gt=0, lt=1, description="target false-rejection rate on clean inputs")
-    boundary: ThresholdRule = "normal"
-    superimpose: Literal["add", "blend"] = "add"
+    boundary: ThresholdRule = Field(
+        "normal",
+        description="normal (a normal fit of the clean entropies, boundary at its frr quantile; the paper) or "
+        "empirical (the frr quantile of the clean entropies themselves)",
+    )
+    superimpose: Literal["add", "blend"] = Field(
+        "add",
+        description="add (x + x_t, unclipped) or blend (the convex blend blend_alpha x + (1 - blend_alpha) x_t)",
+    )
     blend_alpha: float = Field(0.5, gt=0, lt=1, description="weight of the input in 'blend' mode")
-    batch_size: int = Field(200, ge=1, description="perturbed copies per forward pass")
+    batch_size: int = Field(
+        200,
+        ge=1,
+        description="perturbed copies per forward pass: the copies of batch_size // N inputs (at least one) go "
+        "through the model at once, so memory holds max(batch_size, N) images",
+    )
 
     _pool: torch.Tensor | None = PrivateAttr(None)
 

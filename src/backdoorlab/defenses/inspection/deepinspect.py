@@ -135,41 +135,41 @@ def invert_model(
 class DeepInspect(Inspector):
     """DeepInspect: model inversion + conditional trigger generator + double-MAD deviation factor.
 
-    Parameters (the paper gives no numbers beyond alpha = 0.05; the defaults are ours, chosen on MNIST-5k
-    and stated as such):
-
-    - ``lite``: use the given clean images instead of model inversion ("DeepInspect-lite"; default False,
-      the paper's data-free setting).
-    - model inversion: ``inversion_per_class`` 20 images per class, ``inversion_steps`` 300 Adam steps at
-      ``inversion_lr`` 0.1, ``tv_weight`` 0.05 (the total-variation prior the paper's "AuxInfo" allows).
-    - generator: ``noise_dim`` 100 (trojanzoo), ``hidden`` 256, Adam ``lr`` 1e-3, ``steps`` 800 of
-      ``batch_size`` 64, each sample aimed at a random label other than its own.
-    - loss weights: ``gan_weight`` (gamma 1) 0 by default, as trojanzoo (the optional GAN term);
-      ``pert_weight`` (gamma 2) 0.01 on the hinge ``max(0, ||G||_1 - pert_bound)`` with ``pert_bound`` 0, so
-      every unit of perturbation costs (a bound above the true trigger's L1 would leave the target's trigger
-      unpenalised and hide it among the others).
-    - ``eval_samples`` 100: inputs of other classes per label when measuring perturbation sizes and success.
-    - ``examples`` 4: stamped examples per label kept for the report. ``cutoff`` 2 (alpha = 0.05).
+    The paper gives no numbers beyond alpha = 0.05 (the cutoff 2): the defaults are ours, chosen on MNIST-5k,
+    except ``noise_dim`` 100 (trojanzoo's) and ``gan_weight`` 0 (as trojanzoo: the optional GAN term is off). The
+    total-variation prior of the inversion is the "AuxInfo" the paper allows. ``pert_bound`` 0 makes every unit
+    of perturbation cost: a bound above the true trigger's L1 would leave the target's trigger unpenalised and hide
+    it among the others.
     """
 
     name: ClassVar[str] = "deepinspect"
     statistic_name: ClassVar[str] = "perturbation L1"
 
-    lite: bool = False
-    inversion_per_class: int = Field(20, ge=1, le=10_000)
-    inversion_steps: int = Field(300, ge=1)
-    inversion_lr: float = Field(0.1, gt=0)
-    tv_weight: float = Field(0.05, ge=0)
-    noise_dim: int = Field(100, ge=1)
-    hidden: int = Field(256, ge=8)
-    lr: float = Field(1e-3, gt=0, le=1)
-    steps: int = Field(800, ge=1)
-    batch_size: int = Field(64, ge=2)
-    gan_weight: float = Field(0.0, ge=0)
-    pert_weight: float = Field(0.01, ge=0)
-    pert_bound: float = Field(0.0, ge=0)
-    eval_samples: int = Field(100, ge=1)
-    examples: int = Field(4, ge=0, le=64)
+    lite: bool = Field(
+        False,
+        description="DeepInspect-lite: train the generator on the given clean images instead of model-inverted ones "
+        "(False: the paper's data-free setting)",
+    )
+    inversion_per_class: int = Field(20, ge=1, le=10_000, description="model inversion: images recovered per class")
+    inversion_steps: int = Field(300, ge=1, description="model inversion: Adam steps")
+    inversion_lr: float = Field(0.1, gt=0, description="model inversion: Adam's learning rate")
+    tv_weight: float = Field(0.05, ge=0, description="model inversion: weight of the total-variation prior")
+    noise_dim: int = Field(100, ge=1, description="generator: size of its noise input z")
+    hidden: int = Field(256, ge=8, description="generator: width of its hidden layers")
+    lr: float = Field(1e-3, gt=0, le=1, description="generator: Adam's learning rate")
+    steps: int = Field(
+        800, ge=1, description="generator: training steps, each sample aimed at a random label other than its own"
+    )
+    batch_size: int = Field(64, ge=2, description="generator: samples per training step")
+    gan_weight: float = Field(0.0, ge=0, description="gamma 1: weight of the GAN loss term")
+    pert_weight: float = Field(
+        0.01, ge=0, description="gamma 2: weight of the perturbation hinge max(0, ||G||_1 - pert_bound)"
+    )
+    pert_bound: float = Field(0.0, ge=0, description="L1 size of a perturbation below which it costs nothing")
+    eval_samples: int = Field(
+        100, ge=1, description="inputs of other classes per label when measuring perturbation sizes and success"
+    )
+    examples: int = Field(4, ge=0, le=64, description="stamped examples per label kept for the report")
 
     @property
     def method_name(self) -> str:

@@ -111,22 +111,13 @@ class CostSchedule:
 class NeuralCleanse(Inspector):
     """Neural Cleanse trigger reverse engineering + MAD anomaly index.
 
-    Parameters (defaults from the reference code ``gtsrb_visualize_example.py`` unless said otherwise):
-
-    - ``lr`` 0.1, ``betas`` (0.5, 0.9): Adam on the tanh-parametrised mask and pattern.
-    - ``init_cost`` 1e-3, ``patience`` 5, ``cost_multiplier`` 2 (down by ``cost_multiplier ** 1.5``),
-      ``attack_success_threshold`` 0.99, ``early_stop_patience`` 25 (= 5 x patience).
-    - ``early_stop_threshold`` 0.99: the class default of ``visualizer.py`` and BackdoorBench's (the GTSRB
-      example script uses 1.0, which only stops once the mask stops shrinking at all).
-    - ``batch_size`` 32 (reference). ``batches_per_epoch`` 4: the reference's epoch is 31 mini-batches
-      (1000 // 32); we check the schedule after 4 (128 images per label) so a 10-label scan of a small CNN
-      fits about a minute of one CPU core. On one MNIST-5k BadNets model, 8 and 4 flagged the same label with
-      indices 3.72 and 3.70. ``max_epochs`` 300 (reference 1000), a cap that only labels which never settle
-      reach.
-    - ``mode``: ``batched`` (all labels in one problem, the default) or ``per_label`` (one after another; the
-      same optimisation, kept for the speed comparison).
-    - ``examples``: clean images stamped with each reversed trigger, kept for the report (default 4).
-    - ``cutoff`` 2: anomaly index above which a label below the median is flagged.
+    Defaults are the reference code's (``gtsrb_visualize_example.py``) unless said otherwise, with
+    ``early_stop_patience`` 25 = 5 x patience. ``early_stop_threshold`` 0.99 is the class default of
+    ``visualizer.py`` and BackdoorBench's (the GTSRB example script uses 1.0, which only stops once the mask stops
+    shrinking at all). ``batches_per_epoch`` 4 departs from the reference, whose epoch is 31 mini-batches
+    (1000 // 32): checking the schedule after 4 (128 images per label) lets a 10-label scan of a small CNN fit
+    about a minute of one CPU core; on one MNIST-5k BadNets model, 8 and 4 flagged the same label with indices 3.72
+    and 3.70. ``max_epochs`` 300 (reference 1000) is a cap that only labels which never settle reach.
 
     Initial masks and patterns are uniform in (0, 1), drawn from ``seed`` (the reference: U(0, 1) masks,
     U(0, 255) patterns, seed 123), the same for both modes.
@@ -135,19 +126,35 @@ class NeuralCleanse(Inspector):
     name: ClassVar[str] = "neural_cleanse"
     statistic_name: ClassVar[str] = "mask L1"
 
-    lr: float = Field(0.1, gt=0, le=10)
-    betas: tuple[float, float] = (0.5, 0.9)
-    init_cost: float = Field(1e-3, gt=0)
-    attack_success_threshold: float = Field(0.99, gt=0, le=1)
-    patience: int = Field(5, ge=1)
-    cost_multiplier: float = Field(2.0, gt=1)
-    early_stop_threshold: float = Field(0.99, gt=0, le=1)
-    early_stop_patience: int = Field(25, ge=1)
-    batch_size: int = Field(32, ge=1, le=4096)
-    batches_per_epoch: int = Field(4, ge=1)
-    max_epochs: int = Field(300, ge=1)
-    mode: Literal["batched", "per_label"] = "batched"
-    examples: int = Field(4, ge=0, le=64)
+    lr: float = Field(0.1, gt=0, le=10, description="learning rate of Adam on the tanh-parametrised mask and pattern")
+    betas: tuple[float, float] = Field((0.5, 0.9), description="Adam's betas")
+    init_cost: float = Field(
+        1e-3, gt=0, description="weight of the mask's L1 norm once a label's trigger first reaches the threshold"
+    )
+    attack_success_threshold: float = Field(
+        0.99, gt=0, le=1, description="attack success rate on the clean images a reversed trigger must reach"
+    )
+    patience: int = Field(5, ge=1, description="epochs of success (or failure) before the cost is raised (or lowered)")
+    cost_multiplier: float = Field(
+        2.0, gt=1, description="factor the cost is raised by; it is lowered by cost_multiplier ** 1.5"
+    )
+    early_stop_threshold: float = Field(
+        0.99, gt=0, le=1, description="a label's best mask L1 must fall below this times its previous best to count"
+    )
+    early_stop_patience: int = Field(
+        25, ge=1, description="epochs without such improvement (after the cost went up and down) that stop a label"
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="clean images per optimisation step, per label")
+    batches_per_epoch: int = Field(4, ge=1, description="steps per epoch, after which the cost schedule is checked")
+    max_epochs: int = Field(300, ge=1, description="cap on the epochs of a label that never settles")
+    mode: Literal["batched", "per_label"] = Field(
+        "batched",
+        description="batched (all labels in one problem) or per_label (one after another; the same optimisation, "
+        "kept for the speed comparison)",
+    )
+    examples: int = Field(
+        4, ge=0, le=64, description="clean images stamped with each reversed trigger, kept for the report"
+    )
 
     def _schedule(self) -> CostSchedule:
         return CostSchedule(

@@ -21,15 +21,17 @@ from ..inspection.verdict import Verdict
 class DeepInspectPatching(TriggerRepair):
     """DeepInspect patching.
 
-    Parameters: ``inspection`` (the :class:`DeepInspect` parameters; ``{lite: true}`` for DeepInspect-lite),
-    ``fraction`` 0.2 of the clean images triggered (a third-party re-implementation uses 15%; we use Neural
-    Cleanse's ratio so the two repairs compare), ``epochs`` 1 and the optimizer of :class:`TriggerRepair`
-    (the paper gives no numbers for patching), ``when`` (``flagged``: leave an unflagged model as it is).
+    The paper gives no numbers for patching: ``fraction`` 0.2 is Neural Cleanse's ratio, so that the two repairs
+    compare (a third-party re-implementation uses 15%); one epoch and the optimizer are :class:`TriggerRepair`'s.
     """
 
     name: ClassVar[str] = "deepinspect_patching"
 
-    inspection: DeepInspect = Field(default_factory=DeepInspect)
+    inspection: DeepInspect = Field(
+        default_factory=DeepInspect,
+        description="parameters of the DeepInspect inspection (`backdoorlab describe deepinspect`); {lite: true} "
+        "for DeepInspect-lite",
+    )
 
     def inspector(self) -> DeepInspect:
         return self.inspection

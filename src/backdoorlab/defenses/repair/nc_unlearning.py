@@ -20,16 +20,18 @@ from ..inspection.verdict import Verdict
 class NCUnlearning(TriggerRepair):
     """Neural Cleanse unlearning.
 
-    Parameters: ``inspection`` (the :class:`NeuralCleanse` parameters, e.g. ``{batches_per_epoch: 4}``),
-    ``fraction`` 0.2 stamped and ``epochs`` 1 (the paper's unlearning recipe, mirrored by BackdoorBench's
-    ``unlearning_ratio`` 0.2; the paper fine-tunes on about 10% of the training data, we on the defender's
-    clean split), the fine-tuning optimizer (SGD, momentum 0.9, lr 1e-3, batches of 8: see
-    :class:`TriggerRepair`), ``when`` (``flagged``: leave an unflagged model as it is).
+    ``fraction`` 0.2 stamped and one epoch are the paper's unlearning recipe, mirrored by BackdoorBench's
+    ``unlearning_ratio`` 0.2; the paper fine-tunes on about 10% of the training data, we on the defender's clean
+    split. The fine-tuning optimizer is :class:`TriggerRepair`'s.
     """
 
     name: ClassVar[str] = "nc_unlearning"
 
-    inspection: NeuralCleanse = Field(default_factory=NeuralCleanse)
+    inspection: NeuralCleanse = Field(
+        default_factory=NeuralCleanse,
+        description="parameters of the Neural Cleanse inspection (`backdoorlab describe neural_cleanse`), e.g. "
+        "{batches_per_epoch: 4}",
+    )
 
     def inspector(self) -> NeuralCleanse:
         return self.inspection
