@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from backdoorlab.attacks import make_attack
+from backdoorlab.attacks import ATTACKS
 from backdoorlab.data import Dataset, Split, load_dataset
 from backdoorlab.metrics import backdoor_metrics, clean_accuracy
 from backdoorlab.models import TrainingConfig
@@ -75,7 +75,7 @@ def run_seed(s: Setting, seed: int) -> SeedResult:
     ds, arch, tr = s.dataset, s.architecture, s.training
 
     def attack(name: str, params: dict):
-        return make_attack(name, params).run(ds, arch, tr, seed=seed, progress=False)
+        return ATTACKS.build(name, params).run(ds, arch, tr, seed=seed, progress=False)
 
     trojan = attack("trojannet", {})
     clean = clean_accuracy(trojan.model.net.host, ds.test)
