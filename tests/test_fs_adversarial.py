@@ -209,7 +209,17 @@ def test_runner_with_no_backdoor_attack(tmp_path):
     metrics = {r.metric for r in result.rows if r.defense == "fs_adversarial"}
     assert {"tpr", "fpr", "roc_auc", "detection_rate[bit_depth_1+median_2x2][bim]"} <= metrics
     assert {(r.attack, r.seed) for r in result.rows if r.defense == "fs_adversarial"} == {("none", 0)}
+    # the store holds what the report needs, and the code that computed the run
+    from backdoorlab.experiments.runner import run_code
+    from backdoorlab.experiments.store import ResultsStore
+
+    with ResultsStore(tmp_path / "runs" / "results.sqlite") as store:
+        (setting,) = store.settings(result.run)
+        assert store.run_code(result.run) == run_code()
+    assert setting.summary.startswith("digits: 10 classes, 1x8x8") and setting.classes[3] == "3"
+    assert setting.input_shape == (1, 8, 8) and setting.model == "badnet_cnn"
     md, _ = write_run_report(result.run, tmp_path / "runs")
     report = md.read_text()
     assert "## Feature Squeezing against adversarial examples" in report
     assert "Best Joint Detection (1-bit, 2x2)" in report
+    assert f"Code: backdoorlab {run_code().version}, model sources sha256 {run_code().source_hash[:12]}" in report
