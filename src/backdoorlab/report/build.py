@@ -21,6 +21,7 @@ from ..experiments.config import ExperimentConfig, parse_config
 from ..experiments.grid import Cell, expand_cells
 from ..experiments.store import ResultRow, ResultsStore, RunCode, SettingInfo
 from ..utils.files import write_atomic
+from .findings import findings_sections
 from .inspection import population_section, populations_from_records
 from .plots import ExampleSet, examples_figure
 from .render import Section, write_report
@@ -152,7 +153,7 @@ def build_run_report(
     did: the datasets are then named only); ``code``: the code that computed the run, when recorded.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    sections = [_setting_section(cfg, settings, rows, seconds, code)]
+    sections = [*findings_sections(rows), _setting_section(cfg, settings, rows, seconds, code)]
     matrix = matrix_table(rows)
     if cfg.defenses and matrix.rows:
         sections.append(
