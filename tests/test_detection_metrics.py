@@ -9,7 +9,7 @@ from scipy import stats
 
 from backdoorlab.defenses import DefenseOutcome
 from backdoorlab.errors import ConfigError
-from backdoorlab.experiments.population import InspectionRecord, detection_summary
+from backdoorlab.experiments.population import InspectionRecord, PopulationResult, detection_summary
 from backdoorlab.metrics import (
     detection_matrix,
     detection_metrics,
@@ -22,6 +22,7 @@ from backdoorlab.metrics import (
     tpr_at_fpr,
 )
 from backdoorlab.report.detectors import detection_matrix_table
+from backdoorlab.report.inspection import population_table
 
 
 def test_rates_at_threshold_count_strictly_greater_scores():
@@ -178,15 +179,29 @@ def test_model_detection_metrics_by_hand():
         model_detection_metrics([float("nan")], [1.0])
 
 
-def test_population_detection_summary_reports_model_level_figures():
+def _population_records():
+    """Clean model scores 0.5, 2.5, 1.0 and backdoored 3.0, 4.0, 1.5; verdicts flag scores above 2."""
+
     def record(role, score):
         verdict = SimpleNamespace(score=score, infected=score > 2.0, seconds=1.0)
         return InspectionRecord("nc", role, 0, None if role == "clean" else 0, verdict, {})
 
-    records = [record("clean", s) for s in (0.5, 2.5, 1.0)] + [record("backdoored", s) for s in (3.0, 4.0, 1.5)]
+    return [record("clean", s) for s in (0.5, 2.5, 1.0)] + [record("backdoored", s) for s in (3.0, 4.0, 1.5)]
+
+
+def test_population_detection_summary_reports_model_level_figures():
+    records = _population_records()
     s = detection_summary(records)
     assert s["roc_auc"] == pytest.approx(8 / 9)  # 8 of the 9 (clean, backdoored) pairs ordered right
     assert s["pr_auc"] == pytest.approx(11 / 12)  # ranked P P N P N N: precisions 1, 1, 3/4
     assert s["fpr_at_95pct_tpr"] == pytest.approx(1 / 3)  # all 3 needed: t = 1.5 flags the clean 2.5
     assert (s["tpr"], s["fpr"]) == (pytest.approx(2 / 3), pytest.approx(1 / 3))  # the verdicts' own decisions
     assert math.isnan(detection_summary(records[:3])["fpr_at_95pct_tpr"])
+
+
+def test_population_table_shows_pr_auc_and_fpr_at_95pct_tpr():
+    records = _population_records()
+    table = population_table(PopulationResult("badnets", [], records))
+    assert table.headers[5:8] == ["ROC-AUC", "PR-AUC", "FPR at 95% TPR"]
+    # as in test_population_detection_summary_reports_model_level_figures: 8/9, 11/12, 1/3
+    assert table.rows[0][5:8] == ["0.89", "0.92", "33%"]

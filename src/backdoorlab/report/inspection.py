@@ -181,10 +181,12 @@ def _pct(value: float) -> str:
 
 def population_table(result) -> Table:
     """Model-level detection over a population (a ``PopulationResult``): per inspector the counts, TPR, FPR,
-    ROC-AUC, the target-ranked-first and target-flagged rates, mean scores and mean seconds per model."""
+    ROC-AUC, PR-AUC, FPR at 95% TPR, the target-ranked-first and target-flagged rates, mean scores and mean seconds
+    per model."""
     body = []
     for name, s in result.summary().items():
         auc = "–" if math.isnan(s["roc_auc"]) else f"{s['roc_auc']:.2f}"
+        pr_auc = s.get("pr_auc", math.nan)
         body.append(
             [
                 name,
@@ -193,6 +195,8 @@ def population_table(result) -> Table:
                 _pct(s["tpr"]),
                 _pct(s["fpr"]),
                 auc,
+                "–" if math.isnan(pr_auc) else f"{pr_auc:.2f}",
+                _pct(s.get("fpr_at_95pct_tpr", math.nan)),
                 _pct(s["target_ranked_first"]),
                 _pct(s["target_flagged"]),
                 f"{s['score_clean']:.2f}",
@@ -208,6 +212,8 @@ def population_table(result) -> Table:
             "TPR",
             "FPR",
             "ROC-AUC",
+            "PR-AUC",
+            "FPR at 95% TPR",
             "target ranked first",
             "target flagged",
             "mean score (clean)",
@@ -275,6 +281,8 @@ def population_section(result, directory: Path, stem: str = "population") -> Sec
     note = (
         f"{models} models ({result.attack}): each inspector's verdict per model. TPR = backdoored models "
         "flagged, FPR = clean models flagged, ROC-AUC of the model score (largest anomaly index among labels below "
-        "the median), target ranked first = the true target has the smallest reversed trigger."
+        "the median), PR-AUC with backdoored models as positives, FPR at 95% TPR = clean models flagged at the "
+        "highest threshold on the model score that flags 95% of the backdoored ones (TDC 2022), target ranked "
+        "first = the true target has the smallest reversed trigger."
     )
     return Section(f"Model inspection over a population ({result.attack})", [note], [population_table(result)], [path])
