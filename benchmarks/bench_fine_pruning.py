@@ -39,10 +39,11 @@ from torch import nn
 from backdoorlab.attacks import Backdoor, BadNets
 from backdoorlab.attacks.pruning_aware import PruningAware
 from backdoorlab.data import Dataset, Split, load_dataset
-from backdoorlab.defenses import DefenseContext, Repair
+from backdoorlab.defenses import Repair
 from backdoorlab.defenses.repair.fine_pruning import FinePruning
 from backdoorlab.defenses.repair.fine_tuning import FineTuning
 from backdoorlab.defenses.repair.pruning import Pruning, PruningCurve
+from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense
 from backdoorlab.experiments.store import ResultRow
 from backdoorlab.metrics import backdoor_metrics, mean_ci
 from backdoorlab.models import TrainingConfig, build_model, train_model
@@ -151,12 +152,12 @@ def run_setting(s: Setting, seeds: list[int], out: Measured) -> dict[int, Backdo
         attack = PruningAware(retrain_epochs=s.retrain_epochs)
         aware = attack.implant(clean, s.dataset, s.training, architecture=s.architecture, seed=seed)
         out.seconds[(s.name, "attack pruning_aware (steps 2-4)")].append(time.perf_counter() - start)
-        ctx = DefenseContext(s.dataset, seed=seed, device="cpu", progress=False)
+        ctx = EvaluationContext(s.dataset, seed=seed, device="cpu", progress=False)
         for attack, bd in (("badnets", baselines[seed]), ("pruning_aware", aware)):
             out.add(s, attack, "none", seed, backdoor_metrics(bd.model, s.dataset.test, bd.trigger, bd.target_rule))
             for label, defense in defenses():
                 start = time.perf_counter()
-                outcome = defense.evaluate(bd.model, bd, ctx)
+                outcome = evaluate_defense(defense, bd.model, bd, ctx)
                 out.seconds[(s.name, label.split("[")[0])].append(time.perf_counter() - start)
                 out.add(s, attack, label, seed, outcome.metrics)
                 if label == "pruning":
@@ -334,7 +335,9 @@ def search(by_kind: dict[str, Setting], baselines: dict[str, dict[int, Backdoor]
             if seed != seeds[0] and not (results and all(r[0] for r in results)):
                 break
             bd = baselines[s.name][seed] if c.default_model else candidate_backdoor(c, s, seed)
-            outcome = Pruning(layer=c.layer).evaluate(bd.model, bd, DefenseContext(s.dataset, seed=seed, device="cpu"))
+            outcome = evaluate_defense(
+                Pruning(layer=c.layer), bd.model, bd, EvaluationContext(s.dataset, seed=seed, device="cpu")
+            )
             curve = PruningCurve(**outcome.artifacts["pruning"])
             halving = curve.asr_halving()
             shows = curve.asr[0] >= 0.8 and halving is not None and halving[1] <= 0.04

@@ -27,9 +27,9 @@ import torch
 
 from backdoorlab.attacks import BadNets
 from backdoorlab.data import load_dataset
-from backdoorlab.defenses import triggered_test_inputs
 from backdoorlab.defenses.input_detectors.feature_squeezing import FeatureSqueezing
 from backdoorlab.defenses.input_detectors.strip import STRIP
+from backdoorlab.experiments.evaluation import make_probes
 from backdoorlab.metrics import detection_metrics
 from backdoorlab.models import TrainingConfig
 
@@ -99,7 +99,7 @@ def model_alone(model: torch.nn.Module, x: torch.Tensor, copies: int):
 
 def run_seed(ds, seed: int, with_art: bool) -> dict[str, float]:
     bd = BadNets().run(ds, "badnet_cnn", TrainingConfig(), seed=seed, progress=False)
-    clean_x, trig_x = ds.test.x, triggered_test_inputs(bd, ds.test)
+    clean_x, trig_x = ds.test.x, make_probes(bd, ds.test).triggered.x
     out: dict[str, float] = {}
 
     strip = STRIP(n_overlays=N_OVERLAYS, frr=0.01)

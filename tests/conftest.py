@@ -24,3 +24,19 @@ def fast_training() -> TrainingConfig:
 def images() -> torch.Tensor:
     """A batch (4, 3, 10, 12) of random pixels in [0, 1]."""
     return torch.rand(4, 3, 10, 12, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture()
+def register_for_test():
+    """``register(registry, name, obj)`` registers a test-only method for one test; it is removed afterwards, so
+    the contract tests, which run over every registered method, never see it."""
+    added = []
+
+    def register(registry, name: str, obj):
+        registry.register(name)(obj)
+        added.append((registry, name))
+        return obj
+
+    yield register
+    for registry, name in reversed(added):
+        registry.unregister(name)

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from backdoorlab.attacks.storage import load_backdoor
@@ -10,7 +11,6 @@ from backdoorlab.defenses.base import DEFENSES, Repair
 from backdoorlab.experiments.single import parse_params
 
 
-@DEFENSES.register("test_zero_last_bias")
 class ZeroLastBias(Repair):
     """A stand-in repair for these tests: sets the last layer's bias to ``value``."""
 
@@ -22,6 +22,11 @@ class ZeroLastBias(Repair):
         with torch.no_grad():
             last.bias.fill_(self.value)
         return model
+
+
+@pytest.fixture(autouse=True)
+def zero_last_bias(register_for_test):
+    register_for_test(DEFENSES, "test_zero_last_bias", ZeroLastBias)
 
 
 def test_parse_params():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from backdoorlab.attacks import Backdoor, TargetRule
-from backdoorlab.defenses import DEFENSES, DefenseContext
+from backdoorlab.defenses import DEFENSES
 from backdoorlab.defenses.inspection.deepinspect import (
     ConditionalGenerator,
     DeepInspect,
@@ -17,6 +17,7 @@ from backdoorlab.defenses.inspection.deepinspect import (
 from backdoorlab.defenses.inspection.verdict import left_tail_deviation
 from backdoorlab.errors import ConfigError
 from backdoorlab.experiments.artifacts import load_artifacts, save_artifacts
+from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense
 from backdoorlab.metrics import backdoor_metrics
 from backdoorlab.triggers import square_trigger
 from backdoorlab.utils.validation import build_validated
@@ -65,9 +66,9 @@ def test_evaluate_passes_clean_data_only_to_lite(monkeypatch, tmp_path) -> None:
         return original(self, model, clean, *args, **kwargs)
 
     monkeypatch.setattr(DeepInspect, "substitute_data", spy)
-    ctx = DefenseContext(digits(), seed=0, device="cpu")
-    full = DeepInspect(**TINY).evaluate(planted_digits(), None, ctx)
-    lite = DeepInspect(lite=True, **TINY).evaluate(planted_digits(), None, ctx)
+    ctx = EvaluationContext(digits(), seed=0, device="cpu")
+    full = evaluate_defense(DeepInspect(**TINY), planted_digits(), None, ctx)
+    lite = evaluate_defense(DeepInspect(lite=True, **TINY), planted_digits(), None, ctx)
     assert seen == [True, False]
     assert full.artifacts["verdict"].method == "deepinspect"
     assert lite.artifacts["verdict"].method == "deepinspect-lite"
@@ -106,7 +107,9 @@ def test_lite_finds_a_planted_trigger() -> None:
         "planted",
         {},
     )
-    outcome = DeepInspect(lite=True, **DIGITS).evaluate(backdoor.model, backdoor, DefenseContext(ds, device="cpu"))
+    outcome = evaluate_defense(
+        DeepInspect(lite=True, **DIGITS), backdoor.model, backdoor, EvaluationContext(ds, device="cpu")
+    )
     verdict = outcome.artifacts["verdict"]
     assert verdict.suspected[:1] == [TARGET] and outcome.metrics["target_ranked_first"] == 1.0
     assert float(verdict.details["success_rate"].min()) > 0.8
@@ -117,7 +120,7 @@ def test_patching_removes_a_trained_backdoor() -> None:
     ds, bd = digits(), backdoored_digits()
     before = backdoor_metrics(bd.model, ds.test, bd.trigger, bd.target_rule)
     repair = DEFENSES.get("deepinspect_patching")(inspection={"lite": True, **DIGITS})
-    outcome = repair.evaluate(bd.model, bd, DefenseContext(ds, seed=0, device="cpu"))
+    outcome = evaluate_defense(repair, bd.model, bd, EvaluationContext(ds, seed=0, device="cpu"))
     assert outcome.metrics["flagged"] == 1.0 and TARGET in outcome.artifacts["verdict"].suspected
     assert outcome.metrics["asr"] < before["asr"] - 0.4
     assert outcome.metrics["clean_accuracy"] > before["clean_accuracy"] - 0.15

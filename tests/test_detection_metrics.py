@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from backdoorlab.defenses import DefenseOutcome
 from backdoorlab.errors import ConfigError
+from backdoorlab.experiments.evaluation import DefenseOutcome
 from backdoorlab.experiments.population import InspectionRecord, PopulationResult, detection_summary
 from backdoorlab.metrics import (
     detection_matrix,

@@ -10,11 +10,12 @@ from scipy import ndimage
 from torch import nn
 
 from backdoorlab.data import Split
-from backdoorlab.defenses import DEFENSES, DefenseOutcome
+from backdoorlab.defenses import DEFENSES
 from backdoorlab.defenses.input_detectors.feature_squeezing import FeatureSqueezing
 from backdoorlab.defenses.input_detectors.squeezers import BitDepth, Median, NonLocalMeans, parse_squeezer
 from backdoorlab.errors import ConfigError
 from backdoorlab.experiments.config import parse_config
+from backdoorlab.experiments.evaluation import DefenseOutcome
 from backdoorlab.report.section_feature_squeezing import feature_squeezing_section
 from backdoorlab.utils.validation import build_validated
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from backdoorlab.attacks import Attack, BadNets
-from backdoorlab.defenses import DefenseContext, DefenseOutcome
 from backdoorlab.defenses.inspection.base import Inspector, Reversal
 from backdoorlab.defenses.inspection.neural_cleanse import NeuralCleanse
 from backdoorlab.defenses.inspection.verdict import Verdict
 from backdoorlab.errors import ConfigError
 from backdoorlab.experiments import population as pop
 from backdoorlab.experiments.artifacts import load_artifacts, save_artifacts
+from backdoorlab.experiments.evaluation import DefenseOutcome, EvaluationContext, evaluate_defense
 from backdoorlab.models import TrainingConfig
 from backdoorlab.report import section_deepinspect, section_neural_cleanse  # noqa: F401  (registers builders)
 from backdoorlab.report.build import DefenseRecord
@@ -138,8 +138,7 @@ def test_population_reuses_the_cache(population, monkeypatch) -> None:
     def no_training(*args, **kwargs):
         raise AssertionError("trained again instead of loading from the cache")
 
-    monkeypatch.setattr(pop, "train_model", no_training)
-    monkeypatch.setattr("backdoorlab.attacks.base.train_model", no_training)
+    monkeypatch.setattr("backdoorlab.models.recipe.train_model", no_training)
     again = pop.population_models(
         digits(),
         "badnet_cnn",
@@ -180,7 +179,7 @@ def test_neural_cleanse_report_section(tmp_path) -> None:
     ds = digits()
     model = pop.population_models(ds, "badnet_cnn", TINY_TRAINING, "badnets", k=1, targets=[2], device="cpu")[1]
     nc = NeuralCleanse(max_epochs=2, batches_per_epoch=1)
-    outcome = nc.evaluate(model.model, model.backdoor, DefenseContext(ds, device="cpu"))
+    outcome = evaluate_defense(nc, model.model, model.backdoor, EvaluationContext(ds, device="cpu"))
     assert isinstance(outcome, DefenseOutcome) and outcome.artifacts["true_target"] == 2
     assert outcome.artifacts["true_mask"].shape == (1, 8, 8)
     save_artifacts(tmp_path / "cell.pt", outcome.artifacts)  # the runner keeps artifacts on disk for the report

@@ -10,10 +10,11 @@ import torch
 
 from backdoorlab.attacks import TargetRule
 from backdoorlab.data import Split
-from backdoorlab.defenses import DEFENSES, DefenseContext
+from backdoorlab.defenses import DEFENSES
 from backdoorlab.defenses.inspection.neural_cleanse import CostSchedule, NeuralCleanse, stamp_all
 from backdoorlab.defenses.inspection.verdict import Verdict, anomaly_index, flagged_labels, left_tail_deviation
 from backdoorlab.errors import ConfigError
+from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense
 from backdoorlab.metrics import attack_success_rate, backdoor_metrics
 from backdoorlab.triggers import square_trigger
 
@@ -98,7 +99,7 @@ def planted_outcome():
     ds = digits()
     nc = NeuralCleanse(**FAST)
     backdoor = _planted_backdoor()
-    return nc.evaluate(backdoor.model, backdoor, DefenseContext(ds, seed=0, device="cpu"))
+    return evaluate_defense(nc, backdoor.model, backdoor, EvaluationContext(ds, seed=0, device="cpu"))
 
 
 def _planted_backdoor():
@@ -149,7 +150,7 @@ def test_unlearning_removes_a_trained_backdoor() -> None:
     ds, bd = digits(), backdoored_digits()
     before = backdoor_metrics(bd.model, ds.test, bd.trigger, bd.target_rule)
     repair = DEFENSES.get("nc_unlearning")(inspection=FAST)
-    outcome = repair.evaluate(bd.model, bd, DefenseContext(ds, seed=0, device="cpu"))
+    outcome = evaluate_defense(repair, bd.model, bd, EvaluationContext(ds, seed=0, device="cpu"))
     assert before["asr"] > 0.9
     assert outcome.metrics["flagged"] == 1.0 and outcome.artifacts["verdict"].suspected[0] == TARGET
     assert outcome.metrics["asr"] < before["asr"] - 0.4
@@ -160,19 +161,19 @@ def test_unlearning_removes_a_trained_backdoor() -> None:
 def test_unlearning_reuses_the_inspector_cells_verdict(monkeypatch) -> None:
     """With a shared ``ctx.verdicts`` the inspector runs once: the repair takes its verdict instead of inspecting."""
     ds, bd = digits(), backdoored_digits()
-    ctx = DefenseContext(ds, seed=0, device="cpu", verdicts={})
-    inspected = DEFENSES.get("neural_cleanse")(**FAST).evaluate(bd.model, bd, ctx)
+    ctx = EvaluationContext(ds, seed=0, device="cpu", verdicts={})
+    inspected = evaluate_defense(DEFENSES.get("neural_cleanse")(**FAST), bd.model, bd, ctx)
     assert len(ctx.verdicts) == 1
 
     def no_second_inspection(*args, **kwargs):
         raise AssertionError("inspected again")
 
     monkeypatch.setattr(NeuralCleanse, "inspect", no_second_inspection)
-    repaired = DEFENSES.get("nc_unlearning")(inspection=FAST).evaluate(bd.model, bd, ctx)
+    repaired = evaluate_defense(DEFENSES.get("nc_unlearning")(inspection=FAST), bd.model, bd, ctx)
     assert repaired.artifacts["verdict"] is inspected.artifacts["verdict"]
     other = DEFENSES.get("nc_unlearning")(inspection={**FAST, "max_epochs": 39})  # another inspector: inspects
     with pytest.raises(AssertionError, match="inspected again"):
-        other.evaluate(bd.model, bd, ctx)
+        evaluate_defense(other, bd.model, bd, ctx)
 
 
 def test_registered_as_inspector() -> None:

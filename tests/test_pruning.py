@@ -11,13 +11,14 @@ from torch import nn
 
 from backdoorlab.attacks import BadNets
 from backdoorlab.data import Split
-from backdoorlab.defenses import DEFENSES, DefenseContext
+from backdoorlab.defenses import DEFENSES
 from backdoorlab.defenses.repair.activations import activation_profile
 from backdoorlab.defenses.repair.fine_pruning import FinePruning
 from backdoorlab.defenses.repair.fine_tuning import FineTuning
 from backdoorlab.defenses.repair.pruning import Pruning, PruningCurve, prune_by_activation
 from backdoorlab.errors import ConfigError
 from backdoorlab.experiments.artifacts import load_artifacts, save_artifacts
+from backdoorlab.experiments.evaluation import EvaluationContext, defender_data, evaluate_defense
 from backdoorlab.experiments.store import ResultRow
 from backdoorlab.models import build_model, predict_logits
 from backdoorlab.models.channels import (
@@ -168,10 +169,10 @@ def test_repairs_leave_the_input_model_alone(digits, backdoored):
 @pytest.fixture(scope="module")
 def outcomes(digits, backdoored):
     """The runner's view: ``evaluate`` of pruning and of fine-pruning on the backdoored digits model."""
-    ctx = DefenseContext(digits, seed=0, device="cpu")
+    ctx = EvaluationContext(digits, seed=0, device="cpu")
     return {
-        "pruning": Pruning().evaluate(backdoored.model, backdoored, ctx),
-        "fine_pruning": FinePruning(epochs=3, lr=0.05).evaluate(backdoored.model, backdoored, ctx),
+        "pruning": evaluate_defense(Pruning(), backdoored.model, backdoored, ctx),
+        "fine_pruning": evaluate_defense(FinePruning(epochs=3, lr=0.05), backdoored.model, backdoored, ctx),
     }
 
 
@@ -215,11 +216,11 @@ def test_pruning_evaluate_rows_and_artifacts_survive_saving(digits, backdoored, 
 
 
 def test_fine_tuning_train_fraction_adds_training_images(digits):
-    ctx = DefenseContext(digits, seed=0)
-    assert FineTuning().tuning_context(ctx) is ctx
-    bigger = FineTuning(train_fraction=0.1).tuning_context(ctx).dataset
-    assert len(bigger.val) == len(digits.val) + round(0.1 * len(digits.train))
-    assert bigger.test is digits.test
+    assert defender_data(FineTuning(), digits, seed=0) is digits.val
+    bigger = defender_data(FineTuning(train_fraction=0.1), digits, seed=0)
+    assert len(bigger) == len(digits.val) + round(0.1 * len(digits.train))
+    assert torch.equal(bigger.x[: len(digits.val)], digits.val.x)
+    assert FinePruning(train_fraction=0.2).train_fraction_held == 0.2
     with pytest.raises(ConfigError, match="empty"):
         FineTuning().repair(nn.Sequential(nn.Flatten()), Split(torch.zeros(0, 1, 8, 8), torch.zeros(0).long()))
 

@@ -10,9 +10,9 @@ import torch
 
 from backdoorlab.attacks import ATTACKS, BadNets
 from backdoorlab.attacks.pruning_aware import PruningAware, dormancy_module, make_dormant
-from backdoorlab.defenses import DefenseContext
 from backdoorlab.defenses.repair.pruning import Pruning
 from backdoorlab.errors import ConfigError
+from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense
 from backdoorlab.metrics import backdoor_metrics
 from backdoorlab.models import build_model, train_model
 from backdoorlab.models.channels import ChannelMask, channel_means, channel_summary, find_site
@@ -71,7 +71,7 @@ def test_step4_reinstated_channels_are_dormant_and_pruned_first(digits, attacked
     conv = site.layer
     assert torch.allclose(bd.model.get_submodule(conv).weight[decoys], clean_model.get_submodule(conv).weight[decoys])
     assert all(s >= 0 for s in bd.info["bias_shift"]) and max(bd.info["bias_shift"]) > 0
-    outcome = Pruning().evaluate(bd.model, bd, DefenseContext(digits, device="cpu"))
+    outcome = evaluate_defense(Pruning(), bd.model, bd, EvaluationContext(digits, device="cpu"))
     pruned_first = outcome.artifacts["activations"]["order"][: len(decoys)]
     assert sorted(pruned_first) == sorted(decoys), "the defender's pruning removes the decoys first"
     assert outcome.metrics["pruned_channels"] >= len(decoys)

@@ -5,6 +5,7 @@ import torch
 from backdoorlab.attacks import ATTACKS, TargetRule
 from backdoorlab.data import Split
 from backdoorlab.errors import ConfigError, DataError
+from backdoorlab.models import train_new_model
 from backdoorlab.triggers import (
     REFLECTION_MODELS,
     ReflectionTrigger,
@@ -154,7 +155,8 @@ def test_refool_run_with_selection(digits, fast_training):
         **SMALL,
     }
     attack = ATTACKS.build("refool", params)
-    weights = attack.select_reflections(digits, "badnet_cnn", fast_training, attack.candidate_pool(digits, 0), seed=0)
+    clean = train_new_model("badnet_cnn", digits, fast_training, seed=0, progress=False)
+    weights = attack.select_reflections(digits, clean, fast_training, attack.candidate_pool(digits, 0), seed=0)
     assert weights.shape == (30,) and (weights >= 0).all() and weights.sum() > 0
     bd = attack.run(digits, "badnet_cnn", fast_training.model_copy(update={"epochs": 3}), seed=0, progress=False)
     assert bd.info["variant"] == "dirty_label" and bd.info["reflections"] == 10

@@ -10,10 +10,11 @@ from torch import nn
 
 from backdoorlab.attacks import Backdoor, BadNets, TargetRule
 from backdoorlab.data import Split
-from backdoorlab.defenses import DEFENSES, DefenseContext, DefenseOutcome
+from backdoorlab.defenses import DEFENSES
 from backdoorlab.defenses.input_detectors.outputs import entropy_bits, log_probabilities
 from backdoorlab.defenses.input_detectors.strip import STRIP
 from backdoorlab.errors import ConfigError
+from backdoorlab.experiments.evaluation import DefenseOutcome, EvaluationContext, evaluate_defense
 from backdoorlab.report.section_strip import strip_section
 from backdoorlab.triggers import square_trigger
 from backdoorlab.utils.validation import build_validated
@@ -180,7 +181,7 @@ def test_bad_input_is_one_config_error_each():
 def test_evaluate_rows_on_a_trained_tiny_backdoor(digits, fast_training):
     bd = BadNets().run(digits, "badnet_cnn", fast_training, seed=0, progress=False)
     strip = build_validated(DEFENSES.get("strip"), {"n_overlays": 50})
-    outcome = strip.evaluate(bd.model, bd, DefenseContext(digits, seed=0))
+    outcome = evaluate_defense(strip, bd.model, bd, EvaluationContext(digits, seed=0))
     m = outcome.metrics
     assert set(m) == {
         "fpr",
@@ -209,7 +210,7 @@ def test_evaluate_on_a_clean_model_and_the_report_section(tmp_path):
             defense="strip",
             method="strip",
             seed=0,
-            outcome=strip.evaluate(CornerBackdoor(), b, DefenseContext(ds)),
+            outcome=evaluate_defense(strip, CornerBackdoor(), b, EvaluationContext(ds)),
         )
         for a, b in (("none", None), ("corner", bd))
     ]

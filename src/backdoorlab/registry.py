@@ -64,6 +64,11 @@ class Registry(Generic[T]):
             raise TypeError(f"{self.kind} {name!r} is not built from parameters (it is not a pydantic model)")
         return build_validated(cls, dict(params or {}), where=f"{self.kind} {name}" if where is None else where)
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (test-only methods are registered for one test, then removed); ConfigError if absent."""
+        self.get(name)
+        del self._items[name]
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

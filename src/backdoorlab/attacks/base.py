@@ -11,7 +11,7 @@ from torch import nn
 
 from ..data import Dataset, Split
 from ..errors import ConfigError
-from ..models import TrainingConfig, build_model, train_model
+from ..models import TrainingConfig, train_new_model
 from ..registry import Registry
 from ..triggers import Trigger
 from ..utils.seeding import make_generator
@@ -117,6 +117,7 @@ class Attack(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str] = "attack"
+    uses_clean_model: ClassVar[bool] = False  # True: ``run`` starts from the setting's clean network
 
     def check(self, dataset: Dataset) -> None:
         """Raise :class:`ConfigError` when the parameters do not fit ``dataset`` (called before any work)."""
@@ -130,8 +131,39 @@ class Attack(BaseModel):
         seed: int = 0,
         device: str = "auto",
         progress: bool | None = None,
+        clean_model: nn.Module | None = None,
     ) -> Backdoor:
+        """Plant the backdoor in an ``architecture`` network for ``dataset``.
+
+        ``clean_model``: for attacks that start from a clean network (:attr:`uses_clean_model`), the network the
+        setting's clean recipe gives for ``seed`` (the grid passes the one it has; never changed here). When None
+        such an attack trains it itself with :func:`~backdoorlab.models.train_new_model`. Other attacks ignore it.
+        """
         raise NotImplementedError
+
+    def host_model(
+        self,
+        clean_model: nn.Module | None,
+        dataset: Dataset,
+        architecture: str,
+        training: TrainingConfig,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool | None = None,
+    ) -> nn.Module:
+        """``clean_model`` when given, else the clean network of (``architecture``, ``training``, ``seed``)."""
+        if clean_model is not None:
+            return clean_model
+        return train_new_model(
+            architecture,
+            dataset,
+            training,
+            seed=seed,
+            device=device,
+            progress=progress,
+            description=f"{self.name}: clean model",
+        )
 
 
 class PoisoningAttack(Attack):
@@ -158,7 +190,9 @@ class PoisoningAttack(Attack):
         self.make_trigger(dataset)
         self.target_rule(dataset)
 
-    def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
+    def run(
+        self, dataset, architecture, training, *, seed=0, device="auto", progress=None, clean_model=None
+    ) -> Backdoor:
         return self.poison_and_train(
             dataset, architecture, training, self.make_trigger(dataset), seed=seed, device=device, progress=progress
         )
@@ -178,11 +212,11 @@ class PoisoningAttack(Attack):
         """Poison ``dataset.train`` with ``train_trigger(trigger)``, train a fresh model, return the Backdoor."""
         rule = self.target_rule(dataset)
         poisoned = self.poison(dataset.train, self.train_trigger(trigger), rule, seed)
-        model = train_fresh(
-            dataset,
-            poisoned.split,
+        model = train_new_model(
             architecture,
+            dataset,
             training,
+            split=poisoned.split,
             seed=seed,
             device=device,
             progress=progress,
@@ -200,21 +234,28 @@ class PoisoningAttack(Attack):
         )
 
 
+# Descriptions of the poisoning parameters that BadNets and every relabelling attack share.
+POISON_RATE = (
+    "fraction of the training set that is poisoned, drawn among the inputs whose label differs from their target"
+)
+TARGET = "the attacker's label (all_to_one)"
+MODE = "all_to_one (every triggered input -> target) or all_to_all (class y -> (y + 1) mod K)"
+POISONING = (
+    "replace (the poisoned copies replace their clean originals) or add (the paper's convention: poisoned copies "
+    "are appended, the clean originals stay, so the training set grows by poison_rate)"
+)
+
+
 class RelabelPoisoningAttack(PoisoningAttack):
     """Dirty-label poisoning at a rate: the BadNets scheme, shared by every attack that stamps and relabels.
 
-    Parameters (BackdoorBench's reference setting; methods.md section 2):
-
-    - ``poison_rate`` in (0, 1]: the fraction of the training set that is poisoned (default 0.1), drawn among
-      the inputs whose label differs from their target.
-    - ``target`` (default 0) and ``mode``: ``all_to_one`` or ``all_to_all`` (y -> (y + 1) mod K).
-    - ``poisoning``: ``replace`` (default) or ``add`` (poisoned copies appended, clean originals kept).
+    Defaults are BackdoorBench's reference setting (methods.md section 2).
     """
 
-    poison_rate: float = Field(0.1, gt=0, le=1)
-    target: int = Field(0, ge=0)
-    mode: TargetMode = "all_to_one"
-    poisoning: Literal["replace", "add"] = "replace"
+    poison_rate: float = Field(0.1, gt=0, le=1, description=POISON_RATE)
+    target: int = Field(0, ge=0, description=TARGET)
+    mode: TargetMode = Field("all_to_one", description=MODE)
+    poisoning: Literal["replace", "add"] = Field("replace", description=POISONING)
 
     def target_rule(self, dataset: Dataset) -> TargetRule:
         return dataset_target_rule(self.name, self.mode, self.target, dataset)
@@ -241,23 +282,6 @@ def dataset_target_rule(attack: str, mode: TargetMode, target: int, dataset: Dat
             f"{attack} target {target} is outside the classes 0..{dataset.num_classes - 1} of {dataset.name}"
         )
     return TargetRule(mode, dataset.num_classes, target)
-
-
-def train_fresh(
-    dataset: Dataset,
-    split: Split,
-    architecture: str,
-    training: TrainingConfig,
-    *,
-    seed: int = 0,
-    device: str = "auto",
-    progress: bool | None = None,
-    description: str = "training",
-) -> nn.Sequential:
-    """A new ``architecture`` model for ``dataset`` (weights seeded by ``seed``) trained on ``split``; eval mode."""
-    model = build_model(architecture, dataset.input_shape, dataset.num_classes, dataset.mean, dataset.std, seed=seed)
-    train_model(model, split.x, split.y, training, seed=seed, device=device, progress=progress, description=description)
-    return model
 
 
 def choose_poison_indices(eligible: torch.Tensor, count: int, seed: int) -> torch.Tensor:

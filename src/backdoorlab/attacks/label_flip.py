@@ -13,28 +13,27 @@ from pydantic import Field
 
 from ..data import Dataset, Split
 from ..errors import ConfigError
+from ..models import train_new_model
 from ..utils.seeding import make_generator
-from .base import ATTACKS, Attack, Backdoor, PoisonedSet, choose_poison_indices, poison_split, train_fresh
+from .base import ATTACKS, Attack, Backdoor, PoisonedSet, choose_poison_indices, poison_split
 
 
 @ATTACKS.register("label_flip")
 class LabelFlip(Attack):
     """Flip the labels of a fraction of the training set.
 
-    Parameters:
-
-    - ``flip_rate`` in (0, 1] (default 0.1): the fraction of the training set whose label changes.
-    - ``mode``: ``random`` (default; each flipped label becomes one of the other K - 1 classes, uniformly) or
-      ``to_target`` (inputs of the other classes are relabelled ``target``, default 0).
-
     The flipped rows are drawn with the run's seed; ``poisoned_indices`` lists them.
     """
 
     name: ClassVar[str] = "label_flip"
 
-    flip_rate: float = Field(0.1, gt=0, le=1)
-    mode: Literal["random", "to_target"] = "random"
-    target: int = Field(0, ge=0)
+    flip_rate: float = Field(0.1, gt=0, le=1, description="fraction of the training set whose label changes")
+    mode: Literal["random", "to_target"] = Field(
+        "random",
+        description="random (each flipped label becomes one of the other K - 1 classes, uniformly) or to_target "
+        "(inputs of the other classes are relabelled target)",
+    )
+    target: int = Field(0, ge=0, description="the label flipped rows receive in mode to_target")
 
     def check(self, dataset: Dataset) -> None:
         if self.mode == "to_target" and self.target >= dataset.num_classes:
@@ -56,14 +55,16 @@ class LabelFlip(Attack):
             labels = (train.y[index] + shift) % num_classes
         return poison_split(train, index, None, labels, add=False)
 
-    def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
+    def run(
+        self, dataset, architecture, training, *, seed=0, device="auto", progress=None, clean_model=None
+    ) -> Backdoor:
         self.check(dataset)
         flipped = self.flip(dataset.train, dataset.num_classes, seed)
-        model = train_fresh(
-            dataset,
-            flipped.split,
+        model = train_new_model(
             architecture,
+            dataset,
             training,
+            split=flipped.split,
             seed=seed,
             device=device,
             progress=progress,

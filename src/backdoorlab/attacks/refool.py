@@ -26,7 +26,7 @@ from ..models import TrainingConfig, predict, train_model
 from ..triggers import ReflectionTrigger, fit_images
 from ..triggers.reflection import REFERENCE_WEIGHT, ReflectionModel
 from ..utils.seeding import make_generator
-from .base import ATTACKS, Backdoor, PoisonedSet, RelabelPoisoningAttack, TargetRule, poison_chosen, train_fresh
+from .base import ATTACKS, Backdoor, PoisonedSet, RelabelPoisoningAttack, TargetRule, poison_chosen
 
 POOL_SPLITS = ("val", "test", "train")
 DIRTY_LABEL_WEIGHT = (0.6, 0.6)  # BackdoorBench's refool default.yaml: alpha_t = 0.4 fixed
@@ -36,33 +36,20 @@ DIRTY_LABEL_WEIGHT = (0.6, 0.6)  # BackdoorBench's refool default.yaml: alpha_t 
 class Refool(RelabelPoisoningAttack):
     """Refool reflection backdoor; see the module docstring for the two variants.
 
-    Parameters (defaults of the reference code unless said otherwise):
+    Defaults are the reference code's unless said otherwise: ``target_rate`` 0.2 is the paper's "20% of the target
+    class" on GTSRB (an injection rate of 3.16% there); ``poison_rate`` (dirty label only) is BackdoorBench's 0.1;
+    ``reflection_weight`` depends on the variant: (0.05, 0.45), the reference code's, for clean label, and
+    (0.6, 0.6), BackdoorBench's fixed alpha_t = 0.4, for dirty label; ``candidates`` 5000 and ``selected`` 200 are
+    the paper's |R_cand| and |R_adv| (the reference code's ``strategy.py`` ranks 200 candidates). The paper takes
+    reflections from PascalVOC; here they come from ``pool``, never downloaded. The clean-label variant is
+    all-to-one only.
 
-    - ``variant``: ``clean_label`` (default) or ``dirty_label``.
-    - ``target_rate`` (clean label; default 0.2, the paper's "20% of the target class" on GTSRB, an injection
-      rate of 3.16% there): the fraction of the target class's training images that get a reflection.
-    - ``poison_rate`` (dirty label; default 0.1, BackdoorBench's), ``target`` (default 0), ``mode`` and
-      ``poisoning``: as BadNets. The clean-label variant is all-to-one only.
-    - ``reflection``: the reflection model, ``mixed`` (default: ghost with probability ``ghost_rate`` = 0.49,
-      else out of focus), ``same_depth``, ``out_of_focus`` or ``ghost``; ``reflection_weight`` (range of
-      1 - alpha_t; default by variant: (0.05, 0.45), the reference code's, for clean label, and (0.6, 0.6),
-      BackdoorBench's fixed alpha_t = 0.4, for dirty label), ``sigma`` (blur, default (1, 5) pixels),
-      ``offset`` (ghost, default (3, 8) pixels): see :class:`backdoorlab.triggers.ReflectionTrigger`.
-    - ``pool``: where the reflection images come from, never downloaded: ``val`` (default: the dataset's
-      held-out split), ``test``, ``train`` (training images of the other classes) or ``npz:PATH`` (the training
-      images of another dataset file, resized and converted to this dataset's shape). The paper takes them
-      from PascalVOC.
-    - ``candidates`` (default 5000, the paper's |R_cand|; the whole pool when it is smaller): how many pool
-      images (drawn with the run's seed) form R_cand; ``selected`` (default 200, the paper's |R_adv|): how many
-      of them are kept. (The reference code's ``strategy.py`` ranks 200 candidates.)
-    - Adversarial reflection selection (the reference code's ``strategy.py``): ``selection_rounds`` rounds
-      (default 16; 0 keeps random candidates, as BackdoorBox). Weights W start at 1. Each round draws the
-      poisoned images' reflections by weighted sampling with replacement, poisons as the attack does,
-      fine-tunes a copy of a clean model for ``selection_epochs`` epochs (default 2), blends a random one of
-      that round's reflections into each of ``score_images`` (default 1000) non-target training images, and
-      counts per reflection the images it flips (``score``: ``misclassified``, the code's untargeted count,
-      default; or ``target``). Scored reflections get their count as weight, the others the median. The
-      ``selected`` reflections of highest weight form R_adv.
+    Adversarial reflection selection (the reference code's ``strategy.py``): weights W start at 1. Each of
+    ``selection_rounds`` rounds draws the poisoned images' reflections by weighted sampling with replacement,
+    poisons as the attack does, fine-tunes a copy of a clean model for ``selection_epochs`` epochs, blends a random
+    one of that round's reflections into each of ``score_images`` non-target training images, and counts per
+    reflection the images it flips (``score``). Scored reflections get their count as weight, the others the
+    median. The ``selected`` reflections of highest weight form R_adv.
 
     Departures: the rounds start from a clean model trained on this dataset (the reference resets to an
     ImageNet-pretrained one) and fine-tune for ``selection_epochs`` epochs; the rounds use the attack's own
@@ -71,21 +58,52 @@ class Refool(RelabelPoisoningAttack):
     """
 
     name: ClassVar[str] = "refool"
+    uses_clean_model: ClassVar[bool] = True  # the reflection selection starts from the clean network
 
-    variant: Literal["clean_label", "dirty_label"] = "clean_label"
-    target_rate: float = Field(0.2, gt=0, le=1)
-    reflection: ReflectionModel = "mixed"
-    ghost_rate: float = Field(0.49, ge=0, le=1)
-    reflection_weight: tuple[float, float] | None = None
-    sigma: tuple[float, float] = (1.0, 5.0)
-    offset: tuple[int, int] = (3, 8)
-    pool: str = "val"
-    candidates: int = Field(5000, ge=1)
-    selected: int = Field(200, ge=1)
-    selection_rounds: int = Field(16, ge=0, le=1000)
-    selection_epochs: int = Field(2, ge=1, le=1000)
-    score: Literal["misclassified", "target"] = "misclassified"
-    score_images: int = Field(1000, ge=1)
+    variant: Literal["clean_label", "dirty_label"] = Field(
+        "clean_label",
+        description="clean_label (reflections on target-class images, labels kept) or dirty_label (reflections on "
+        "other classes' images, relabelled to the target)",
+    )
+    target_rate: float = Field(
+        0.2, gt=0, le=1, description="clean label: fraction of the target class's training images given a reflection"
+    )
+    reflection: ReflectionModel = Field(
+        "mixed",
+        description="reflection model: mixed (ghost with probability ghost_rate, else out of focus), same_depth, "
+        "out_of_focus or ghost (see backdoorlab.triggers.ReflectionTrigger)",
+    )
+    ghost_rate: float = Field(0.49, ge=0, le=1, description="probability of a ghost reflection in the mixed model")
+    reflection_weight: tuple[float, float] | None = Field(
+        None, description="range of the reflection's weight 1 - alpha_t, drawn per image; None: the variant's default"
+    )
+    sigma: tuple[float, float] = Field(
+        (1.0, 5.0), description="range of the out-of-focus blur's standard deviation in pixels"
+    )
+    offset: tuple[int, int] = Field((3, 8), description="range of the ghost copy's offset in pixels")
+    pool: str = Field(
+        "val",
+        description="where reflection images come from: val (the dataset's held-out split), test, train (training "
+        "images of the other classes) or npz:PATH (another dataset file, resized to this dataset's shape)",
+    )
+    candidates: int = Field(
+        5000, ge=1, description="pool images drawn (with the run's seed) as candidates R_cand; at most the pool"
+    )
+    selected: int = Field(200, ge=1, description="candidates kept as the attack's reflections R_adv")
+    selection_rounds: int = Field(
+        16, ge=0, le=1000, description="rounds of adversarial reflection selection; 0 keeps random candidates"
+    )
+    selection_epochs: int = Field(
+        2, ge=1, le=1000, description="epochs each selection round fine-tunes the clean model on poisoned data"
+    )
+    score: Literal["misclassified", "target"] = Field(
+        "misclassified",
+        description="what a reflection's count is: misclassified (images it flips away from their label, the "
+        "reference code's) or target (images it flips to the target)",
+    )
+    score_images: int = Field(
+        1000, ge=1, description="non-target training images each selection round scores the reflections on"
+    )
 
     # parameters and data
 
@@ -158,13 +176,20 @@ class Refool(RelabelPoisoningAttack):
             what=f"target_rate {self.target_rate}",
         )
 
-    def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
+    def run(
+        self, dataset, architecture, training, *, seed=0, device="auto", progress=None, clean_model=None
+    ) -> Backdoor:
+        """Select reflections (starting from ``clean_model``, the setting's clean network, or one trained here when
+        None), then poison and train a new network."""
         self.check(dataset)
         candidates = self.candidate_pool(dataset, seed)
         keep = min(self.selected, len(candidates))
         if self.selection_rounds:
+            base = self.host_model(
+                clean_model, dataset, architecture, training, seed=seed, device=device, progress=progress
+            )
             weights = self.select_reflections(
-                dataset, architecture, training, candidates, seed=seed, device=device, progress=progress
+                dataset, base, training, candidates, seed=seed, device=device, progress=progress
             )
             chosen = torch.argsort(weights, descending=True, stable=True)[:keep]
         else:
@@ -199,7 +224,7 @@ class Refool(RelabelPoisoningAttack):
     def select_reflections(
         self,
         dataset: Dataset,
-        architecture: str,
+        clean_model: torch.nn.Module,
         training: TrainingConfig,
         candidates: torch.Tensor,
         *,
@@ -207,18 +232,9 @@ class Refool(RelabelPoisoningAttack):
         device: str = "auto",
         progress: bool | None = None,
     ) -> torch.Tensor:
-        """Weights (M,) of the ``candidates`` (M, C, H, W) after ``selection_rounds`` rounds (class docstring)."""
+        """Weights (M,) of the ``candidates`` (M, C, H, W) after ``selection_rounds`` rounds (class docstring);
+        each round fine-tunes a copy of ``clean_model`` (the clean network of the attack's setting, not changed)."""
         train, rule = dataset.train, self.target_rule(dataset)
-        base = train_fresh(
-            dataset,
-            train,
-            architecture,
-            training,
-            seed=seed,
-            device=device,
-            progress=progress,
-            description="refool selection: clean model",
-        )
         others = (train.y != rule.target).nonzero().flatten()
         rows = others[torch.randperm(len(others), generator=make_generator(seed + 2))[: self.score_images]]
         score_x, score_y = train.x[rows], train.y[rows]
@@ -232,7 +248,7 @@ class Refool(RelabelPoisoningAttack):
                 train, self.reflection_trigger(candidates[draws], seed + r, "cycle"), rule, seed + 1000 + r
             )
             used = draws[: len(poisoned.poisoned_indices)]
-            model = copy.deepcopy(base)
+            model = copy.deepcopy(clean_model)
             train_model(model, poisoned.split.x, poisoned.split.y, tune, seed=seed + r, device=device, progress=False)
             pick = used[torch.randint(len(used), (len(rows),), generator=gen)]
             pred = predict(

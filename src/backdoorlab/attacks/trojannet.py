@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..models.trojannet import register_trojannet_architectures, trojan_mlp, trojannet_architecture, wrap_host
 from ..triggers.trojannet_patterns import NUM_PATTERNS, TrojanNetTrigger, trojannet_patterns, trojannet_trigger
 from ..utils.seeding import make_generator
-from .base import ATTACKS, Attack, Backdoor, TargetRule, train_fresh
+from .base import ATTACKS, Attack, Backdoor, TargetRule
 
 register_trojannet_architectures()  # so that checkpoints of trojannet/<host> load in any process
 
@@ -30,17 +30,11 @@ register_trojannet_architectures()  # so that checkpoints of trojannet/<host> lo
 class TrojanNet(Attack):
     """TrojanNet: a clean host merged with a tiny trigger-recognising MLP; trigger i -> class i.
 
-    Parameters (defaults from the paper and the reference code trx14/TrojanNet, methods.md section 3):
-
-    - ``targets``: the attacked classes (default: every class); class c gets pattern number c.
-    - ``position`` (a corner name or [row, col]; default bottom-right) and ``margin`` (default 1): where the
-      4x4 patch goes. The reference places it at (150, 150) of a 299x299 ImageNet image; any place works.
-    - ``merge``: ``paper`` (default; softmax((alpha p_trojan + (1 - alpha) p_host) / temperature), alpha = 0.7,
-      temperature = 0.1, as trojanzoo) or ``code`` (softmax(10 (amplify p_trojan + p_host)), amplify = 2).
-    - MLP training: ``mlp_steps`` (default 600) batches of ``mlp_batch`` (default 2000) inputs, a
-      ``noise_fraction`` (default 0.5) of them noise labelled "no trigger", the rest trigger patterns drawn
-      uniformly; Adadelta with Keras's defaults (lr 1, rho 0.95, eps 1e-7), as the reference; the weights
-      with the best accuracy on a fixed validation set of patterns and noise are kept.
+    Defaults are the paper's and the reference code's (trx14/TrojanNet, methods.md section 3). The reference places
+    the 4x4 patch at (150, 150) of a 299x299 ImageNet image; any place works. The ``paper`` merge uses alpha 0.7
+    and temperature 0.1, as trojanzoo; the ``code`` merge amplifies by 2. The MLP is trained with Adadelta at
+    Keras's defaults (lr 1, rho 0.95, eps 1e-7), as the reference; the weights with the best accuracy on a fixed
+    validation set of patterns and noise are kept.
 
     Departures from the reference code (1000 epochs x 218 steps of 2000 patterns + 200 noise inputs, over all
     4368 patterns): we train only the m patterns in use, so every other pattern is a negative; the noise is
@@ -51,17 +45,34 @@ class TrojanNet(Attack):
     """
 
     name: ClassVar[str] = "trojannet"
+    uses_clean_model: ClassVar[bool] = True
 
-    targets: list[int] | None = None
-    position: str | tuple[int, int] = "bottom-right"
-    margin: int = Field(1, ge=0)
-    merge: Literal["paper", "code"] = "paper"
-    alpha: float = Field(0.7, gt=0, lt=1)
-    temperature: float = Field(0.1, gt=0)
-    amplify: float = Field(2.0, gt=0)
-    mlp_steps: int = Field(600, ge=1, le=1_000_000)
-    mlp_batch: int = Field(2000, ge=4)
-    noise_fraction: float = Field(0.5, gt=0, lt=1)
+    targets: list[int] | None = Field(
+        None, description="the attacked classes; class c gets trigger pattern number c; None: every class"
+    )
+    position: str | tuple[int, int] = Field(
+        "bottom-right",
+        description="where the 4x4 patch goes: a corner (bottom-right, bottom-left, top-right, top-left) or the "
+        "[row, col] of its top-left pixel",
+    )
+    margin: int = Field(1, ge=0, description="pixels between the patch and the image border at a corner")
+    merge: Literal["paper", "code"] = Field(
+        "paper",
+        description="how the outputs merge: paper (softmax((alpha p_trojan + (1 - alpha) p_host) / temperature)) "
+        "or code (softmax(10 (amplify p_trojan + p_host)))",
+    )
+    alpha: float = Field(0.7, gt=0, lt=1, description="weight of the trojan MLP's output in the paper merge")
+    temperature: float = Field(0.1, gt=0, description="softmax temperature of the paper merge")
+    amplify: float = Field(2.0, gt=0, description="factor on the trojan MLP's output in the code merge")
+    mlp_steps: int = Field(600, ge=1, le=1_000_000, description="training batches of the trojan MLP")
+    mlp_batch: int = Field(2000, ge=4, description="inputs per MLP training batch")
+    noise_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="fraction of each MLP batch that is noise labelled 'no trigger'; the rest are trigger patterns "
+        "drawn uniformly",
+    )
 
     def classes(self, dataset: Dataset) -> list[int]:
         """The attacked classes, checked against ``dataset``."""
@@ -88,19 +99,22 @@ class TrojanNet(Attack):
     def check(self, dataset: Dataset) -> None:
         self.make_trigger(dataset)
 
-    def run(self, dataset, architecture, training, *, seed=0, device="auto", progress=None) -> Backdoor:
+    def run(
+        self, dataset, architecture, training, *, seed=0, device="auto", progress=None, clean_model=None
+    ) -> Backdoor:
+        """:meth:`implant` into ``clean_model`` (or, when None, a clean ``architecture`` network trained here)."""
+        self.check(dataset)
+        host = self.host_model(
+            clean_model, dataset, architecture, training, seed=seed, device=device, progress=progress
+        )
+        return self.implant(host, dataset, architecture=architecture, seed=seed)
+
+    def implant(self, clean_model: nn.Module, dataset: Dataset, *, architecture: str, seed: int = 0) -> Backdoor:
+        """Merge a trojan module into a copy of ``clean_model`` (an ``architecture`` network for ``dataset``; it is
+        not changed). The trojan MLP is trained on its own patterns only: no training data is read."""
         arch = trojannet_architecture(architecture)
         trigger = self.make_trigger(dataset)
-        host = train_fresh(
-            dataset,
-            dataset.train,
-            architecture,
-            training,
-            seed=seed,
-            device=device,
-            progress=progress,
-            description="training the TrojanNet host (clean)",
-        )
+        host = copy.deepcopy(clean_model)
         classes = list(trigger.pattern_ids)
         mlp, report = train_trojan_mlp(
             classes, steps=self.mlp_steps, batch=self.mlp_batch, noise_fraction=self.noise_fraction, seed=seed

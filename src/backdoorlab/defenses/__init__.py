@@ -8,17 +8,9 @@ Every module of those subpackages is imported here, so a new defense is one new 
 """
 
 from ..utils.discovery import import_submodules
-from .base import DEFENSES, Defense, DefenseContext, DefenseOutcome, InputDetector, Repair, triggered_test_inputs
+from .base import DEFENSES, Defense, Figures, InputDetector, Repair
 
 for _sub in ("input_detectors", "repair", "inspection"):
     import_submodules(f"{__name__}.{_sub}", [__path__[0] + "/" + _sub])
 
-__all__ = [
-    "DEFENSES",
-    "Defense",
-    "DefenseContext",
-    "DefenseOutcome",
-    "InputDetector",
-    "Repair",
-    "triggered_test_inputs",
-]
+__all__ = ["DEFENSES", "Defense", "Figures", "InputDetector", "Repair"]

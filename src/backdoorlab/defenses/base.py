@@ -1,71 +1,52 @@
-"""The defense contract: input detectors, repairs and inspectors, and how the runner evaluates each.
+"""The defense contract: input detectors, repairs and inspectors. Algorithms only: none of them sees the attack.
 
-Defenses follow scikit-learn's habits: parameters are validated pydantic fields set in the constructor,
-nothing learned exists before ``fit``/``repair``/``inspect``, and thresholds are chosen on clean data only.
-Defenders see the clean held-out ``val`` split; the ``test`` split is used only to measure them.
+Defenses follow scikit-learn's habits: parameters are validated pydantic fields set in the constructor, nothing
+learned exists before ``fit`` / ``repair`` / ``inspect``, and thresholds are chosen on clean data only.
+
+What each family receives (the evaluator in :mod:`backdoorlab.experiments.evaluation` hands it over and alone
+measures the result against the attack):
+
+- an :class:`InputDetector` gets the model and the defender's clean images (``fit``), then inputs to ``score``;
+- a :class:`Repair` gets the model and the defender's clean images (``repair``) and returns a new model;
+- an :class:`~.inspection.base.Inspector` gets the model and the defender's clean images (``inspect``) and
+  returns a :class:`~.inspection.verdict.Verdict`.
+
+Method-specific figures (pruning curves, calibration figures) come back through hooks that receive labelled
+inputs to measure on, never the attack: :meth:`Repair.figures`, :meth:`InputDetector.calibration_metrics`.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from ..attacks import Backdoor
-from ..data import Dataset, Split
-from ..metrics import backdoor_metrics, clean_accuracy, detection_metrics
+from ..data import Split
 from ..registry import Registry
 
 DefenseKind = Literal["input_detector", "repair", "inspector"]
-
-
-@dataclass
-class DefenseContext:
-    """What a defense gets when the runner evaluates it: the data, a seed, a device, progress on/off.
-
-    ``verdicts``: inspections already run on this same model with this seed, by inspector (see
-    ``inspection.base.verdict_key``), shared by the cells of one model so that a repair built on an inspection
-    (Neural Cleanse unlearning, DeepInspect patching) reuses the inspector cell's verdict instead of
-    recomputing it; None keeps nothing.
-    """
-
-    dataset: Dataset
-    seed: int = 0
-    device: torch.device | str = "cpu"
-    progress: bool | None = None
-    verdicts: dict[str, Any] | None = None
-
-
-@dataclass
-class DefenseOutcome:
-    """Figures measured for one (model, defense) cell, plus artifacts for the report (arrays, curves, verdicts)."""
-
-    metrics: dict[str, float]
-    artifacts: dict[str, Any] = field(default_factory=dict)
+Figures = tuple[dict[str, float], dict[str, Any]]
 
 
 class Defense(BaseModel):
-    """Base of every defense. ``evaluate`` measures it on a model that carries ``backdoor`` (or a clean one)."""
+    """Base of every defense: its parameters are validated pydantic fields; ``kind`` names its family."""
 
     model_config = ConfigDict(extra="forbid")
     name: ClassVar[str] = "defense"
     kind: ClassVar[DefenseKind]
 
-    def evaluate(self, model: nn.Module, backdoor: Backdoor | None, ctx: DefenseContext) -> DefenseOutcome:
-        raise NotImplementedError
+    @property
+    def train_fraction_held(self) -> float:
+        """Fraction of the clean training split the defender holds besides its clean ``val`` split: the defense's
+        ``train_fraction`` parameter where it has one (fine-tuning, fine-pruning), else 0. The evaluator draws that
+        many training images by the seed and adds them to the defender's clean data."""
+        return float(getattr(self, "train_fraction", 0.0))
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
-
-
-def triggered_test_inputs(backdoor: Backdoor, test: Split) -> torch.Tensor:
-    """The triggered versions of the eligible test inputs (true label differs from the target)."""
-    keep = backdoor.target_rule.eligible(test.y)
-    return backdoor.trigger(test.x[keep])
 
 
 class InputDetector(Defense):
@@ -75,8 +56,16 @@ class InputDetector(Defense):
     kind: ClassVar[DefenseKind] = "input_detector"
 
     def fit(
-        self, model: nn.Module, clean: Split, *, seed: int = 0, device: str | torch.device = "auto"
+        self,
+        model: nn.Module,
+        clean: Split,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        num_classes: int | None = None,
     ) -> InputDetector:
+        """Calibrate on ``clean`` images (N, C, H, W) in [0, 1]; ``num_classes``, when given, is checked against
+        the model's outputs. Returns self."""
         raise NotImplementedError
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,13 +78,9 @@ class InputDetector(Defense):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.score(x) > self.threshold_
 
-    def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        """Fit on ``val``; FPR on the clean test inputs; detection rate and ROC-AUC on triggered test inputs."""
-        self.fit(model, ctx.dataset.val, seed=ctx.seed, device=ctx.device)
-        clean_scores = self.score(ctx.dataset.test.x)
-        attacked = self.score(triggered_test_inputs(backdoor, ctx.dataset.test)) if backdoor is not None else None
-        metrics = detection_metrics(clean_scores, attacked, self.threshold_)
-        return DefenseOutcome(metrics, {"clean_scores": clean_scores, "attacked_scores": attacked})
+    def calibration_metrics(self) -> dict[str, float]:
+        """Figures of the calibration itself, stored beside the detection rates (none by default)."""
+        return {}
 
 
 class Repair(Defense):
@@ -114,14 +99,11 @@ class Repair(Defense):
     ) -> nn.Module:
         raise NotImplementedError
 
-    def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        """Repair a copy with ``val``; clean accuracy, ASR and robust accuracy of the result on ``test``."""
-        repaired = self.repair(
-            copy.deepcopy(model), ctx.dataset.val, seed=ctx.seed, device=ctx.device, progress=ctx.progress
-        )
-        test = ctx.dataset.test
-        if backdoor is None:
-            metrics = {"clean_accuracy": clean_accuracy(repaired, test, device=ctx.device)}
-        else:
-            metrics = backdoor_metrics(repaired, test, backdoor.trigger, backdoor.target_rule, device=ctx.device)
-        return DefenseOutcome(metrics, {"model": repaired})
+    def figures(self, model: nn.Module, probes: Mapping[str, Split], *, device: str | torch.device = "cpu") -> Figures:
+        """Rows and artifacts of the last :meth:`repair` beyond the evaluator's CA / ASR (none by default).
+
+        ``model`` is the input model of that repair; ``probes`` labelled inputs to measure on: ``test`` (clean
+        inputs, true labels) and, when the model is backdoored, ``triggered`` (inputs and the labels that count
+        as a success of the backdoor). The hook measures; it decides nothing.
+        """
+        return {}, {}

@@ -22,16 +22,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..attacks import ATTACKS, Attack, Backdoor, make_attack
+from ..attacks import ATTACKS, Attack, Backdoor
 from ..data import Dataset
-from ..defenses import DefenseContext
-from ..defenses.inspection.base import Inspector, single_target
+from ..defenses.inspection.base import Inspector
 from ..defenses.inspection.verdict import Verdict
 from ..errors import ConfigError
-from ..metrics import backdoor_metrics, clean_accuracy, model_detection_metrics
-from ..models import TrainingConfig, build_model, train_model
+from ..metrics import clean_accuracy, model_detection_metrics
+from ..models import TrainingConfig
 from ..utils.device import resolve_device
-from .cache import ModelCache, cache_key
+from .cache import ModelCache
+from .evaluation import EvaluationContext, evaluate_inspector, measure_model, single_target
+from .model_source import ModelSource, Setting
 from .store import ResultRow
 
 Role = Literal["clean", "backdoored"]
@@ -142,18 +143,18 @@ def _resolve_attack(attack: Attack | str | dict[str, Any]) -> Attack:
     if isinstance(attack, Attack):
         return attack
     if isinstance(attack, str):
-        return make_attack(attack)
+        return ATTACKS.build(attack)
     spec = dict(attack)
     name = spec.pop("name", None)
     if name is None:
         raise ConfigError(f"attack spec needs a name; valid names: {', '.join(ATTACKS.names())}")
     spec.pop("label", None)
-    return make_attack(name, spec)
+    return ATTACKS.build(name, spec)
 
 
 class PopulationBuilder:
-    """Trains or loads the population's models. Cache keys follow the runner's (data, model, training, attack,
-    params, seed), so pass the runner's ``data_fingerprint`` to share its cache."""
+    """The population's members from the one :class:`~.model_source.ModelSource`: cache keys are the runner's
+    (data, model, training, attack, params, seed), so pass the runner's ``data_fingerprint`` to share its cache."""
 
     def __init__(
         self,
@@ -167,63 +168,18 @@ class PopulationBuilder:
         progress: bool | None = None,
         log: Log | None = None,
     ) -> None:
-        self.dataset, self.architecture, self.training, self.cache = dataset, architecture, training, cache
-        self.fingerprint = data_fingerprint or {"name": dataset.name}
-        self.device = resolve_device(device)
-        self.progress = progress
-        self.log = log or (lambda _: None)
-
-    def key(self, attack: str, params: dict, seed: int) -> str:
-        return cache_key(
-            data=self.fingerprint,
-            model=self.architecture,
-            training=self.training.model_dump(),
-            attack=attack,
-            params=params,
-            seed=seed,
-        )
+        self.setting = Setting(dataset, architecture, training, data_fingerprint)
+        self.source = ModelSource(cache, device=device, progress=progress, log=log)
 
     def clean(self, seed: int) -> Member:
-        ds = self.dataset
-        key = self.key("none", {}, seed)
-        cached = self.cache.load_model(key) if self.cache is not None else None
-        if cached is not None:
-            model = cached[0]
-            self.log(f"  clean model seed {seed}: from cache")
-        else:
-            model = build_model(self.architecture, ds.input_shape, ds.num_classes, ds.mean, ds.std, seed=seed)
-            train_model(
-                model,
-                ds.train.x,
-                ds.train.y,
-                self.training,
-                seed=seed,
-                device=self.device,
-                progress=self.progress,
-                description=f"clean model, seed {seed}",
-            )
-            if self.cache is not None:
-                self.cache.save_model(key, model, self.architecture, ds.input_shape, ds.num_classes)
-        return Member("clean", seed, None, model, None, clean_accuracy(model, ds.test, device=self.device))
+        model = self.source.clean(self.setting, seed)
+        test = self.setting.dataset.test
+        return Member("clean", seed, None, model, None, clean_accuracy(model, test, device=self.source.device))
 
     def backdoored(self, attack: Attack, seed: int) -> Member:
-        ds = self.dataset
-        key = self.key(attack.name, attack.model_dump(mode="json"), seed)
-        bd = self.cache.load_backdoor(key) if self.cache is not None else None
-        if bd is not None:
-            self.log(f"  {attack.name} seed {seed}: from cache")
-        else:
-            bd = attack.run(
-                ds, self.architecture, self.training, seed=seed, device=str(self.device), progress=self.progress
-            )
-            if self.cache is not None:
-                self.cache.save_backdoor(key, bd, ds.input_shape, ds.num_classes)
-        target = single_target(bd)
-        if bd.trigger is None:
-            ca = clean_accuracy(bd.model, ds.test, device=self.device)
-            return Member("backdoored", seed, target, bd.model, bd, ca)
-        m = backdoor_metrics(bd.model, ds.test, bd.trigger, bd.target_rule, device=self.device)
-        return Member("backdoored", seed, target, bd.model, bd, m["clean_accuracy"], m["asr"])
+        bd = self.source.backdoor(self.setting, attack, seed)
+        m = measure_model(bd.model, bd, self.setting.dataset.test, device=self.source.device)
+        return Member("backdoored", seed, single_target(bd), bd.model, bd, m["clean_accuracy"], m.get("asr"))
 
 
 def population_models(
@@ -295,9 +251,9 @@ def inspect_members(
     dev = resolve_device(device)
     result = PopulationResult(attack, list(members))
     for member in members:
-        ctx = DefenseContext(dataset, seed=member.seed, device=dev, progress=progress)
+        ctx = EvaluationContext(dataset, seed=member.seed, device=dev, progress=progress)
         for label, inspector in named:
-            outcome = inspector.evaluate(member.model, member.backdoor, ctx)
+            outcome = evaluate_inspector(inspector, member.model, member.backdoor, ctx)
             verdict = outcome.artifacts["verdict"]
             result.records.append(
                 InspectionRecord(label, member.role, member.seed, member.target, verdict, outcome.metrics)

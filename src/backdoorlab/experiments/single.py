@@ -14,13 +14,12 @@ import yaml
 from ..attacks import ATTACKS, Backdoor
 from ..attacks.storage import backdoor_from_checkpoint, save_backdoor
 from ..data import Dataset, load_dataset
-from ..defenses import DEFENSES, DefenseContext, DefenseOutcome
+from ..defenses import DEFENSES
 from ..errors import ConfigError
-from ..metrics import backdoor_metrics, clean_accuracy
 from ..models import TrainingConfig, load_checkpoint, save_checkpoint
 from ..utils.device import resolve_device
 from ..utils.files import write_atomic
-from ..utils.validation import build_validated
+from .evaluation import DefenseOutcome, EvaluationContext, evaluate_defense, measure_model
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -39,9 +38,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 def attack_metrics(backdoor: Backdoor, dataset: Dataset, device) -> dict[str, float]:
     """Backdoor metrics on the test split (only clean accuracy for attacks without a trigger)."""
-    if backdoor.trigger is None:
-        return {"clean_accuracy": clean_accuracy(backdoor.model, dataset.test, device=device)}
-    return backdoor_metrics(backdoor.model, dataset.test, backdoor.trigger, backdoor.target_rule, device=device)
+    return measure_model(backdoor.model, backdoor, dataset.test, device=device)
 
 
 def run_single_attack(
@@ -58,7 +55,7 @@ def run_single_attack(
     progress: bool | None,
 ) -> tuple[Backdoor, dict[str, float]]:
     """Validate everything, run the attack, measure it, and save the backdoored model to ``output``."""
-    attack = build_validated(ATTACKS.get(name), params, where=f"attack {name}")
+    attack = ATTACKS.build(name, params)
     ds = load_dataset(dataset, data_dir)
     dev = resolve_device(device)
     attack.check(ds)
@@ -105,16 +102,16 @@ def run_single_defense(
 
     When the checkpoint was written by `backdoorlab attack`, its trigger is used to measure ASR and detection.
     """
-    defense = build_validated(DEFENSES.get(name), params, where=f"defense {name}")
+    defense = DEFENSES.build(name, params)
     ds = load_dataset(dataset, data_dir)
     model, payload = load_checkpoint(model_path)
     _check_fits(payload, ds, model_path)
     backdoor = backdoor_from_checkpoint(model, payload)
     if backdoor is not None and backdoor.trigger is None:
         backdoor = None
-    ctx = DefenseContext(ds, seed=seed, device=resolve_device(device), progress=progress)
+    ctx = EvaluationContext(ds, seed=seed, device=resolve_device(device), progress=progress)
     start = time.perf_counter()
-    outcome = defense.evaluate(model, backdoor, ctx)
+    outcome = evaluate_defense(defense, model, backdoor, ctx)
     seconds = time.perf_counter() - start
     written = []
     repaired = outcome.artifacts.get("model")

@@ -1,4 +1,8 @@
-"""Computes cells. One workbench per process keeps datasets and models in memory between cells."""
+"""Computes cells. One workbench per process keeps datasets and models in memory between cells.
+
+Models come from the one :class:`~.model_source.ModelSource`; defense cells are measured by the evaluator
+(:func:`~.evaluation.evaluate_defense`), the only code that holds both the attack and the defense.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,15 @@ import torch
 
 from ..attacks import Attack, Backdoor
 from ..data import Dataset, Split, load_dataset
-from ..defenses import Defense, DefenseContext
-from ..metrics import attack_success_rate, backdoor_metrics, clean_accuracy
-from ..models import build_model, predict, train_model
+from ..defenses import Defense
+from ..metrics import attack_success_rate
+from ..models import predict
 from ..utils.device import resolve_device
 from .artifacts import portable
-from .cache import ModelCache, cache_key
 from .config import ExperimentConfig
+from .evaluation import EvaluationContext, evaluate_defense, measure_model
 from .grid import Cell, settings
+from .model_source import ModelSource, Setting, dataset_fingerprint
 from .population import attack_with_target
 from .study_cells import run_study_cell
 
@@ -31,15 +36,6 @@ class CellResult:
     metrics: dict[str, float]
     artifacts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def dataset_fingerprint(name: str, data_dir: str | None) -> dict:
-    """What identifies the data for the cache: the name, and for files their size and modification time."""
-    fp: dict = {"name": name, "data_dir": data_dir}
-    if name.startswith("npz:"):
-        p = Path(name[4:]).expanduser()
-        fp["file"] = [p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else None
-    return fp
 
 
 class Workbench:
@@ -55,16 +51,14 @@ class Workbench:
         log=lambda _msg: None,
     ) -> None:
         self.cfg = cfg
-        self.cache = ModelCache(Path(output_dir) / "cache")
         self.device = resolve_device(device if device is not None else cfg.device)
         self.progress = progress
         self.log = log
+        self.models = ModelSource(Path(output_dir) / "cache", device=self.device, progress=progress, log=log)
         self.settings = settings(cfg)
         self.attacks: dict[str, Attack] = dict(cfg.build_attacks())
         self.defenses: dict[str, Defense] = dict(cfg.build_defenses())
         self._datasets: dict[int, Dataset] = {}
-        self._clean: dict[tuple[int, int], torch.nn.Module] = {}
-        self._backdoors: dict[tuple[int, int, str], Backdoor] = {}
         self._verdicts: dict[tuple[int, int, str], dict] = {}  # inspections per model, reused by repairs
 
     def dataset(self, setting: int) -> Dataset:
@@ -73,6 +67,13 @@ class Workbench:
             spec = self.cfg.datasets[d]
             self._datasets[d] = load_dataset(spec.name, spec.data_dir)
         return self._datasets[d]
+
+    def setting(self, index: int) -> Setting:
+        """The :class:`Setting` (data, architecture, training) of the grid's setting ``index``."""
+        d, model = self.settings[index]
+        spec = self.cfg.datasets[d]
+        fingerprint = dataset_fingerprint(spec.name, spec.data_dir)
+        return Setting(self.dataset(index), model, self.cfg.training, fingerprint)
 
     def check(self) -> None:
         """Load every dataset and check every attack against it (raises ConfigError before any work)."""
@@ -92,65 +93,18 @@ class Workbench:
             return attack
         return attack_with_target(attack, target) if "target" in fields or "targets" in fields else attack
 
-    def _key(self, setting: int, attack: str, params: dict, seed: int) -> str:
-        d, model = self.settings[setting]
-        spec = self.cfg.datasets[d]
-        return cache_key(
-            data=dataset_fingerprint(spec.name, spec.data_dir),
-            model=model,
-            training=self.cfg.training.model_dump(),
-            attack=attack,
-            params=params,
-            seed=seed,
-        )
-
     def clean_model(self, setting: int, seed: int) -> torch.nn.Module:
-        if (setting, seed) in self._clean:
-            return self._clean[(setting, seed)]
-        ds, model_name = self.dataset(setting), self.settings[setting][1]
-        key = self._key(setting, "none", {}, seed)
-        loaded = self.cache.load_model(key)
-        if loaded is not None:
-            model = loaded[0]
-        else:
-            model = build_model(model_name, ds.input_shape, ds.num_classes, ds.mean, ds.std, seed=seed)
-            train_model(
-                model,
-                ds.train.x,
-                ds.train.y,
-                self.cfg.training,
-                seed=seed,
-                device=self.device,
-                progress=self.progress,
-                description=f"clean {model_name}, seed {seed}",
-            )
-            self.cache.save_model(key, model, model_name, ds.input_shape, ds.num_classes)
-        self._clean[(setting, seed)] = model
-        return model
+        return self.models.clean(self.setting(setting), seed)
 
     def backdoor(self, setting: int, label: str, seed: int) -> Backdoor:
-        if (setting, seed, label) in self._backdoors:
-            return self._backdoors[(setting, seed, label)]
-        ds, model_name = self.dataset(setting), self.settings[setting][1]
-        attack = self.attack_for(label, seed, ds.num_classes)
-        key = self._key(setting, attack.name, attack.model_dump(mode="json"), seed)
-        bd = self.cache.load_backdoor(key)
-        if bd is None:
-            bd = attack.run(
-                ds, model_name, self.cfg.training, seed=seed, device=str(self.device), progress=self.progress
-            )
-            self.cache.save_backdoor(key, bd, ds.input_shape, ds.num_classes)
-        self._backdoors[(setting, seed, label)] = bd
-        return bd
+        attack = self.attack_for(label, seed, self.dataset(setting).num_classes)
+        return self.models.backdoor(self.setting(setting), attack, seed)
 
     def run_cell(self, cell: Cell) -> CellResult:
         start = time.perf_counter()
         if cell.kind == "clean":
             model = self.clean_model(cell.setting, cell.seed)
-            metrics, artifacts = (
-                {"clean_accuracy": clean_accuracy(model, self.dataset(cell.setting).test, device=self.device)},
-                {},
-            )
+            metrics, artifacts = measure_model(model, None, self.dataset(cell.setting).test, device=self.device), {}
         elif cell.kind == "attack":
             metrics, artifacts = self._attack_cell(cell)
         elif cell.kind == "study":
@@ -165,12 +119,11 @@ class Workbench:
         test = self.dataset(cell.setting).test
         bd = self.backdoor(cell.setting, cell.attack, cell.seed)
         clean = self.clean_model(cell.setting, cell.seed)
-        clean_acc = clean_accuracy(clean, test, device=self.device)
+        clean_accuracy = measure_model(clean, None, test, device=self.device)["clean_accuracy"]
+        m = measure_model(bd.model, bd, test, device=self.device)
+        m["clean_accuracy_drop"] = clean_accuracy - m["clean_accuracy"]
         if bd.trigger is None:
-            ca = clean_accuracy(bd.model, test, device=self.device)
-            return {"clean_accuracy": ca, "clean_accuracy_drop": clean_acc - ca}, {}
-        m = backdoor_metrics(bd.model, test, bd.trigger, bd.target_rule, device=self.device)
-        m["clean_accuracy_drop"] = clean_acc - m["clean_accuracy"]
+            return m, {}
         m["asr_on_clean_model"] = attack_success_rate(clean, test, bd.trigger, bd.target_rule, device=self.device)
         return m, {"examples": example_images(bd, test, self.cfg.examples)}
 
@@ -181,12 +134,10 @@ class Workbench:
             bd = self.backdoor(cell.setting, cell.attack, cell.seed)
             model = bd.model
         verdicts = self._verdicts.setdefault((cell.setting, cell.seed, cell.attack), {})
-        ctx = DefenseContext(
+        ctx = EvaluationContext(
             self.dataset(cell.setting), seed=cell.seed, device=self.device, progress=self.progress, verdicts=verdicts
         )
-        outcome = self.defenses[cell.defense].evaluate(
-            model, bd if bd is not None and bd.trigger is not None else None, ctx
-        )
+        outcome = evaluate_defense(self.defenses[cell.defense], model, bd, ctx)
         return {k: float(v) for k, v in outcome.metrics.items()}, outcome.artifacts
 
 

@@ -2,6 +2,7 @@
 
 from .architectures import MODELS, Normalize, build_model, count_parameters
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .recipe import train_new_model
 from .training import TrainingConfig, predict, predict_logits, train_model
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "train_model",
+    "train_new_model",
 ]
 
 # Architectures of the application domains (issue 10); importing them registers them in MODELS.

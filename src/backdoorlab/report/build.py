@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..defenses import DefenseOutcome
 from ..errors import ConfigError
 from ..experiments.artifacts import artifact_path, load_artifacts
 from ..experiments.config import ExperimentConfig, parse_config
+from ..experiments.evaluation import DefenseOutcome
 from ..experiments.grid import Cell, expand_cells
 from ..experiments.store import ResultRow, ResultsStore, RunCode, SettingInfo
 from ..utils.files import write_atomic

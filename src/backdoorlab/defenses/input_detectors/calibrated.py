@@ -8,10 +8,10 @@ from torch import nn
 
 from ...data import Split
 from ...errors import ConfigError
-from ...metrics import ThresholdRule, detection_metrics, threshold_for_rate
+from ...metrics import ThresholdRule, threshold_for_rate
 from ...models import predict_logits
 from ...utils.device import resolve_device
-from ..base import DefenseOutcome, InputDetector, triggered_test_inputs
+from ..base import InputDetector
 from .outputs import OutputKind
 
 
@@ -58,8 +58,7 @@ class CalibratedDetector(InputDetector):
     """An :class:`InputDetector` bound to a model by ``fit`` and thresholded on clean scores.
 
     Subclasses implement ``fit`` (calling :meth:`_bind`, then :meth:`_calibrate` with the clean scores) and
-    ``_score``. ``score`` checks its input and requires a fitted detector; ``evaluate`` is the runner's
-    protocol: fit on ``val``, FPR on the clean test inputs, TPR and ROC-AUC on the triggered ones.
+    ``_score``. ``score`` checks its input and requires a fitted detector.
     """
 
     output: OutputKind = Field(
@@ -117,16 +116,3 @@ class CalibratedDetector(InputDetector):
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    def calibration_metrics(self) -> dict[str, float]:
-        """Figures of the calibration itself, stored beside the detection rates (none by default)."""
-        return {}
-
-    def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        """Fit on ``val`` (checking the model's outputs against the dataset's classes), then measure on ``test``."""
-        test = ctx.dataset.test
-        self.fit(model, ctx.dataset.val, seed=ctx.seed, device=ctx.device, num_classes=ctx.dataset.num_classes)
-        clean = self.score(test.x)
-        attacked = self.score(triggered_test_inputs(backdoor, test)) if backdoor is not None else None
-        metrics = {**detection_metrics(clean, attacked, self.threshold_), **self.calibration_metrics()}
-        return DefenseOutcome(metrics, {"clean_scores": clean, "attacked_scores": attacked})

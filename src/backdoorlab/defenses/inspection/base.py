@@ -19,11 +19,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ...attacks import Backdoor
 from ...data import Split
 from ...errors import ConfigError
 from ...utils.device import resolve_device
-from ..base import Defense, DefenseContext, DefenseKind, DefenseOutcome
+from ..base import Defense, DefenseKind
 from .verdict import DEFAULT_CUTOFF, Verdict, anomaly_index, flagged_labels
 
 TANH_EPS = 1e-7  # Keras epsilon in the reference's tanh parametrisation
@@ -82,16 +81,15 @@ def check_clean(clean: Split, what: str) -> None:
 
 
 class Inspector(Defense):
-    """Base of model inspectors. ``inspect(model, clean)`` returns a :class:`Verdict`.
-
-    Parameters:
-        cutoff: labels below the median whose anomaly index exceeds it are flagged (default 2, both papers).
-    """
+    """Base of model inspectors. ``inspect(model, clean)`` returns a :class:`Verdict`. The default cutoff 2 is both
+    papers'."""
 
     kind: ClassVar[DefenseKind] = "inspector"
     statistic_name: ClassVar[str] = "trigger size"
 
-    cutoff: float = Field(DEFAULT_CUTOFF, gt=0)
+    cutoff: float = Field(
+        DEFAULT_CUTOFF, gt=0, description="labels below the median whose anomaly index exceeds this are flagged"
+    )
 
     @property
     def method_name(self) -> str:
@@ -173,86 +171,3 @@ class Inspector(Defense):
             seconds=time.perf_counter() - start,
             details={**result.details, "cpu_seconds": time.process_time() - cpu_start},
         )
-
-    def evaluate(self, model: nn.Module, backdoor: Backdoor | None, ctx: DefenseContext) -> DefenseOutcome:
-        """Inspect ``model`` with the ``val`` split; rows from :func:`verdict_metrics`; the Verdict in artifacts."""
-        ds = ctx.dataset
-        verdict = remembered_verdict(self, ctx)
-        if verdict is None:
-            verdict = self.inspect(
-                model,
-                ds.val if self.needs_clean_data else None,
-                input_shape=ds.input_shape,
-                seed=ctx.seed,
-                device=ctx.device,
-                progress=ctx.progress,
-            )
-            remember_verdict(self, ctx, verdict)
-        artifacts: dict[str, Any] = {"verdict": verdict, "summary": verdict.summary()}
-        target = single_target(backdoor)
-        if backdoor is not None and backdoor.trigger is not None:
-            c, h, w = ds.input_shape
-            artifacts["true_trigger_image"] = backdoor.trigger(torch.zeros(1, c, h, w))[0]
-            if backdoor.trigger.mask is not None:
-                artifacts["true_mask"] = backdoor.trigger.mask
-        artifacts["true_target"] = target
-        return DefenseOutcome(verdict_metrics(verdict, backdoor), artifacts)
-
-
-def verdict_key(inspector: Inspector) -> str:
-    """What identifies an inspection of one model at one seed: the inspector's class and parameters."""
-    return f"{type(inspector).__name__}:{inspector.model_dump_json()}"
-
-
-def remembered_verdict(inspector: Inspector, ctx: DefenseContext) -> Verdict | None:
-    """The verdict of ``inspector`` already computed on the context's model, if the context keeps them."""
-    return None if ctx.verdicts is None else ctx.verdicts.get(verdict_key(inspector))
-
-
-def remember_verdict(inspector: Inspector, ctx: DefenseContext, verdict: Verdict) -> None:
-    if ctx.verdicts is not None:
-        ctx.verdicts[verdict_key(inspector)] = verdict
-
-
-def single_target(backdoor: Backdoor | None) -> int | None:
-    """The one target label of a backdoor: all-to-one, or one trigger with one class (TrojanNet aimed at a single
-    class); None for a clean model, all-to-all, several triggers, or no target rule."""
-    rule = backdoor.target_rule if backdoor is not None else None
-    if rule is None:
-        return None
-    if rule.mode == "all_to_one" or (rule.mode == "per_trigger" and len(set(getattr(rule, "mapping", ()))) == 1):
-        return int(rule.target)
-    return None
-
-
-def verdict_metrics(verdict: Verdict, backdoor: Backdoor | None) -> dict[str, float]:
-    """The rows an inspection contributes for one model.
-
-    Always: ``flagged`` (0/1), ``anomaly_index_max`` (the model score: largest index below the median),
-    ``suspected_labels`` (count), ``top_label`` (smallest statistic), ``seconds``. For a backdoor with one target
-    (:func:`single_target`) also:
-    ``target_anomaly_index`` (signed: negative when the target lies above the median), ``target_flagged``
-    (0/1), ``target_ranked_first`` (0/1), ``target_statistic`` (e.g. the reversed mask's L1) and, for masked
-    triggers, ``true_trigger_l1`` (the real mask's L1 = its area for a 0/1 patch).
-    """
-    ranking = verdict.ranking
-    metrics = {
-        "flagged": float(verdict.infected),
-        "anomaly_index_max": verdict.score,
-        "suspected_labels": float(len(verdict.suspected)),
-        "top_label": float(ranking[0]),
-        "seconds": verdict.seconds,
-    }
-    target = single_target(backdoor)
-    if target is not None and target < verdict.num_classes:
-        index = abs(float(verdict.anomaly_index[target]))
-        metrics |= {
-            "target_anomaly_index": index if bool(verdict.below_median[target]) else -index,
-            "target_flagged": float(target in verdict.suspected),
-            "target_ranked_first": float(ranking[0] == target),
-            "target_statistic": float(verdict.statistic[target]),
-        }
-        mask = backdoor.trigger.mask if backdoor is not None and backdoor.trigger is not None else None
-        if mask is not None:
-            metrics["true_trigger_l1"] = float(mask.sum())
-    return metrics

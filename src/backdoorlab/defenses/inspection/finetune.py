@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, PrivateAttr
@@ -20,8 +20,8 @@ from torch import nn
 from ...data import Split
 from ...models import TrainingConfig, train_model
 from ...utils.seeding import make_generator
-from ..base import DefenseOutcome, Repair
-from .base import Inspector, remember_verdict, remembered_verdict
+from ..base import Figures, Repair
+from .base import Inspector
 from .verdict import Verdict
 
 Stamp = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
@@ -46,26 +46,24 @@ def stamped_mix(clean: Split, stamp: Stamp, labels: list[int], fraction: float, 
 class TriggerRepair(Repair):
     """Inspect, then fine-tune on clean data where ``fraction`` of the images carry the recovered trigger.
 
-    Parameters:
-        fraction: share of the clean images stamped (default 0.2, Neural Cleanse's unlearning ratio).
-        epochs: passes over the clean set (default 1, Neural Cleanse's unlearning).
-        optimizer, lr, momentum, batch_size: SGD with momentum 0.9 at a constant 1e-3, batches of 8, no
-            augmentation. Our choice, measured on MNIST-5k (the papers give no optimizer): the defender's
-            clean set is small (500 images), so one epoch is 63 steps of 8; Adam at rates that keep clean
-            accuracy barely moved the ASR in one epoch, SGD at 1e-2 cost several points of clean accuracy.
-        when: ``flagged`` (default) repairs only a model the inspection flags and returns an unchanged copy
-            otherwise; ``always`` uses the most suspicious label even when nothing is flagged.
+    Defaults: ``fraction`` 0.2 and one epoch are Neural Cleanse's unlearning. The optimizer (SGD with momentum 0.9
+    at a constant 1e-3, batches of 8, no augmentation) is our choice, measured on MNIST-5k (the papers give none):
+    the defender's clean set is small (500 images), so one epoch is 63 steps of 8; Adam at rates that keep clean
+    accuracy barely moved the ASR in one epoch, SGD at 1e-2 cost several points of clean accuracy.
     """
 
-    fraction: float = Field(0.2, gt=0, le=1)
-    epochs: int = Field(1, ge=1, le=1000)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(1e-3, gt=0, le=1)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    batch_size: int = Field(8, ge=1)
-    when: Literal["flagged", "always"] = "flagged"
+    fraction: float = Field(0.2, gt=0, le=1, description="share of the clean images stamped with the trigger")
+    epochs: int = Field(1, ge=1, le=1000, description="passes over the clean set")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="optimizer of the fine-tuning")
+    lr: float = Field(1e-3, gt=0, le=1, description="learning rate of the fine-tuning (constant)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of SGD (unused by Adam)")
+    batch_size: int = Field(8, ge=1, description="images per fine-tuning step")
+    when: Literal["flagged", "always"] = Field(
+        "flagged",
+        description="flagged: repair only a model the inspection flags (else return an unchanged copy); always: "
+        "use the most suspicious label even when nothing is flagged",
+    )
     _verdict: Verdict | None = PrivateAttr(default=None)
-    _given: Verdict | None = PrivateAttr(default=None)
 
     def inspector(self) -> Inspector:
         raise NotImplementedError
@@ -82,19 +80,16 @@ class TriggerRepair(Repair):
         device: str | torch.device = "auto",
         progress: bool | None = None,
     ) -> nn.Module:
-        """A repaired copy of ``model``; the verdict of the inspection is kept in ``last_verdict``. A verdict handed
-        over by :meth:`evaluate` (the runner's inspector cell on the same model and seed) is used as it is."""
+        """Inspect ``model`` with :meth:`inspector` on ``clean``, then :meth:`repair_with_verdict`."""
         inspector = self.inspector()
-        verdict, self._given = self._given, None
-        if verdict is None:
-            verdict = inspector.inspect(
-                model,
-                clean if inspector.needs_clean_data else None,
-                input_shape=tuple(clean.x.shape[1:]),
-                seed=seed,
-                device=device,
-                progress=progress,
-            )
+        verdict = inspector.inspect(
+            model,
+            clean if inspector.needs_clean_data else None,
+            input_shape=tuple(clean.x.shape[1:]),
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
         return self.repair_with_verdict(model, clean, verdict, seed=seed, device=device, progress=progress)
 
     def repair_with_verdict(
@@ -107,8 +102,8 @@ class TriggerRepair(Repair):
         device: str | torch.device = "auto",
         progress: bool | None = None,
     ) -> nn.Module:
-        """The fine-tuning half of :meth:`repair`, for a verdict the caller already has (e.g. from a population
-        run): the inspection is not repeated."""
+        """The fine-tuning half of :meth:`repair`, for a verdict the caller already has (the same inspector's
+        verdict on the same model and seed, e.g. the grid's inspector cell): the inspection is not repeated."""
         self._verdict = verdict
         labels = verdict.suspected if verdict.infected else ([verdict.ranking[0]] if self.when == "always" else [])
         repaired = copy.deepcopy(model).cpu().requires_grad_(True)
@@ -139,15 +134,11 @@ class TriggerRepair(Repair):
     def last_verdict(self) -> Verdict | None:
         return self._verdict
 
-    def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        """The repair's clean accuracy / ASR (see :class:`Repair`), plus ``flagged`` and the verdict. The inspection
-        is taken from ``ctx.verdicts`` when the same inspector already ran on this model, and left there."""
-        self._given = remembered_verdict(self.inspector(), ctx)
-        outcome = super().evaluate(model, backdoor, ctx)
-        verdict = self._verdict
-        extra: dict[str, Any] = {}
-        if verdict is not None:
-            remember_verdict(self.inspector(), ctx, verdict)
-            outcome.metrics["flagged"] = float(verdict.infected)
-            extra = {"verdict": verdict, "summary": verdict.summary()}
-        return DefenseOutcome(outcome.metrics, {**outcome.artifacts, **extra})
+    def figures(self, model, probes, *, device="cpu") -> Figures:
+        """``flagged`` (0/1) of the verdict the last repair acted on, and that verdict with its summary."""
+        if self._verdict is None:
+            return {}, {}
+        return {"flagged": float(self._verdict.infected)}, {
+            "verdict": self._verdict,
+            "summary": self._verdict.summary(),
+        }

@@ -11,7 +11,7 @@ from typing import ClassVar
 from torch import nn
 
 from ...models.channels import ChannelMask, bake_pruning
-from ..base import DEFENSES, DefenseOutcome
+from ..base import DEFENSES, Figures
 from .fine_tuning import FineTuningSettings
 from .pruning import Pruning, PruningCurve, prune_by_activation
 
@@ -31,12 +31,12 @@ class FinePruning(Pruning, FineTuningSettings):
         self._result = result
         return result.model
 
-    def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        """CA/ASR/robust accuracy after fine-pruning, the pruning rows and curves of :func:`pruning_report`, and
-        ``clean_accuracy_after_pruning`` / ``asr_after_pruning`` (test, before fine-tuning)."""
-        outcome = super().evaluate(model, backdoor, self.tuning_context(ctx))
-        curve = PruningCurve(**outcome.artifacts["pruning"])
-        outcome.metrics["clean_accuracy_after_pruning"] = curve.at_pruned(curve.test_accuracy)
+    def figures(self, model, probes, *, device="cpu") -> Figures:
+        """The pruning figures (:meth:`Pruning.figures`), plus ``clean_accuracy_after_pruning`` and
+        ``asr_after_pruning``: the probes' accuracy after the pruning step, before fine-tuning."""
+        metrics, artifacts = super().figures(model, probes, device=device)
+        curve = PruningCurve(**artifacts["pruning"])
+        metrics["clean_accuracy_after_pruning"] = curve.at_pruned(curve.test_accuracy)
         if curve.asr is not None:
-            outcome.metrics["asr_after_pruning"] = curve.at_pruned(curve.asr)
-        return outcome
+            metrics["asr_after_pruning"] = curve.at_pruned(curve.asr)
+        return metrics, artifacts

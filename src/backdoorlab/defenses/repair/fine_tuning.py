@@ -12,7 +12,6 @@ Adam 1e-3 did not), so sweep it.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import ClassVar, Literal
 
 import torch
@@ -22,32 +21,36 @@ from torch import nn
 from ...data import Split
 from ...errors import ConfigError
 from ...models import TrainingConfig, train_model
-from ...utils.seeding import make_generator
-from ..base import DEFENSES, DefenseContext, DefenseOutcome, Repair
+from ..base import DEFENSES, Repair
+
+_TRAINING = {name: field.description for name, field in TrainingConfig.model_fields.items()}
 
 
 class FineTuningSettings(BaseModel):
     """Parameters of the fine-tuning step (shared by ``fine_tuning`` and ``fine_pruning``).
 
-    ``optimizer`` (sgd), ``lr`` (0.01), ``momentum`` (0.9, SGD only), ``weight_decay`` (0), ``epochs`` (10),
-    ``batch_size`` (64), ``schedule`` (cosine) and ``augment_shift`` (2 pixels of random translation, as in the
-    toolkit's training) have the meaning of :class:`~backdoorlab.models.TrainingConfig`.
-    ``train_fraction`` in [0, 1] (default 0): when evaluated by the runner, the defender's clean data is the
-    validation split plus this fraction of the (clean) training split, drawn by the seed; fine-pruning then uses
-    it for its pruning step too. ``repair`` itself uses whatever clean split it is given.
+    The training parameters have the meaning of :class:`~backdoorlab.models.TrainingConfig` (with SGD at lr 0.01
+    for 10 epochs by default). ``repair`` itself uses whatever clean split it is given; ``train_fraction`` concerns
+    the runner's evaluation (see :attr:`~backdoorlab.defenses.base.Defense.train_fraction_held`).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    optimizer: Literal["adam", "sgd"] = "sgd"
-    lr: float = Field(0.01, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    epochs: int = Field(10, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1)
-    schedule: Literal["none", "cosine", "step"] = "cosine"
-    augment_shift: int = Field(2, ge=0, le=8)
-    train_fraction: float = Field(0.0, ge=0, le=1)
+    optimizer: Literal["adam", "sgd"] = Field("sgd", description=_TRAINING["optimizer"])
+    lr: float = Field(0.01, gt=0, le=10, description=_TRAINING["lr"])
+    momentum: float = Field(0.9, ge=0, lt=1, description=_TRAINING["momentum"])
+    weight_decay: float = Field(0.0, ge=0, description=_TRAINING["weight_decay"])
+    epochs: int = Field(10, ge=1, le=10_000, description=_TRAINING["epochs"])
+    batch_size: int = Field(64, ge=1, description=_TRAINING["batch_size"])
+    schedule: Literal["none", "cosine", "step"] = Field("cosine", description=_TRAINING["schedule"])
+    augment_shift: int = Field(2, ge=0, le=8, description=_TRAINING["augment_shift"])
+    train_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="in the runner's evaluation, the defender's clean data is the validation split plus this "
+        "fraction of the (clean) training split, drawn by the seed; fine-pruning prunes on it too",
+    )
 
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(**self.model_dump(include=set(TrainingConfig.model_fields)))
@@ -69,16 +72,6 @@ class FineTuningSettings(BaseModel):
             description="fine-tuning",
         )
 
-    def tuning_context(self, ctx: DefenseContext) -> DefenseContext:
-        """``ctx`` whose ``val`` split also holds ``train_fraction`` of the training split (by ``ctx.seed``)."""
-        if self.train_fraction == 0:
-            return ctx
-        ds = ctx.dataset
-        count = round(self.train_fraction * len(ds.train))
-        extra = ds.train.subset(torch.randperm(len(ds.train), generator=make_generator(ctx.seed))[:count])
-        val = Split(torch.cat([ds.val.x, extra.x]), torch.cat([ds.val.y, extra.y]))
-        return dataclasses.replace(ctx, dataset=dataclasses.replace(ds, val=val))
-
 
 @DEFENSES.register("fine_tuning")
 class FineTuning(FineTuningSettings, Repair):
@@ -88,6 +81,3 @@ class FineTuning(FineTuningSettings, Repair):
 
     def repair(self, model, clean, *, seed=0, device="auto", progress=None) -> nn.Module:
         return self.fine_tune(copy.deepcopy(model), clean, seed=seed, device=device, progress=progress)
-
-    def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        return super().evaluate(model, backdoor, self.tuning_context(ctx))

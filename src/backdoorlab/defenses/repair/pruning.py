@@ -14,8 +14,8 @@ Departures from the paper, and why:
   accuracy drops below the threshold" without saying which of the two models it keeps);
 - ``prune_ratio`` prunes a fixed fraction instead (the official face code prunes 80%, trojanzoo 95%).
 
-The test split is never used to choose anything: :meth:`Pruning.evaluate` measures the CA and ASR curves on it
-for the report only.
+The test split is never used to choose anything: the evaluator measures the CA and ASR curves on it through
+:meth:`Pruning.figures`, for the report only.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -30,32 +31,39 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from torch import nn
 
-from ...attacks import Backdoor
 from ...data import Split
 from ...errors import ConfigError
 from ...models.channels import ChannelSite, bake_pruning, prune_count_within_drop
 from ...models.replay import pruning_curve
-from ..base import DEFENSES, DefenseContext, DefenseOutcome, Repair
+from ..base import DEFENSES, Figures, Repair
 from .activations import ActivationProfile, activation_profile
 
 
 class PruningSettings(BaseModel):
     """Parameters of the pruning step (shared by ``pruning`` and ``fine_pruning``).
 
-    - ``layer``: the layer whose output channels are pruned, a name from ``model.named_modules()``; default the
-      last Conv2d (the paper's choice). For ``preact_resnet18``, ``net.bn`` prunes the channels feeding the pool.
-    - ``max_accuracy_drop`` in [0, 1] (default 0.04): stop before validation accuracy falls more than this below
-      the unpruned accuracy (absolute, 0.04 = 4 points; the paper's fine-pruning threshold).
-    - ``prune_ratio`` in [0, 1) (default none): prune this fraction of the channels instead of using the stop rule.
-    - ``step`` (default 1): channels pruned between two accuracy checks.
+    Defaults are the paper's: the last Conv2d is pruned, and the 4-point accuracy drop is its fine-pruning
+    threshold. For ``preact_resnet18``, ``layer: net.bn`` prunes the channels feeding the pool.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    layer: str | None = None
-    max_accuracy_drop: float = Field(0.04, ge=0, le=1)
-    prune_ratio: float | None = Field(None, ge=0, lt=1)
-    step: int = Field(1, ge=1)
+    layer: str | None = Field(
+        None,
+        description="the layer whose output channels are pruned, a name from model.named_modules(); None: the "
+        "last Conv2d",
+    )
+    max_accuracy_drop: float = Field(
+        0.04,
+        ge=0,
+        le=1,
+        description="stop before validation accuracy falls more than this below the unpruned accuracy (absolute: "
+        "0.04 = 4 points)",
+    )
+    prune_ratio: float | None = Field(
+        None, ge=0, lt=1, description="prune this fraction of the channels instead of using the accuracy stop rule"
+    )
+    step: int = Field(1, ge=1, description="channels pruned between two accuracy checks")
 
 
 @dataclass
@@ -152,28 +160,27 @@ class PruningCurve:
 
 
 def pruning_report(
-    result: PruningResult, model: nn.Module, backdoor: Backdoor | None, ctx: DefenseContext
-) -> tuple[dict[str, float], dict]:
+    result: PruningResult, model: nn.Module, probes: Mapping[str, Split], *, device: str | torch.device = "cpu"
+) -> Figures:
     """Rows and artifacts that describe the pruning step of ``result`` (taken from ``model``, the input model).
 
     Rows: ``pruned_fraction``, ``pruned_channels``, ``val_accuracy_drop``, ``pruning_threshold``. Artifacts, as
     plain dicts of lists (they are saved with the run and written to JSON): ``pruning``, a :class:`PruningCurve`
-    on val and test (``PruningCurve(**artifact)`` rebuilds it), and ``activations``, the
-    :class:`ActivationProfile` of the input model on clean and triggered test inputs (the paper's Fig. 4) with
-    the defender's ``order``.
+    on val and on ``probes`` (``PruningCurve(**artifact)`` rebuilds it: ``test_accuracy`` on ``probes["test"]``,
+    ``asr`` on ``probes["triggered"]`` when given), and ``activations``, the :class:`ActivationProfile` of the
+    input model on the clean and triggered probe inputs (the paper's Fig. 4) with the defender's ``order``.
     """
-    test, site, order = ctx.dataset.test, result.site, result.profile.order
-    triggered = targets = None
-    if backdoor is not None:
-        keep = backdoor.target_rule.eligible(test.y)
-        triggered, targets = backdoor.trigger(test.x[keep]), backdoor.target_rule.targets(test.y[keep])
-    kwargs = {"device": ctx.device}
-    test_acc = pruning_curve(model, site, order, test.x, test.y, result.counts, **kwargs)
-    asr = None if triggered is None else pruning_curve(model, site, order, triggered, targets, result.counts, **kwargs)
+    test, triggered, site, order = probes["test"], probes.get("triggered"), result.site, result.profile.order
+    test_acc = pruning_curve(model, site, order, test.x, test.y, result.counts, device=device)
+    asr = None
+    if triggered is not None:
+        asr = pruning_curve(model, site, order, triggered.x, triggered.y, result.counts, device=device)
     curve = PruningCurve(
         site.layer, site.channels, result.counts, result.val_accuracy, test_acc, asr, result.pruned, result.threshold
     )
-    profile = activation_profile(model, test.x, triggered, site=site, device=ctx.device)
+    profile = activation_profile(
+        model, test.x, triggered.x if triggered is not None else None, site=site, device=device
+    )
     metrics = {
         "pruned_fraction": result.pruned / site.channels,
         "pruned_channels": float(result.pruned),
@@ -197,9 +204,8 @@ class Pruning(PruningSettings, Repair):
         self._result = prune_by_activation(model, clean, self, device=device)
         return self._result.model
 
-    def evaluate(self, model, backdoor, ctx) -> DefenseOutcome:
-        """The base measures (CA, ASR, robust accuracy on test), plus :func:`pruning_report`'s rows and curves."""
-        outcome = super().evaluate(model, backdoor, ctx)
-        assert self._result is not None, "repair() sets the result"
-        metrics, artifacts = pruning_report(self._result, model, backdoor, ctx)
-        return DefenseOutcome({**outcome.metrics, **metrics}, {**outcome.artifacts, **artifacts})
+    def figures(self, model, probes, *, device="cpu") -> Figures:
+        """:func:`pruning_report` of the last :meth:`repair`: pruning rows, CA / ASR curves, activations."""
+        if self._result is None:
+            raise RuntimeError(f"{self.name}: call repair() before figures()")
+        return pruning_report(self._result, model, probes, device=device)

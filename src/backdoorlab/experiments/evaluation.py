@@ -1,0 +1,255 @@
+"""The evaluator: the only code that holds both the attack and the defense, to measure one against the other.
+
+Every family of defense is measured by one function here, with the same protocol:
+
+- the defense receives the model and the defender's clean data (:func:`defender_data`: the ``val`` split, plus
+  the fraction of the clean training split a defense declares it holds), never the attack nor the test split;
+- the evaluator then measures on the ``test`` split: the triggered inputs are the test inputs whose true label
+  differs from their target (:class:`Probes`);
+- input detectors (:func:`evaluate_input_detector`): FPR on clean test inputs, detection rate, ROC-AUC, PR-AUC
+  and TPR at 1% / 5% FPR on triggered ones (:func:`~backdoorlab.metrics.detection_metrics`);
+- repairs (:func:`evaluate_repair`): clean accuracy, ASR and robust accuracy after the repair, and against the
+  input model's, DER and RIR (BackdoorBench's definitions, :mod:`backdoorlab.metrics`);
+- inspectors (:func:`evaluate_inspector`): the verdict's rows, checked against the true target
+  (:func:`verdict_metrics`).
+
+Method-specific figures come back through the hooks of :mod:`backdoorlab.defenses.base`, which receive labelled
+probe inputs and never the :class:`~backdoorlab.attacks.Backdoor`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attacks import Backdoor
+from ..data import Dataset, Split
+from ..defenses import Defense, InputDetector, Repair
+from ..defenses.inspection.base import Inspector
+from ..defenses.inspection.finetune import TriggerRepair
+from ..defenses.inspection.verdict import Verdict
+from ..metrics import (
+    backdoor_metrics,
+    clean_accuracy,
+    defense_effectiveness_rate,
+    detection_metrics,
+    robust_improvement_rate,
+)
+from ..utils.seeding import make_generator
+
+_DER_ROWS = ("clean_accuracy", "asr", "robust_accuracy")
+
+
+@dataclass
+class DefenseOutcome:
+    """Figures measured for one (model, defense) cell, plus artifacts for the report (arrays, curves, verdicts)."""
+
+    metrics: dict[str, float]
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationContext:
+    """What the evaluator needs besides the defense and the model: the data, a seed, a device, progress on/off.
+
+    ``verdicts``: inspections already run on this same model with this seed, by :func:`verdict_key`, shared by
+    the cells of one model so that a repair built on an inspection (Neural Cleanse unlearning, DeepInspect
+    patching) reuses the inspector cell's verdict instead of recomputing it; None keeps nothing.
+    """
+
+    dataset: Dataset
+    seed: int = 0
+    device: torch.device | str = "cpu"
+    progress: bool | None = None
+    verdicts: dict[str, Verdict] | None = None
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The labelled test inputs a model is measured on: ``test`` (clean, true labels) and, for a backdoor with a
+    trigger, ``triggered``: the eligible test inputs with the trigger stamped, labelled with the attacker's
+    targets, and ``triggered_true`` their true labels (for robust accuracy)."""
+
+    test: Split
+    triggered: Split | None = None
+    triggered_true: torch.Tensor | None = None
+
+    def as_mapping(self) -> dict[str, Split]:
+        """``{"test": ..., "triggered": ...}`` (no ``triggered`` for a clean model): what the hooks receive."""
+        return {"test": self.test} | ({"triggered": self.triggered} if self.triggered is not None else {})
+
+
+def make_probes(backdoor: Backdoor | None, test: Split) -> Probes:
+    """The probes of ``test`` for ``backdoor`` (None, or a backdoor without trigger: clean inputs only)."""
+    if backdoor is None or backdoor.trigger is None or backdoor.target_rule is None:
+        return Probes(test)
+    rule = backdoor.target_rule
+    keep = rule.eligible(test.y)
+    y = test.y[keep]
+    return Probes(test, Split(backdoor.trigger(test.x[keep]), rule.targets(y)), y)
+
+
+def measure_model(model: nn.Module, backdoor: Backdoor | None, test: Split, *, device="cpu") -> dict[str, float]:
+    """``clean_accuracy``, and with a trigger ``asr`` and ``robust_accuracy``, of ``model`` on ``test``."""
+    if backdoor is None or backdoor.trigger is None:
+        return {"clean_accuracy": clean_accuracy(model, test, device=device)}
+    return backdoor_metrics(model, test, backdoor.trigger, backdoor.target_rule, device=device)
+
+
+def defender_data(defense: Defense, dataset: Dataset, seed: int) -> Split:
+    """The defender's clean data: ``dataset.val``, plus ``defense.train_fraction_held`` of the clean training
+    split drawn by ``seed``. Never the test split."""
+    fraction = defense.train_fraction_held
+    if fraction == 0:
+        return dataset.val
+    count = round(fraction * len(dataset.train))
+    extra = dataset.train.subset(torch.randperm(len(dataset.train), generator=make_generator(seed))[:count])
+    return Split(torch.cat([dataset.val.x, extra.x]), torch.cat([dataset.val.y, extra.y]))
+
+
+def evaluate_defense(defense: Defense, model: nn.Module, backdoor: Backdoor | None, ctx: EvaluationContext):
+    """Measure ``defense`` on ``model`` (which carries ``backdoor``, or None for a clean model): the function of
+    its family. Returns a :class:`DefenseOutcome`."""
+    if backdoor is not None and backdoor.trigger is None:
+        backdoor = None  # label-flip poisoning: no trigger to measure against
+    if isinstance(defense, InputDetector):
+        return evaluate_input_detector(defense, model, backdoor, ctx)
+    if isinstance(defense, Repair):
+        return evaluate_repair(defense, model, backdoor, ctx)
+    if isinstance(defense, Inspector):
+        return evaluate_inspector(defense, model, backdoor, ctx)
+    raise TypeError(f"{type(defense).__name__} is of no defense family the evaluator knows ({defense.kind})")
+
+
+def evaluate_input_detector(
+    detector: InputDetector, model: nn.Module, backdoor: Backdoor | None, ctx: EvaluationContext
+) -> DefenseOutcome:
+    """Fit on the defender's data; FPR on the clean test inputs; detection figures on the triggered ones."""
+    ds = ctx.dataset
+    detector.fit(
+        model, defender_data(detector, ds, ctx.seed), seed=ctx.seed, device=ctx.device, num_classes=ds.num_classes
+    )
+    probes = make_probes(backdoor, ds.test)
+    clean = detector.score(ds.test.x)
+    attacked = detector.score(probes.triggered.x) if probes.triggered is not None else None
+    metrics = {**detection_metrics(clean, attacked, detector.threshold_), **detector.calibration_metrics()}
+    return DefenseOutcome(metrics, {"clean_scores": clean, "attacked_scores": attacked})
+
+
+def evaluate_repair(
+    repair: Repair, model: nn.Module, backdoor: Backdoor | None, ctx: EvaluationContext
+) -> DefenseOutcome:
+    """Repair a copy with the defender's data; CA / ASR / RA of the result on ``test``; DER and RIR against the
+    input model; the repair's own figures (:meth:`~backdoorlab.defenses.Repair.figures`)."""
+    ds = ctx.dataset
+    clean = defender_data(repair, ds, ctx.seed)
+    kwargs = {"seed": ctx.seed, "device": ctx.device, "progress": ctx.progress}
+    if isinstance(repair, TriggerRepair):
+        verdict = shared_verdict(repair.inspector(), model, clean, ctx)
+        repaired = repair.repair_with_verdict(copy.deepcopy(model), clean, verdict, **kwargs)
+    else:
+        repaired = repair.repair(copy.deepcopy(model), clean, **kwargs)
+    after = measure_model(repaired, backdoor, ds.test, device=ctx.device)
+    metrics = dict(after)
+    if backdoor is not None:
+        before = measure_model(model, backdoor, ds.test, device=ctx.device)
+        metrics |= repair_effect(before, after)
+    probes = make_probes(backdoor, ds.test)
+    figures, artifacts = repair.figures(model, probes.as_mapping(), device=ctx.device)
+    return DefenseOutcome({**metrics, **figures}, {"model": repaired, **artifacts})
+
+
+def repair_effect(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """``der`` and ``rir`` of a repair from the ``clean_accuracy`` / ``asr`` / ``robust_accuracy`` of the model
+    before and after it (:func:`~backdoorlab.metrics.defense_effectiveness_rate`,
+    :func:`~backdoorlab.metrics.robust_improvement_rate`)."""
+    ca, asr, ra = (before[k] for k in _DER_ROWS)
+    ca2, asr2, ra2 = (after[k] for k in _DER_ROWS)
+    return {"der": defense_effectiveness_rate(ca, ca2, asr, asr2), "rir": robust_improvement_rate(ca, ca2, ra, ra2)}
+
+
+def verdict_key(inspector: Inspector) -> str:
+    """What identifies an inspection of one model at one seed: the inspector's class and parameters."""
+    return f"{type(inspector).__name__}:{inspector.model_dump_json()}"
+
+
+def shared_verdict(inspector: Inspector, model: nn.Module, clean: Split, ctx: EvaluationContext) -> Verdict:
+    """``inspector``'s verdict on ``model``: the one already computed for this model and seed when the context
+    keeps them, else a new inspection on ``clean`` (then kept)."""
+    key = verdict_key(inspector)
+    if ctx.verdicts is not None and key in ctx.verdicts:
+        return ctx.verdicts[key]
+    verdict = inspector.inspect(
+        model,
+        clean if inspector.needs_clean_data else None,
+        input_shape=ctx.dataset.input_shape,
+        seed=ctx.seed,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
+    if ctx.verdicts is not None:
+        ctx.verdicts[key] = verdict
+    return verdict
+
+
+def evaluate_inspector(
+    inspector: Inspector, model: nn.Module, backdoor: Backdoor | None, ctx: EvaluationContext
+) -> DefenseOutcome:
+    """Inspect ``model`` with the defender's data; rows from :func:`verdict_metrics`; the Verdict in artifacts,
+    with the true trigger and target for the report."""
+    verdict = shared_verdict(inspector, model, defender_data(inspector, ctx.dataset, ctx.seed), ctx)
+    artifacts: dict[str, Any] = {"verdict": verdict, "summary": verdict.summary()}
+    if backdoor is not None:
+        c, h, w = ctx.dataset.input_shape
+        artifacts["true_trigger_image"] = backdoor.trigger(torch.zeros(1, c, h, w))[0]
+        if backdoor.trigger.mask is not None:
+            artifacts["true_mask"] = backdoor.trigger.mask
+    artifacts["true_target"] = single_target(backdoor)
+    return DefenseOutcome(verdict_metrics(verdict, backdoor), artifacts)
+
+
+def single_target(backdoor: Backdoor | None) -> int | None:
+    """The one target label of a backdoor: all-to-one, or one trigger with one class (TrojanNet aimed at a single
+    class); None for a clean model, all-to-all, several triggers, or no target rule."""
+    rule = backdoor.target_rule if backdoor is not None else None
+    if rule is None:
+        return None
+    if rule.mode == "all_to_one" or (rule.mode == "per_trigger" and len(set(rule.mapping)) == 1):
+        return int(rule.target)
+    return None
+
+
+def verdict_metrics(verdict: Verdict, backdoor: Backdoor | None) -> dict[str, float]:
+    """The rows an inspection contributes for one model.
+
+    Always: ``flagged`` (0/1), ``anomaly_index_max`` (the model score: largest index below the median),
+    ``suspected_labels`` (count), ``top_label`` (smallest statistic), ``seconds``. For a backdoor with one target
+    (:func:`single_target`) also: ``target_anomaly_index`` (signed: negative when the target lies above the
+    median), ``target_flagged`` (0/1), ``target_ranked_first`` (0/1), ``target_statistic`` (e.g. the reversed
+    mask's L1) and, for masked triggers, ``true_trigger_l1`` (the real mask's L1 = its area for a 0/1 patch).
+    """
+    ranking = verdict.ranking
+    metrics = {
+        "flagged": float(verdict.infected),
+        "anomaly_index_max": verdict.score,
+        "suspected_labels": float(len(verdict.suspected)),
+        "top_label": float(ranking[0]),
+        "seconds": verdict.seconds,
+    }
+    target = single_target(backdoor)
+    if target is not None and target < verdict.num_classes:
+        index = abs(float(verdict.anomaly_index[target]))
+        metrics |= {
+            "target_anomaly_index": index if bool(verdict.below_median[target]) else -index,
+            "target_flagged": float(target in verdict.suspected),
+            "target_ranked_first": float(ranking[0] == target),
+            "target_statistic": float(verdict.statistic[target]),
+        }
+        mask = backdoor.trigger.mask if backdoor is not None and backdoor.trigger is not None else None
+        if mask is not None:
+            metrics["true_trigger_l1"] = float(mask.sum())
+    return metrics
