@@ -9,40 +9,51 @@ from pydantic import Field
 from ..data import Dataset, Split
 from ..errors import ConfigError
 from ..triggers import TRIGGERS, MaskedTrigger
-from .base import ATTACKS, PoisonedSet, PoisoningAttack, TargetMode, TargetRule, choose_poison_indices, poison_split
+from .base import (
+    ATTACKS,
+    MODE,
+    POISON_RATE,
+    POISONING,
+    TARGET,
+    PoisonedSet,
+    PoisoningAttack,
+    TargetMode,
+    TargetRule,
+    choose_poison_indices,
+    poison_split,
+)
 
 
 @ATTACKS.register("badnets")
 class BadNets(PoisoningAttack):
     """BadNets data poisoning.
 
-    Parameters (defaults follow BackdoorBench's reference setting: all-to-one, target 0, 10%, 3x3 white square
-    at the bottom-right; methods.md section 2):
-
-    - ``trigger``: ``square`` (size x size patch), ``pixel`` (the paper's single-pixel backdoor) or
-      ``pattern`` (the paper's small pattern of bright pixels, a 3x3 glyph).
-    - ``size`` (default 3), ``color`` (0..1, one value or one per channel, default 1 = white),
-      ``position`` (a corner name or [row, col]; default bottom-right) and ``margin`` (default 1 pixel).
-    - ``poison_rate`` in (0, 1]: the fraction of the training set that is poisoned (default 0.1).
-      Poisoned samples are drawn among the inputs whose label differs from their target.
-    - ``target`` (default 0) and ``mode``: ``all_to_one`` (every triggered input -> target) or ``all_to_all``
-      (y -> (y + 1) mod K).
-    - ``poisoning``: ``replace`` (default; the poisoned copies replace the clean originals, as BackdoorBench
-      and most PyTorch toolkits do) or ``add`` (the paper's convention: poisoned copies are added, the clean
-      originals stay, so the training set grows by poison_rate).
+    Defaults follow BackdoorBench's reference setting (methods.md section 2): all-to-one, target 0, 10% poisoned,
+    a 3x3 white square at the bottom-right. ``poisoning`` departs from the paper by default: ``replace`` is what
+    BackdoorBench and most PyTorch toolkits do; the paper's convention is ``add``.
     """
 
     name: ClassVar[str] = "badnets"
 
-    trigger: Literal["square", "pixel", "pattern"] = "square"
-    size: int = Field(3, ge=1)
-    color: float | list[float] = 1.0
-    position: str | tuple[int, int] = "bottom-right"
-    margin: int = Field(1, ge=0)
-    poison_rate: float = Field(0.1, gt=0, le=1)
-    target: int = Field(0, ge=0)
-    mode: TargetMode = "all_to_one"
-    poisoning: Literal["replace", "add"] = "replace"
+    trigger: Literal["square", "pixel", "pattern"] = Field(
+        "square",
+        description="square (a size x size patch), pixel (the paper's single-pixel backdoor) or pattern (the paper's "
+        "3x3 pattern of bright pixels)",
+    )
+    size: int = Field(3, ge=1, description="side of the square trigger in pixels")
+    color: float | list[float] = Field(
+        1.0, description="trigger colour in [0, 1]: one value for every channel, or one per channel (1 = white)"
+    )
+    position: str | tuple[int, int] = Field(
+        "bottom-right",
+        description="a corner (bottom-right, bottom-left, top-right, top-left) or the [row, col] of the trigger's "
+        "top-left pixel",
+    )
+    margin: int = Field(1, ge=0, description="pixels between the trigger and the image border at a corner")
+    poison_rate: float = Field(0.1, gt=0, le=1, description=POISON_RATE)
+    target: int = Field(0, ge=0, description=TARGET)
+    mode: TargetMode = Field("all_to_one", description=MODE)
+    poisoning: Literal["replace", "add"] = Field("replace", description=POISONING)
 
     def make_trigger(self, dataset: Dataset) -> MaskedTrigger:
         params = {"color": self.color, "position": self.position, "margin": self.margin}
