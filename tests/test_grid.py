@@ -21,7 +21,6 @@ TINY = {
 }
 
 
-@DEFENSES.register("test_corner_detector")
 class CornerDetector(InputDetector):
     """A stand-in detector for these tests: scores the mean of the bottom-right 2x2 corner."""
 
@@ -37,6 +36,11 @@ class CornerDetector(InputDetector):
     @property
     def threshold_(self):
         return self._t
+
+
+@pytest.fixture(autouse=True)
+def corner_detector(register_for_test):
+    register_for_test(DEFENSES, "test_corner_detector", CornerDetector)
 
 
 def _values(db, run):
@@ -79,28 +83,25 @@ def test_run_name_follows_the_model_sources(monkeypatch):
     assert default_run_name(cfg) != before and default_run_name(cfg).startswith("grid-")
 
 
-def test_study_cells_follow_what_the_study_runs_on():
+def test_study_cells_follow_what_the_study_runs_on(register_for_test):
     from backdoorlab.studies import STUDIES, Study
 
-    @STUDIES.register("test_on_backdoored")
     class OnBackdoored(Study):
         runs_on = ("backdoored",)
 
-    try:
-        cfg = parse_config({**TINY, "studies": ["test_on_backdoored", "fs_adversarial"]})
-        study = [(c.seed, c.attack, c.defense) for c in expand_cells(cfg) if c.kind == "study"]
-        attacks = ["badnets[poison_rate=0.05]", "badnets[poison_rate=0.1]"]
-        assert study == [
-            *((0, a, "test_on_backdoored") for a in attacks),
-            (0, "none", "fs_adversarial"),
-            *((1, a, "test_on_backdoored") for a in attacks),
-            (1, "none", "fs_adversarial"),
-        ]
-        # a view (fine_pruning_table1) adds no cell
-        cfg = parse_config({**TINY, "defenses": ["fine_tuning"], "studies": ["fine_pruning_table1"]})
-        assert not [c for c in expand_cells(cfg) if c.kind == "study"]
-    finally:
-        STUDIES._items.pop("test_on_backdoored")
+    register_for_test(STUDIES, "test_on_backdoored", OnBackdoored)
+    cfg = parse_config({**TINY, "studies": ["test_on_backdoored", "fs_adversarial"]})
+    study = [(c.seed, c.attack, c.defense) for c in expand_cells(cfg) if c.kind == "study"]
+    attacks = ["badnets[poison_rate=0.05]", "badnets[poison_rate=0.1]"]
+    assert study == [
+        *((0, a, "test_on_backdoored") for a in attacks),
+        (0, "none", "fs_adversarial"),
+        *((1, a, "test_on_backdoored") for a in attacks),
+        (1, "none", "fs_adversarial"),
+    ]
+    # a view (fine_pruning_table1) adds no cell
+    cfg = parse_config({**TINY, "defenses": ["fine_tuning"], "studies": ["fine_pruning_table1"]})
+    assert not [c for c in expand_cells(cfg) if c.kind == "study"]
 
 
 @pytest.mark.slow
