@@ -20,7 +20,6 @@ from backdoorlab.experiments.artifacts import load_artifacts, save_artifacts
 from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense
 from backdoorlab.metrics import backdoor_metrics
 from backdoorlab.triggers import square_trigger
-from backdoorlab.utils.validation import build_validated
 
 from .inspection_support import TARGET, backdoored_digits, clean_digits, digits, planted_digits
 
@@ -94,7 +93,7 @@ def test_bad_input_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="deepinspect-lite needs clean images"):
         DeepInspect(lite=True).inspect(planted_digits(), None, input_shape=(1, 8, 8))
     with pytest.raises(ConfigError, match="pert_weight"):
-        build_validated(DeepInspect, {"pert_weight": -1}, where="defense deepinspect")
+        DEFENSES.build("deepinspect", {"pert_weight": -1})
 
 
 @pytest.mark.slow

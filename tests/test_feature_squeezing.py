@@ -17,7 +17,6 @@ from backdoorlab.errors import ConfigError
 from backdoorlab.experiments.config import parse_config
 from backdoorlab.experiments.evaluation import DefenseOutcome
 from backdoorlab.report.section_feature_squeezing import feature_squeezing_section
-from backdoorlab.utils.validation import build_validated
 
 
 def _rand(*shape, seed=0):
@@ -143,7 +142,7 @@ def test_fit_threshold_follows_the_fpr_on_clean_scores():
 
 
 def test_registered_and_bad_input_errors(digits):
-    fs = build_validated(DEFENSES.get("feature_squeezing"), {})
+    fs = DEFENSES.build("feature_squeezing")
     assert fs.squeezers == ["bit_depth_1", "median_2x2"] and fs.fpr == 0.05
     with pytest.raises(ConfigError, match="not fitted"):
         fs.score(digits.test.x[:2])

@@ -22,7 +22,6 @@ from backdoorlab.studies.fs_adversarial import (
     select_correct,
     split_halves,
 )
-from backdoorlab.utils.validation import build_validated
 
 from .adversarial_support import tiny_digits_model
 
@@ -154,14 +153,13 @@ def test_an_old_config_naming_it_a_defense_says_where_it_moved():
 
 
 def test_parameters_are_checked_up_front():
-    cls = STUDIES.get("fs_adversarial")
     with pytest.raises(ConfigError, match="no column 'deepfool' in the mnist study"):
-        build_validated(cls, {"preset": "mnist", "attacks": ["deepfool"]})
+        STUDIES.build("fs_adversarial", {"preset": "mnist", "attacks": ["deepfool"]})
     with pytest.raises(ConfigError, match="unknown squeezer"):
-        build_validated(cls, {"squeezers": ["blur_3"]})
+        STUDIES.build("fs_adversarial", {"squeezers": ["blur_3"]})
     with pytest.raises(ConfigError, match="unknown field"):
-        build_validated(cls, {"attack_params": {"cw2": {"iterations": 3}}})
-    assert build_validated(cls, {"attacks": ["deepfool"]}).preset == "auto"  # valid for the colour preset
+        STUDIES.build("fs_adversarial", {"attack_params": {"cw2": {"iterations": 3}}})
+    assert STUDIES.build("fs_adversarial", {"attacks": ["deepfool"]}).preset == "auto"  # valid for the colour preset
 
 
 def test_report_table_in_the_source_layout(outcome):

@@ -198,9 +198,7 @@ def test_bad_input_raises_config_error() -> None:
 
 
 def _validated(params: dict):
-    from backdoorlab.utils.validation import build_validated
-
-    return build_validated(NeuralCleanse, params, where="defense neural_cleanse")
+    return DEFENSES.build("neural_cleanse", params)
 
 
 def test_l1_is_finite_and_positive(planted_outcome) -> None:

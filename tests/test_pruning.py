@@ -31,7 +31,6 @@ from backdoorlab.models.channels import (
 from backdoorlab.models.replay import MaskedReplay
 from backdoorlab.report.section_fine_pruning import fine_pruning_table, table1_section
 from backdoorlab.report.sections import SECTION_BUILDERS
-from backdoorlab.utils.validation import build_validated
 
 # (architecture, input shape, layer or None for the default, expected site chain)
 SITES = [
@@ -237,7 +236,7 @@ def test_fine_tuning_train_fraction_adds_training_images(digits):
 )
 def test_parameters_are_checked(name, params, message):
     with pytest.raises(ConfigError, match=message):
-        build_validated(DEFENSES.get(name), params, where=name)
+        DEFENSES.build(name, params, where=name)
 
 
 def _rows(attack, defense, ca, asr):

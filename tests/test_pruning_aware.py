@@ -17,7 +17,6 @@ from backdoorlab.metrics import backdoor_metrics
 from backdoorlab.models import build_model, train_model
 from backdoorlab.models.channels import ChannelMask, channel_means, channel_summary, find_site
 from backdoorlab.utils.seeding import make_generator
-from backdoorlab.utils.validation import build_validated
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +34,9 @@ def attacked(digits, fast_training, clean_model):
 def test_registered_and_a_badnets_attack():
     assert ATTACKS.get("pruning_aware") is PruningAware and issubclass(PruningAware, BadNets)
     with pytest.raises(ConfigError, match="prune_ratio"):
-        build_validated(PruningAware, {"prune_ratio": 1.0})
+        ATTACKS.build("pruning_aware", {"prune_ratio": 1.0})
     with pytest.raises(ConfigError, match="dormancy_margin"):
-        build_validated(PruningAware, {"dormancy_margin": -1})
+        ATTACKS.build("pruning_aware", {"dormancy_margin": -1})
 
 
 def test_step2_reinstated_channels_are_the_clean_models_dormant_ones(digits, clean_model, attacked):

@@ -17,7 +17,6 @@ from backdoorlab.errors import ConfigError
 from backdoorlab.experiments.evaluation import DefenseOutcome, EvaluationContext, evaluate_defense
 from backdoorlab.report.section_strip import strip_section
 from backdoorlab.triggers import square_trigger
-from backdoorlab.utils.validation import build_validated
 
 SHAPE = (1, 6, 6)
 
@@ -173,14 +172,14 @@ def test_bad_input_is_one_config_error_each():
     with pytest.raises(ConfigError, match=r"clean images must have pixel values in \[0, 1\]"):
         STRIP(n_overlays=5).fit(CornerBackdoor(), Split(_clean(20).x * 2, _clean(20).y))
     with pytest.raises(ConfigError, match=r"n_overlays: Input should be greater than or equal to 1"):
-        build_validated(STRIP, {"n_overlays": 0})
+        DEFENSES.build("strip", {"n_overlays": 0})
     with pytest.raises(ConfigError, match="unknown field"):
-        build_validated(STRIP, {"overlays": 10})
+        DEFENSES.build("strip", {"overlays": 10})
 
 
 def test_evaluate_rows_on_a_trained_tiny_backdoor(digits, fast_training):
     bd = BadNets().run(digits, "badnet_cnn", fast_training, seed=0, progress=False)
-    strip = build_validated(DEFENSES.get("strip"), {"n_overlays": 50})
+    strip = DEFENSES.build("strip", {"n_overlays": 50})
     outcome = evaluate_defense(strip, bd.model, bd, EvaluationContext(digits, seed=0))
     m = outcome.metrics
     assert set(m) == {
