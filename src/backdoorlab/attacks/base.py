@@ -141,6 +141,58 @@ class Attack(BaseModel):
         """
         raise NotImplementedError
 
+    def make_backdoor(
+        self,
+        model: nn.Module,
+        trigger: Trigger | None,
+        rule: TargetRule | None,
+        architecture: str,
+        *,
+        poisoned_indices: torch.Tensor | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Backdoor:
+        """This attack's :class:`Backdoor` around ``model`` (eval mode), with its parameters."""
+        return Backdoor(
+            model=model.eval(),
+            trigger=trigger,
+            target_rule=rule,
+            attack=self.name,
+            params=self.model_dump(),
+            architecture=architecture,
+            poisoned_indices=poisoned_indices,
+            info=dict(info or {}),
+        )
+
+    def train_poisoned(
+        self,
+        poisoned: PoisonedSet,
+        dataset: Dataset,
+        architecture: str,
+        training: TrainingConfig,
+        trigger: Trigger | None,
+        rule: TargetRule | None,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Backdoor:
+        """Train a new ``architecture`` network on ``poisoned.split`` (the one recipe,
+        :func:`~backdoorlab.models.train_new_model`) and return it as this attack's Backdoor."""
+        model = train_new_model(
+            architecture,
+            dataset,
+            training,
+            split=poisoned.split,
+            seed=seed,
+            device=device,
+            progress=progress,
+            description=f"training {self.name}",
+        )
+        return self.make_backdoor(
+            model, trigger, rule, architecture, poisoned_indices=poisoned.poisoned_indices, info=info
+        )
+
     def host_model(
         self,
         clean_model: nn.Module | None,
@@ -212,25 +264,17 @@ class PoisoningAttack(Attack):
         """Poison ``dataset.train`` with ``train_trigger(trigger)``, train a fresh model, return the Backdoor."""
         rule = self.target_rule(dataset)
         poisoned = self.poison(dataset.train, self.train_trigger(trigger), rule, seed)
-        model = train_new_model(
-            architecture,
+        return self.train_poisoned(
+            poisoned,
             dataset,
+            architecture,
             training,
-            split=poisoned.split,
+            trigger,
+            rule,
             seed=seed,
             device=device,
             progress=progress,
-            description=f"training {self.name}",
-        )
-        return Backdoor(
-            model=model,
-            trigger=trigger,
-            target_rule=rule,
-            attack=self.name,
-            params=self.model_dump(),
-            architecture=architecture,
-            poisoned_indices=poisoned.poisoned_indices,
-            info=dict(info or {}),
+            info=info,
         )
 
 

@@ -13,7 +13,6 @@ from pydantic import Field
 
 from ..data import Dataset, Split
 from ..errors import ConfigError
-from ..models import train_new_model
 from ..utils.seeding import make_generator
 from .base import ATTACKS, Attack, Backdoor, PoisonedSet, choose_poison_indices, poison_split
 
@@ -60,26 +59,10 @@ class LabelFlip(Attack):
     ) -> Backdoor:
         self.check(dataset)
         flipped = self.flip(dataset.train, dataset.num_classes, seed)
-        model = train_new_model(
-            architecture,
-            dataset,
-            training,
-            split=flipped.split,
-            seed=seed,
-            device=device,
-            progress=progress,
-            description=f"training {self.name}",
-        )
-        return Backdoor(
-            model=model,
-            trigger=None,
-            target_rule=None,
-            attack=self.name,
-            params=self.model_dump(),
-            architecture=architecture,
-            poisoned_indices=flipped.poisoned_indices,
-            info={
-                "flipped": len(flipped.poisoned_indices),
-                "flipped_fraction": len(flipped.poisoned_indices) / len(dataset.train),
-            },
+        info = {
+            "flipped": len(flipped.poisoned_indices),
+            "flipped_fraction": len(flipped.poisoned_indices) / len(dataset.train),
+        }
+        return self.train_poisoned(
+            flipped, dataset, architecture, training, None, None, seed=seed, device=device, progress=progress, info=info
         )

@@ -193,13 +193,6 @@ class PruningAware(BadNets):
             "bias_module": dormancy_module(model, site),
             "bias_shift": shift.tolist(),
         }
-        return Backdoor(
-            model=model.cpu().eval(),
-            trigger=trigger,
-            target_rule=rule,
-            attack=self.name,
-            params=self.model_dump(),
-            architecture=architecture,
-            poisoned_indices=poisoned.poisoned_indices,
-            info=info,
+        return self.make_backdoor(
+            model.cpu(), trigger, rule, architecture, poisoned_indices=poisoned.poisoned_indices, info=info
         )

@@ -131,16 +131,8 @@ class TrojanNet(Attack):
             amplify=self.amplify,
         )
         model.net.mlp.load_state_dict(mlp.state_dict())
-        return Backdoor(
-            model=model.eval(),
-            trigger=trigger,
-            target_rule=self.target_rule(dataset),
-            attack=self.name,
-            params=self.model_dump(),
-            architecture=arch,
-            poisoned_indices=None,
-            info={"host_architecture": architecture, **report},
-        )
+        info = {"host_architecture": architecture, **report}
+        return self.make_backdoor(model, trigger, self.target_rule(dataset), arch, info=info)
 
 
 def trojan_noise(n: int, exclude: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
