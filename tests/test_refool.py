@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from backdoorlab.attacks import ATTACKS, TargetRule
-from backdoorlab.data import Split
+from backdoorlab.data import Split, build_dataset
 from backdoorlab.errors import ConfigError, DataError
 from backdoorlab.models import train_new_model
 from backdoorlab.triggers import (
@@ -134,6 +134,8 @@ def test_pool_from_another_dataset_file(tmp_path, digits):
         ({"mode": "all_to_all"}, ConfigError, "clean_label poisons the target class only"),
         ({"candidates": 100}, ConfigError, r"selected \(200\) cannot exceed candidates \(100\)"),
         ({"pool": "imagenet"}, ConfigError, "unknown refool pool"),
+        ({"pool": "val"}, ConfigError, "refool pool 'val' is data the attacker does not hold"),
+        ({"pool": "test"}, ConfigError, "refool pool 'test' is data the attacker does not hold"),
         ({"pool": "npz:/nonexistent/x.npz"}, DataError, "reflection pool file not found"),
         ({"target": 12}, ConfigError, "refool target 12 is outside the classes 0..9"),
         ({"offset": [3, 8]}, ConfigError, "ghost offset range"),
@@ -142,6 +144,25 @@ def test_pool_from_another_dataset_file(tmp_path, digits):
 def test_refool_parameter_checks(digits, params, error, message):
     with pytest.raises(error, match=message):
         ATTACKS.build("refool", {**SMALL, **params}).check(digits)
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.flatten(1)}
+
+
+def test_reflection_pool_meets_neither_the_defenders_nor_the_evaluators_data():
+    """Every image is unique (random pixels), so a pool image equal to a val or test image is the same sample."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(400, 1, 8, 8, generator=gen), torch.arange(400) % 4
+    ds = build_dataset("unique", x, y, None, None, val_size=40, test_size=80)
+    attack = ATTACKS.build("refool", {"candidates": 500, "selected": 20, "selection_rounds": 0, **SMALL})
+    assert attack.pool == "train"
+    pool = _rows(attack.pool_images(ds))
+    assert len(pool) == int((ds.train.y != attack.target).sum())
+    assert pool <= _rows(ds.train.x)
+    assert not pool & _rows(ds.val.x) and not pool & _rows(ds.test.x)
+    trigger = attack.reflection_trigger(attack.candidate_pool(ds, seed=0), seed=0)
+    assert not _rows(trigger.reflections) & (_rows(ds.val.x) | _rows(ds.test.x))
 
 
 def test_refool_run_with_selection(digits, fast_training):

@@ -28,7 +28,8 @@ from ..triggers.reflection import REFERENCE_WEIGHT, ReflectionModel
 from ..utils.seeding import make_generator
 from .base import ATTACKS, Backdoor, PoisonedSet, RelabelPoisoningAttack, TargetRule, poison_chosen
 
-POOL_SPLITS = ("val", "test", "train")
+POOL_SPLITS = ("train",)
+DEFENDER_SPLITS = ("val", "test")  # the defender's clean data and the evaluator's: never the attacker's
 DIRTY_LABEL_WEIGHT = (0.6, 0.6)  # BackdoorBench's refool default.yaml: alpha_t = 0.4 fixed
 
 
@@ -82,9 +83,10 @@ class Refool(RelabelPoisoningAttack):
     )
     offset: tuple[int, int] = Field((3, 8), description="range of the ghost copy's offset in pixels")
     pool: str = Field(
-        "val",
-        description="where reflection images come from: val (the dataset's held-out split), test, train (training "
-        "images of the other classes) or npz:PATH (another dataset file, resized to this dataset's shape)",
+        "train",
+        description="where reflection images come from: train (the training images of the other classes, which "
+        "the attacker holds) or npz:PATH (another dataset file, resized to this dataset's shape); never val or "
+        "test, the defender's and the evaluator's data",
     )
     candidates: int = Field(
         5000, ge=1, description="pool images drawn (with the run's seed) as candidates R_cand; at most the pool"
@@ -116,10 +118,14 @@ class Refool(RelabelPoisoningAttack):
         self.reflection_trigger(self.pool_images(dataset)[:1], 0)
 
     def pool_images(self, dataset: Dataset) -> torch.Tensor:
-        """Every image of the reflection pool, (P, C, H, W) of the dataset's shape."""
-        if self.pool in ("val", "test"):
-            x = getattr(dataset, self.pool).x
-        elif self.pool == "train":
+        """Every image of the reflection pool, (P, C, H, W) of the dataset's shape: the attacker's own data, disjoint
+        from the defender's ``val`` split and the evaluator's ``test`` split."""
+        if self.pool in DEFENDER_SPLITS:
+            raise ConfigError(
+                f"refool pool {self.pool!r} is data the attacker does not hold (val is the defender's clean data, "
+                "test the evaluator's); use train (the other classes' training images) or npz:PATH"
+            )
+        if self.pool == "train":
             x = dataset.train.x[dataset.train.y != self.target]
         elif self.pool.startswith("npz:"):
             path = Path(self.pool[4:]).expanduser()
