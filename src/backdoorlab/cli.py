@@ -35,8 +35,14 @@ def run(
     executor: Annotated[str, typer.Option("--executor", help="local or ray")] = "local",
     workers: Annotated[int, typer.Option("--workers", help="parallel worker processes (local) or Ray CPUs")] = 1,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="address of a running Ray cluster")] = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="stop at the first failed cell (default: record it and go on)")
+    ] = False,
 ) -> None:
-    """Run every attack x defense x seed of CONFIG (resuming a killed run), and write the report."""
+    """Run every attack x defense x seed of CONFIG (resuming a killed run), and write the report.
+
+    A cell that fails is recorded with its error and the run goes on without the cells that depend on it; the
+    command then exits 1 with a one-line summary (rerun to retry the failed cells)."""
     from .experiments.config import load_config, parse_config
     from .experiments.runner import Runner
     from .report import write_run_report
@@ -65,6 +71,7 @@ def run(
         executor=executor,
         workers=workers,
         ray_address=ray_address,
+        fail_fast=fail_fast,
     )
     result = runner.run()
     md, html = write_run_report(result.run, output)
@@ -74,6 +81,9 @@ def run(
         f"{result.skipped} reused), {result.seconds:.0f} s",
         highlight=False,
     )
+    if result.failed_count:
+        err.print(f"error: {result.failure_summary()}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _print_report_paths(html: Path, md: Path) -> None:

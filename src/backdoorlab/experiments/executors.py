@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -36,15 +39,48 @@ def _bench_for(cfg_json: str, output_dir: str, device: str | None, threads: int 
     return _worker
 
 
-def run_cell_remote(cfg_json: str, output_dir: str, device: str | None, threads: int | None, cell: Cell) -> CellResult:
-    """Compute one cell in a worker process (pool or Ray)."""
-    return _bench_for(cfg_json, output_dir, device, threads).run_cell(cell)
+@dataclass
+class FailedCell:
+    """A cell that raised: ``error`` (``Type: first line of the message``), the formatted ``traceback``, its wall
+    time, and the exception itself when it was raised in this process (None when it comes from a worker)."""
+
+    cell: Cell
+    error: str
+    traceback: str
+    seconds: float
+    exception: BaseException | None = None
+
+
+def attempt_cell(bench: Workbench, cell: Cell) -> CellResult | FailedCell:
+    """``bench.run_cell(cell)``, or a :class:`FailedCell` when it raises an ``Exception`` (an interrupt passes)."""
+    start = time.perf_counter()
+    try:
+        return bench.run_cell(cell)
+    except Exception as err:  # noqa: BLE001 - any error of a method fails its cell, not the grid
+        message = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        return FailedCell(
+            cell,
+            f"{type(err).__name__}: {message}" if message else type(err).__name__,
+            "".join(traceback.format_exception(err)),
+            time.perf_counter() - start,
+            err,
+        )
+
+
+def run_cell_remote(
+    cfg_json: str, output_dir: str, device: str | None, threads: int | None, cell: Cell
+) -> CellResult | FailedCell:
+    """Compute one cell in a worker process (pool or Ray); an error comes back as a :class:`FailedCell`."""
+    outcome = attempt_cell(_bench_for(cfg_json, output_dir, device, threads), cell)
+    if isinstance(outcome, FailedCell):
+        outcome.exception = None  # not always picklable; the traceback text travels instead
+    return outcome
 
 
 class Executor:
-    """Computes cells of one phase and yields each result as it is ready."""
+    """Computes cells of one phase and yields each result (or :class:`FailedCell`) as it is ready."""
 
-    def map(self, cells: Sequence[Cell]) -> Iterator[CellResult]:
+    def map(self, cells: Sequence[Cell]) -> Iterator[CellResult | FailedCell]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -57,7 +93,7 @@ class SequentialExecutor(Executor):
 
     def map(self, cells):
         for cell in cells:
-            yield self.bench.run_cell(cell)
+            yield attempt_cell(self.bench, cell)
 
 
 class _SubmitExecutor(Executor):

@@ -4,7 +4,10 @@ A run is resumable: its name is derived from the config and the code (or given),
 with its rows in one transaction, and a restarted run skips the committed cells. Models come from the
 content-hashed cache, so nothing finished is recomputed. When it starts, a run records in the store what its report
 needs besides the rows (each setting's dataset summary, class names and input shape) and the code that computes it
-(:mod:`.fingerprint`); results made by other code are never reused. The report is the layer above:
+(:mod:`.fingerprint`); results made by other code are never reused. A cell that raises does not stop the run: it
+is recorded as failed (its error in the store, its traceback in ``failures/`` of the run folder), the cells that
+depend on it are recorded as skipped, the others run, and a resumed run tries them again (``fail_fast`` stops at
+the first failure instead). The report is the layer above:
 :func:`backdoorlab.report.write_run_report` builds it from the store.
 """
 
@@ -17,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..utils.files import write_atomic
 from ..utils.progress import console, progress_enabled
 from .artifacts import artifact_path, save_artifacts
 from .config import ExperimentConfig
-from .executors import make_executor
+from .executors import FailedCell, make_executor
 from .fingerprint import code_fingerprint
 from .grid import PHASES, Cell, expand_cells
-from .store import ResultRow, ResultsStore, RunCode, SettingInfo
+from .store import CellFailure, ResultRow, ResultsStore, RunCode, SettingInfo
 from .workbench import CellResult, Workbench
 
 Log = Callable[[str], None]
@@ -32,7 +36,8 @@ Log = Callable[[str], None]
 @dataclass
 class RunResult:
     """What a run produced: its name, its folder (under the output folder, beside ``results.sqlite``), every row of
-    the run, its wall time, the cells computed and skipped (finished before), and the seconds of each phase."""
+    the run, its wall time, the cells computed and skipped (finished before), the seconds of each phase, and the
+    cells that failed or were skipped because one they depend on failed (``failed``)."""
 
     run: str
     directory: Path
@@ -41,6 +46,21 @@ class RunResult:
     computed: int = 0
     skipped: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    failed: list[CellFailure] = field(default_factory=list)
+
+    @property
+    def failed_count(self) -> int:
+        """How many cells raised (the skipped ones not counted)."""
+        return sum(f.status == "failed" for f in self.failed)
+
+    def failure_summary(self) -> str:
+        """One line: how many cells failed and were skipped, and the first failure; empty when none did."""
+        failed = [f for f in self.failed if f.status == "failed"]
+        if not failed:
+            return ""
+        skipped = len(self.failed) - len(failed)
+        first = f"first: {failed[0].cell}: {failed[0].error}"
+        return f"{len(failed)} cell(s) failed, {skipped} skipped as dependent on them ({first})"
 
 
 def default_run_name(cfg: ExperimentConfig) -> str:
@@ -75,8 +95,10 @@ class Runner:
         executor: str = "local",
         workers: int = 1,
         ray_address: str | None = None,
+        fail_fast: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.fail_fast = fail_fast
         self.output_dir = Path(output_dir)
         self.progress = progress_enabled(progress)
         self.log = log
@@ -116,11 +138,16 @@ class Runner:
             if done:
                 self.log(f"  resuming: {len(self.cells) - len(todo)} of {len(self.cells)} cells already finished")
             stage_seconds = self._compute(todo, store)
-            rows = store.rows(self.run_name)
+            rows, failed = store.rows(self.run_name), store.failures(self.run_name)
             seconds = time.perf_counter() - start
-            store.finish_run(self.run_name, seconds=seconds if todo else None, stage_seconds=stage_seconds)
+            store.finish_run(
+                self.run_name,
+                "incomplete" if failed else "finished",
+                seconds=seconds if todo else None,
+                stage_seconds=stage_seconds,
+            )
         return RunResult(
-            self.run_name, self.directory, rows, seconds, len(todo), len(self.cells) - len(todo), stage_seconds
+            self.run_name, self.directory, rows, seconds, len(todo), len(self.cells) - len(todo), stage_seconds, failed
         )
 
     def _compute(self, todo: list[Cell], store: ResultsStore) -> dict[str, float]:
@@ -138,27 +165,64 @@ class Runner:
             device=str(self.bench.device),
         )
         bar = _Bar(len(todo), self.progress)
+        broken: dict[str, str] = {}  # id of a failed or skipped cell -> the failed cell at its root
         try:
             for phase in PHASES:
-                cells = [c for c in todo if c.kind == phase]
+                cells = []
+                for cell in (c for c in todo if c.kind == phase):
+                    root = broken.get(upstream(cell) or "")
+                    if root is None:
+                        cells.append(cell)
+                        continue
+                    broken[cell.id] = root
+                    store.record_failure(self.run_name, CellFailure(cell.id, "skipped", f"depends on {root}"))
+                    bar.advance(f"{cell.id} (skipped)")
                 if not cells:
                     continue
                 phase_start = time.perf_counter()
                 for result in executor.map(cells):
-                    self._commit(result, store)
+                    if isinstance(result, FailedCell):
+                        broken[result.cell.id] = result.cell.id
+                        self._record_failure(result, store)
+                    else:
+                        self._commit(result, store)
+                        self.log(f"  done {_describe(result)}")
                     bar.advance(f"{result.cell.id} ({result.seconds:.1f} s)")
-                    self.log(f"  done {_describe(result)}")
                 stage_seconds[phase] = time.perf_counter() - phase_start
         finally:
             bar.close()
             executor.close()
         return stage_seconds
 
+    def _record_failure(self, failed: FailedCell, store: ResultsStore) -> None:
+        """Store the failure and its traceback file; with ``fail_fast``, raise the cell's error."""
+        name = Path("failures") / f"{hashlib.sha1(failed.cell.id.encode()).hexdigest()[:16]}.txt"
+        write_atomic(self.directory / name, f"cell {failed.cell.id}\n\n{failed.traceback}")
+        store.record_failure(
+            self.run_name, CellFailure(failed.cell.id, "failed", failed.error, name.as_posix(), failed.seconds)
+        )
+        self.log(f"  FAILED {failed.cell.id}: {failed.error} (traceback: {self.directory / name})")
+        if self.fail_fast:
+            if failed.exception is not None:
+                raise failed.exception
+            raise RuntimeError(f"cell {failed.cell.id} failed: {failed.error}\n{failed.traceback}")
+
     def _commit(self, result: CellResult, store: ResultsStore) -> None:
         if result.artifacts:
             save_artifacts(artifact_path(self.directory, result.cell.id), result.artifacts)
         rows = cell_rows(self.run_name, self._dataset_name(result.cell), result)
         store.commit_cell(self.run_name, result.cell.id, rows, result.seconds)
+
+
+def upstream(cell: Cell) -> str | None:
+    """The id of the cell whose model ``cell`` uses (None for a clean cell): an attack cell measures against the
+    clean model of its setting and seed; a defense or study cell runs on the attacked model, or the clean one."""
+    if cell.kind == "clean":
+        return None
+    base = (cell.setting, cell.dataset, cell.model, cell.seed)
+    if cell.kind == "attack" or cell.attack == "none":
+        return Cell("clean", *base).id
+    return Cell("attack", *base, attack=cell.attack).id
 
 
 def _describe(result: CellResult) -> str:

@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS settings (
     run TEXT NOT NULL, setting INTEGER NOT NULL, dataset TEXT NOT NULL, model TEXT NOT NULL, summary TEXT NOT NULL,
     classes TEXT NOT NULL, input_shape TEXT NOT NULL, PRIMARY KEY (run, setting)
 );
+CREATE TABLE IF NOT EXISTS failures (
+    run TEXT NOT NULL, cell TEXT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL, traceback_file TEXT,
+    seconds REAL, created TEXT NOT NULL, PRIMARY KEY (run, cell)
+);
 """
 # Columns of ``runs`` added after its first version: (name, SQL type).
 RUN_COLUMNS = (
@@ -79,6 +83,19 @@ class RunCode:
     version: str | None
     source_hash: str | None
     commit: str | None
+
+
+@dataclass(frozen=True)
+class CellFailure:
+    """A cell of a run that gave no rows: ``status`` ``failed`` (it raised: ``error`` is ``Type: message``,
+    ``traceback_file`` the file under the run folder that holds the traceback) or ``skipped`` (a cell it depends on
+    failed: ``error`` names it)."""
+
+    cell: str
+    status: str
+    error: str
+    traceback_file: str | None = None
+    seconds: float | None = None
 
 
 def _now() -> str:
@@ -155,6 +172,22 @@ class ResultsStore:
                 "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*astuple(r), now) for r in rows]
             )
             self._conn.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)", (run, cell, seconds, now))
+            self._conn.execute("DELETE FROM failures WHERE run = ? AND cell = ?", (run, cell))
+
+    def record_failure(self, run: str, failure: CellFailure) -> None:
+        """Record a cell that failed or was skipped (a resumed run tries it again; its success clears this)."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run, failure.cell, failure.status, failure.error, failure.traceback_file, failure.seconds, _now()),
+            )
+
+    def failures(self, run: str) -> list[CellFailure]:
+        """The cells of ``run`` that failed or were skipped and have not succeeded since, in the order recorded."""
+        cur = self._conn.execute(
+            "SELECT cell, status, error, traceback_file, seconds FROM failures WHERE run = ? ORDER BY rowid", (run,)
+        )
+        return [CellFailure(*row) for row in cur.fetchall()]
 
     def finished_cells(self, run: str) -> dict[str, float]:
         """{cell id: seconds} of the cells of ``run`` already committed."""

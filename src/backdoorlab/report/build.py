@@ -19,7 +19,7 @@ from ..experiments.artifacts import artifact_path, load_artifacts
 from ..experiments.config import ExperimentConfig, parse_config
 from ..experiments.evaluation import DefenseOutcome
 from ..experiments.grid import Cell, expand_cells
-from ..experiments.store import ResultRow, ResultsStore, RunCode, SettingInfo
+from ..experiments.store import CellFailure, ResultRow, ResultsStore, RunCode, SettingInfo
 from ..utils.files import write_atomic
 from .findings import findings_sections
 from .inspection import population_section, populations_from_records
@@ -146,14 +146,18 @@ def build_run_report(
     seconds: float,
     stage_seconds: dict[str, float],
     code: RunCode | None = None,
+    failures: Sequence[CellFailure] = (),
 ) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html``, ``results.csv``, ``results.json`` and the figures into ``directory``.
 
     ``settings``: what the store recorded of each (dataset, model) setting (empty for a run recorded before it
-    did: the datasets are then named only); ``code``: the code that computed the run, when recorded.
+    did: the datasets are then named only); ``code``: the code that computed the run, when recorded;
+    ``failures``: the cells that failed or were skipped (listed in a section of their own).
     """
     directory.mkdir(parents=True, exist_ok=True)
     sections = [*findings_sections(rows), _setting_section(cfg, settings, rows, seconds, code)]
+    if failures:
+        sections.append(_failures_section(failures))
     matrix = matrix_table(rows)
     if cfg.defenses and matrix.rows:
         sections.append(
@@ -248,6 +252,16 @@ def _setting_section(
     return Section("Setting", paragraphs=paragraphs)
 
 
+def _failures_section(failures: Sequence[CellFailure]) -> Section:
+    body = [[f.cell, f.status, f.error, f.traceback_file or ""] for f in failures]
+    failed = sum(f.status == "failed" for f in failures)
+    text = (
+        f"{failed} cell(s) raised an error and {len(failures) - failed} were skipped because a cell they depend on "
+        "failed; they have no rows in this report. Tracebacks are in the run folder; rerun the same command to retry."
+    )
+    return Section("Failed cells", paragraphs=[text], tables=[Table(["cell", "status", "error", "traceback"], body)])
+
+
 def describe_code(code: RunCode | None) -> str:
     """``backdoorlab 0.1.0, model sources sha256 3f2a9c01d4e5, git commit 20258fb1c0de`` (what was recorded)."""
     if code is None or code.source_hash is None:
@@ -268,9 +282,12 @@ def write_run_report(run: str, output_dir: str | Path = "runs") -> tuple[Path, P
             names = ", ".join(r for r, _, _ in store.runs()[:10]) or "(none)"
             raise ConfigError(f"no run named {run!r} in {db}; runs: {names}")
         rows, settings, code = store.rows(run), store.settings(run), store.run_code(run)
+        failures = store.failures(run)
         seconds, stage_seconds = store.run_times(run)
         if seconds is None:
             seconds = sum(store.finished_cells(run).values())
     cfg = parse_config(config, f"config of run {run}")
     cells = expand_cells(cfg)
-    return build_run_report(Path(output_dir) / run, run, cfg, settings, rows, cells, seconds, stage_seconds, code)
+    return build_run_report(
+        Path(output_dir) / run, run, cfg, settings, rows, cells, seconds, stage_seconds, code, failures
+    )
