@@ -36,6 +36,10 @@ FAST_ATTACKS: dict[str, tuple[str, str, dict]] = {
     "pruning_aware_audio": ("audio", "speech_cnn", {"retrain_epochs": 1}),
     "pruning_aware": ("digits", "badnet_cnn", {"retrain_epochs": 1}),
     "trojannet": ("digits", "badnet_cnn", {"mlp_steps": 20, "mlp_batch": 64}),
+    "label_consistent": ("digits", "badnet_cnn", {"adv_epochs": 1, "adv_steps": 2, "pgd_steps": 5}),
+    "trojannn": ("digits", "badnet_cnn", {"steps": 10, "batch": 16}),
+    "adaptive_blend": ("digits", "badnet_cnn", {"poison_rate": 0.01, "cover_rate": 0.01}),
+    "adaptive_patch": ("digits", "badnet_cnn", {"poison_rate": 0.01, "size_fraction": 0.25}),
     "refool": (
         "digits",
         "badnet_cnn",
@@ -46,12 +50,20 @@ NC_FAST = {"patience": 1, "early_stop_patience": 2, "max_epochs": 2, "batches_pe
 DI_FAST = {"inversion_per_class": 2, "inversion_steps": 5, "steps": 5, "eval_samples": 5, "examples": 1}
 FAST_DEFENSES: dict[str, dict] = {
     "strip": {"n_overlays": 5},
+    "sequential_strip": {"n_overlays": 10, "round_size": 5},
+    "teco": {"max_severity": 2},
+    "badexpert": {"epochs": 1},
     "fine_tuning": {"epochs": 1},
     "fine_pruning": {"epochs": 1},
     "neural_cleanse": NC_FAST,
     "nc_unlearning": {"inspection": NC_FAST, "when": "always"},
     "deepinspect": DI_FAST,
     "deepinspect_patching": {"inspection": DI_FAST, "when": "always"},
+    "anp": {"iterations": 3, "batch_size": 32},
+    "i_bau": {"rounds": 1, "k": 2, "batch_size": 64},
+    "nad": {"epochs": 1, "student_epochs": 1},
+    "sau": {"rounds": 1, "batch_size": 64, "pgd_steps": 2},
+    "fst": {"epochs": 1},
 }
 
 
