@@ -111,10 +111,19 @@ class STRIP(CalibratedDetector):
         return -self._mean_entropy(x, exclude_self=False)
 
     def _superimpose(self, x: torch.Tensor, overlays: torch.Tensor) -> torch.Tensor:
-        """``x`` (M, 1, C, H, W) with each of its ``overlays`` (M, N, C, H, W) -> (M, N, C, H, W)."""
+        """``x`` (M, 1, C, H, W) with each of its ``overlays`` (M, N, C, H, W) -> (M, N, C, H, W), computed in
+        place in ``overlays`` (a fresh gather), so the copies cost one allocation."""
         if self.superimpose == "add":
-            return x + overlays
-        return self.blend_alpha * x + (1.0 - self.blend_alpha) * overlays
+            return overlays.add_(x)
+        return overlays.mul_(1.0 - self.blend_alpha).add_(x, alpha=self.blend_alpha)
+
+    def _overlay_index(self, m: int, start: int, gen: torch.Generator, exclude_self: bool) -> torch.Tensor:
+        """Pool indices (m, N) of the overlays of inputs ``start .. start + m``: N draws without replacement each
+        (the top N of random keys); with ``exclude_self``, the inputs are the pool and row i never draws i."""
+        keys = torch.rand(m, len(self._pool), generator=gen)
+        if exclude_self:
+            keys[torch.arange(m), torch.arange(start, start + m)] = -1.0
+        return keys.topk(self.n_overlays, dim=1).indices
 
     def _mean_entropy(self, x: torch.Tensor, *, exclude_self: bool) -> torch.Tensor:
         """H (N,) of ``x``; with ``exclude_self``, ``x`` is the pool itself and row i never draws image i."""
@@ -124,10 +133,7 @@ class STRIP(CalibratedDetector):
         out = []
         for start in range(0, len(x), per_chunk):
             xb = x[start : start + per_chunk]
-            keys = torch.rand(len(xb), len(pool), generator=gen)  # top-N of random keys: N draws w/o replacement
-            if exclude_self:
-                keys[torch.arange(len(xb)), torch.arange(start, start + len(xb))] = -1.0
-            index = keys.topk(n, dim=1).indices  # (m, N)
+            index = self._overlay_index(len(xb), start, gen, exclude_self)  # (m, N)
             copies = self._superimpose(xb[:, None], pool[index]).flatten(0, 1)  # (m * N, C, H, W)
             log_p = model_log_probabilities(model, copies, self.output, batch_size=self.batch_size, device=self._device)
             out.append(entropy_bits(log_p).view(len(xb), n).mean(dim=1))
