@@ -11,7 +11,7 @@ from torch import nn
 
 from ..data import Dataset, Split
 from ..errors import ConfigError
-from ..models import TrainingConfig, train_new_model
+from ..models import BatchHook, TrainingConfig, train_new_model
 from ..registry import Registry
 from ..triggers import Trigger
 from ..utils.seeding import make_generator
@@ -176,9 +176,11 @@ class Attack(BaseModel):
         device: str = "auto",
         progress: bool | None = None,
         info: dict[str, Any] | None = None,
+        batch_hook: BatchHook | None = None,
     ) -> Backdoor:
         """Train a new ``architecture`` network on ``poisoned.split`` (the one recipe,
-        :func:`~backdoorlab.models.train_new_model`) and return it as this attack's Backdoor."""
+        :func:`~backdoorlab.models.train_new_model`, with ``batch_hook`` for attacks that poison per batch) and
+        return it as this attack's Backdoor."""
         model = train_new_model(
             architecture,
             dataset,
@@ -188,6 +190,7 @@ class Attack(BaseModel):
             device=device,
             progress=progress,
             description=f"training {self.name}",
+            batch_hook=batch_hook,
         )
         return self.make_backdoor(
             model, trigger, rule, architecture, poisoned_indices=poisoned.poisoned_indices, info=info

@@ -3,9 +3,10 @@
 from .architectures import MODELS, Normalize, build_model, count_parameters
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .recipe import train_new_model
-from .training import TrainingConfig, predict, predict_logits, train_model
+from .training import BatchHook, TrainingConfig, predict, predict_logits, train_model
 
 __all__ = [
+    "BatchHook",
     "MODELS",
     "Normalize",
     "TrainingConfig",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -62,6 +63,11 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     return out.permute(0, 3, 1, 2)
 
 
+# Per-batch poisoning (WaNet, BPP, Input-aware): (augmented images on the device, labels, generator) -> the
+# batch to train on. It may return images that carry gradients of its own parameters (a trigger generator).
+BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
 def train_model(
     model: nn.Module,
     x: torch.Tensor,
@@ -72,9 +78,11 @@ def train_model(
     device: str | torch.device = "auto",
     progress: bool | None = None,
     description: str = "training",
+    batch_hook: BatchHook | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with cross-entropy on ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) int64.
 
+    ``batch_hook``: called on every augmented batch, returns the batch trained on (attacks that poison per batch).
     Returns the model, on the CPU and in eval mode. The same seed gives the same weights on the same machine.
     """
     cfg = cfg or TrainingConfig()
@@ -90,8 +98,10 @@ def train_model(
         order = torch.randperm(len(x), generator=gen)
         for b in range(batches):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            xb = random_shift(x[idx], cfg.augment_shift, gen).to(dev)
-            loss = loss_fn(model(xb), y[idx].to(dev))
+            xb, yb = random_shift(x[idx], cfg.augment_shift, gen).to(dev), y[idx].to(dev)
+            if batch_hook is not None:
+                xb, yb = batch_hook(xb, yb, gen)
+            loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

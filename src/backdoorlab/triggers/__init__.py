@@ -45,3 +45,17 @@ __all__ += [
     "trojannet_trigger",
     "vignette",
 ]
+
+# Triggers of the field's attacks (issue 18): WaNet's warp, SIG's sinusoid, BPP's squeezing, LC's checkerboard.
+from .signals import AdditiveTrigger, QuantizeTrigger, corner_checkerboard, sinusoid, sinusoid_trigger  # noqa: E402
+from .warping import WarpTrigger, warping_field  # noqa: E402
+
+__all__ += [
+    "AdditiveTrigger",
+    "QuantizeTrigger",
+    "WarpTrigger",
+    "corner_checkerboard",
+    "sinusoid",
+    "sinusoid_trigger",
+    "warping_field",
+]
