@@ -39,6 +39,7 @@ from ..metrics import (
     detection_metrics,
     robust_improvement_rate,
 )
+from ..models import TrainingConfig, train_model
 from ..utils.seeding import make_generator
 
 _DER_ROWS = ("clean_accuracy", "asr", "robust_accuracy")
@@ -59,6 +60,8 @@ class EvaluationContext:
     ``verdicts``: inspections already run on this same model with this seed, by :func:`verdict_key`, shared by
     the cells of one model so that a repair built on an inspection (Neural Cleanse unlearning, DeepInspect
     patching) reuses the inspector cell's verdict instead of recomputing it; None keeps nothing.
+    ``retune``: also measure each repair's ``retuned_asr`` (:func:`retuned_asr`; off by default, it costs a
+    fine-tuning per cell).
     """
 
     dataset: Dataset
@@ -66,6 +69,9 @@ class EvaluationContext:
     device: torch.device | str = "cpu"
     progress: bool | None = None
     verdicts: dict[str, Verdict] | None = None
+    retune: bool = False
+    architecture: str | None = None  # the setting's network and recipe: data defenses retrain with them
+    training: TrainingConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,10 @@ def evaluate_defense(defense: Defense, model: nn.Module, backdoor: Backdoor | No
         return evaluate_repair(defense, model, backdoor, ctx)
     if isinstance(defense, Inspector):
         return evaluate_inspector(defense, model, backdoor, ctx)
+    if defense.kind in ("data_detector", "training_defense"):
+        from . import data_evaluation  # the data family's evaluator (it imports this module)
+
+        return data_evaluation.evaluate(defense, model, backdoor, ctx)
     raise TypeError(f"{type(defense).__name__} is of no defense family the evaluator knows ({defense.kind})")
 
 
@@ -158,9 +168,49 @@ def evaluate_repair(
     if backdoor is not None:
         before = measure_model(model, backdoor, ds.test, device=ctx.device)
         metrics |= repair_effect(before, after)
+        if ctx.retune:
+            metrics["retuned_asr"] = retuned_asr(repaired, backdoor, ds, seed=ctx.seed, device=ctx.device)
     probes = make_probes(backdoor, ds.test)
     figures, artifacts = repair.figures(model, probes.as_mapping(), device=ctx.device)
     return DefenseOutcome({**metrics, **figures}, {"model": repaired, **artifacts})
+
+
+RETUNING = TrainingConfig(optimizer="sgd", lr=0.01, epochs=5, batch_size=16, schedule="none", augment_shift=0)
+
+
+def retuned_asr(
+    repaired: nn.Module,
+    backdoor: Backdoor,
+    dataset: Dataset,
+    *,
+    seed: int = 0,
+    device="cpu",
+    fraction: float = 0.01,
+    poisoned_fraction: float = 0.1,
+    training: TrainingConfig = RETUNING,
+) -> float:
+    """The ASR that comes back when ``repaired`` is fine-tuned on a small, slightly poisoned set: the retuning
+    attack of "superficial safety" (Min et al., NeurIPS 2024), a post-repair robustness check.
+
+    ``fraction`` of the training split is drawn by ``seed``; ``poisoned_fraction`` of it (at least one image)
+    is drawn among the images the target rule applies to and carries the trigger with the target label. A copy
+    of ``repaired`` is fine-tuned on that set (SGD lr 0.01, momentum 0.9, 5 epochs; batch 16, our choice, so a
+    set of a few dozen images still gives several steps) and its ASR on the test split is returned. The
+    repaired model is not changed. This needs the attack, so it lives here and never in a repair.
+    """
+    gen = make_generator(seed + 7919)
+    train = dataset.train
+    count = max(2, round(fraction * len(train)))
+    picked = torch.randperm(len(train), generator=gen)[:count]
+    x, y = train.x[picked].clone(), train.y[picked].clone()
+    rule = backdoor.target_rule
+    eligible = torch.where(rule.eligible(y))[0]
+    n_poison = min(len(eligible), max(1, round(poisoned_fraction * count)))
+    chosen = eligible[torch.randperm(len(eligible), generator=gen)[:n_poison]]
+    x[chosen] = backdoor.trigger(x[chosen])
+    y[chosen] = rule.targets(y[chosen])
+    retuned = train_model(copy.deepcopy(repaired), x, y, training, seed=seed, device=device, progress=False)
+    return measure_model(retuned, backdoor, dataset.test, device=device)["asr"]
 
 
 def repair_effect(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
