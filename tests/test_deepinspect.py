@@ -48,9 +48,16 @@ def test_data_free_inspection_uses_no_clean_images() -> None:
     verdict = DeepInspect(**TINY).inspect(planted_digits(), None, input_shape=(1, 8, 8), seed=0, device="cpu")
     assert verdict.method == "deepinspect" and verdict.details["data"] == "model inversion"
     assert verdict.statistic.shape == (10,) and bool((verdict.statistic > 0).all())
-    torch.testing.assert_close(verdict.anomaly_index, left_tail_deviation(verdict.statistic))
     success = verdict.details["success_rate"]
     assert success.shape == (10,) and bool(((success >= 0) & (success <= 1)).all())
+    # only labels whose trigger reached them count in the test; the others are reported, never flagged
+    reached = verdict.reached
+    assert reached.tolist() == (success >= 0.95).tolist()
+    assert verdict.unreached == [i for i in range(10) if not reached[i]]
+    if int(reached.sum()) >= 3:
+        torch.testing.assert_close(verdict.anomaly_index[reached], left_tail_deviation(verdict.statistic[reached]))
+    assert bool((verdict.anomaly_index[~reached] == 0).all()) and bool((verdict.p_values[~reached] == 1).all())
+    assert not set(verdict.suspected) & set(verdict.unreached)
     assert verdict.masks.shape == (10, 1, 8, 8) and verdict.examples.shape == (10, 2, 1, 8, 8)
     rebuilt = generator_from_state(verdict.details["generator"])
     assert isinstance(rebuilt, ConditionalGenerator) and not any(p.requires_grad for p in rebuilt.parameters())

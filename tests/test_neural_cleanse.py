@@ -97,7 +97,9 @@ def test_stamp_all_shapes_and_values() -> None:
 @pytest.fixture(scope="module")
 def planted_outcome():
     ds = digits()
-    nc = NeuralCleanse(**FAST)
+    # the papers' per-label cutoff 2: the planted 2x2 trigger's index (about 3.1) is under the alpha = 0.05
+    # model-level cutoff for 10 labels (about 3.9), so the default decision does not flag it
+    nc = NeuralCleanse(**FAST, cutoff=2.0)
     backdoor = _planted_backdoor()
     return evaluate_defense(nc, backdoor.model, backdoor, EvaluationContext(ds, seed=0, device="cpu"))
 
@@ -126,10 +128,12 @@ def test_planted_trigger_is_recovered_at_its_label(planted_outcome) -> None:
     assert float((planted_digits()(stamped).argmax(1) == TARGET).float().mean()) > 0.9
     assert planted_outcome.artifacts["true_target"] == TARGET
     assert verdict.details["reached_threshold"].all()
+    assert verdict.alpha is None and verdict.cutoff == 2.0  # a fixed cutoff states no model-level alpha
+    assert 0.05 < verdict.p_value < 0.3  # ... and the model-level p-value says the evidence is weak
 
 
 def test_batched_and_per_label_agree() -> None:
-    short = dict(patience=2, early_stop_patience=3, max_epochs=16, batches_per_epoch=1)
+    short = dict(patience=2, early_stop_patience=3, max_epochs=16, batches_per_epoch=1, cutoff=2.0)
     batched = NeuralCleanse(**short).inspect(planted_digits(), digits().val, seed=0, device="cpu")
     per_label = NeuralCleanse(mode="per_label", **short).inspect(planted_digits(), digits().val, seed=0, device="cpu")
     assert batched.suspected == [TARGET]

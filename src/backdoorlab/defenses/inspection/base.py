@@ -2,7 +2,8 @@
 
 An :class:`Inspector` reverse-engineers, for every candidate target label, the smallest trigger that sends
 inputs to that label (the per-label *statistic*), then runs a MAD outlier test on those sizes
-(:mod:`.verdict`). Subclasses implement :meth:`Inspector._reverse` and may choose the outlier statistic.
+(:mod:`.verdict`), decided for the whole model at a stated false-alarm rate ``alpha`` (:mod:`.null`). Subclasses
+implement :meth:`Inspector._reverse` and choose the outlier index (``index_kind``).
 
 Images and triggers live in [0, 1] pixel space *before* the model's normalization layer, the same space the
 attacks stamp their triggers in (methods.md section 1: a mismatch is the classic way Neural Cleanse fails).
@@ -23,7 +24,8 @@ from ...data import Split
 from ...errors import ConfigError
 from ...utils.device import resolve_device
 from ..base import Defense, DefenseKind
-from .verdict import DEFAULT_CUTOFF, Verdict, anomaly_index, flagged_labels
+from .null import INDEX_FUNCTIONS, IndexKind, decide
+from .verdict import DEFAULT_ALPHA, Verdict
 
 TANH_EPS = 1e-7  # Keras epsilon in the reference's tanh parametrisation
 
@@ -42,11 +44,13 @@ def from_unit(v: torch.Tensor) -> torch.Tensor:
 class Reversal:
     """What an inspector's reverse engineering returns before the outlier test.
 
-    ``statistic`` (K,) per-label trigger size; ``masks`` (K, 1, H, W) / ``patterns`` (K, C, H, W) in [0, 1] or
+    ``statistic`` (K,) per-label trigger size; ``reached`` (K,) bool, labels whose trigger reached the label (None:
+    all count); ``masks`` (K, 1, H, W) / ``patterns`` (K, C, H, W) in [0, 1] or
     None; ``examples`` (K, n, C, H, W) stamped inputs or None; ``details`` anything else worth keeping.
     """
 
     statistic: torch.Tensor
+    reached: torch.Tensor | None = None
     masks: torch.Tensor | None = None
     patterns: torch.Tensor | None = None
     examples: torch.Tensor | None = None
@@ -81,14 +85,26 @@ def check_clean(clean: Split, what: str) -> None:
 
 
 class Inspector(Defense):
-    """Base of model inspectors. ``inspect(model, clean)`` returns a :class:`Verdict`. The default cutoff 2 is both
-    papers'."""
+    """Base of model inspectors. ``inspect(model, clean)`` returns a :class:`Verdict` decided for the whole model
+    at the false-alarm rate ``alpha`` (normal null, :mod:`.null`). Both papers' rule is the fixed per-label cutoff
+    2 (``cutoff: 2``), which flags about a third of clean 10-class models."""
 
     kind: ClassVar[DefenseKind] = "inspector"
     statistic_name: ClassVar[str] = "trigger size"
+    index_kind: ClassVar[IndexKind] = "mad"
 
-    cutoff: float = Field(
-        DEFAULT_CUTOFF, gt=0, description="labels below the median whose anomaly index exceeds this are flagged"
+    alpha: float = Field(
+        DEFAULT_ALPHA,
+        gt=0,
+        lt=1,
+        description="stated false-alarm rate: the chance of flagging a model without a backdoor (whole model, not "
+        "per label), under the normal null",
+    )
+    cutoff: float | None = Field(
+        None,
+        gt=0,
+        description="a fixed per-label cutoff on the anomaly index instead of the one derived from alpha (the "
+        "papers' 2); None derives it from alpha and the number of labels",
     )
 
     @property
@@ -103,7 +119,7 @@ class Inspector(Defense):
 
     def outlier_index(self, statistic: torch.Tensor) -> torch.Tensor:
         """(K,) anomaly index of the per-label statistic; Neural Cleanse's MAD index by default."""
-        return anomaly_index(statistic)
+        return INDEX_FUNCTIONS[self.index_kind](statistic)
 
     def _reverse(
         self,
@@ -157,14 +173,19 @@ class Inspector(Defense):
             progress=progress,
         )
         statistic = result.statistic.detach().double().cpu()
-        index = self.outlier_index(statistic)
+        reached = None if result.reached is None else result.reached.bool().cpu()
+        decision = decide(statistic, self.index_kind, self.alpha, cutoff=self.cutoff, reached=reached)
         return Verdict(
             method=self.method_name,
             statistic_name=self.statistic_name,
             statistic=statistic,
-            anomaly_index=index,
-            cutoff=self.cutoff,
-            suspected=flagged_labels(statistic, index, self.cutoff),
+            anomaly_index=decision.index,
+            cutoff=decision.cutoff,
+            suspected=decision.suspected,
+            alpha=None if self.cutoff is not None else self.alpha,
+            p_values=decision.p_values,
+            p_value=decision.p_value,
+            reached=reached,
             masks=result.masks,
             patterns=result.patterns,
             examples=result.examples,

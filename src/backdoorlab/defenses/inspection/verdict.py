@@ -10,8 +10,9 @@ trigger. Both then test the per-label sizes for a low outlier with a median-abso
 - :func:`left_tail_deviation`, DeepInspect's double-MAD variant: ``(median - x) / (1.4826 * MAD_left)`` where
   ``MAD_left`` is the median of ``|x - median|`` over the values at or below the median only.
 
-A label is flagged when it lies below the median and its index exceeds the cutoff (2: about 95% under
-normality; DeepInspect's alpha = 0.05).
+The papers flag a label when it lies below the median and its index exceeds 2, a per-label test. The verdict's
+decision is for the whole model instead, at a stated false-alarm rate ``alpha``: the cutoff and the p-values come
+from the null law of the model score (:mod:`.null`); the fixed cutoff 2 stays available as a parameter.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch
 from ...errors import ConfigError
 
 MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimate of a normal distribution's standard deviation
-DEFAULT_CUTOFF = 2.0
+DEFAULT_CUTOFF = 2.0  # the papers' per-label cutoff
+DEFAULT_ALPHA = 0.05
 
 
 def _as_vector(values: torch.Tensor | list[float]) -> torch.Tensor:
@@ -85,10 +87,21 @@ def _median(v: torch.Tensor) -> torch.Tensor:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
-def flagged_labels(statistic: torch.Tensor, index: torch.Tensor, cutoff: float) -> list[int]:
-    """Labels below the median of ``statistic`` whose ``index`` exceeds ``cutoff``, most anomalous first."""
-    below = statistic.double() < _median(statistic.double())
-    hits = (below & (index > cutoff)).nonzero().flatten()
+def below_median(statistic: torch.Tensor, reached: torch.Tensor | None = None) -> torch.Tensor:
+    """(K,) bool: labels whose statistic is below the median of the ``reached`` labels' (all when None)."""
+    s = statistic.double()
+    counted = torch.ones_like(s, dtype=torch.bool) if reached is None else reached.bool()
+    if int(counted.sum()) == 0:
+        return torch.zeros_like(counted)
+    return counted & (s < _median(s[counted]))
+
+
+def flagged_labels(
+    statistic: torch.Tensor, index: torch.Tensor, cutoff: float, reached: torch.Tensor | None = None
+) -> list[int]:
+    """Labels below the median of ``statistic`` (over ``reached`` labels) whose ``index`` exceeds ``cutoff``, most
+    anomalous first."""
+    hits = (below_median(statistic, reached) & (index > cutoff)).nonzero().flatten()
     return [int(i) for i in hits[index[hits].argsort(descending=True)]]
 
 
@@ -101,8 +114,16 @@ class Verdict:
         statistic_name: what ``statistic`` measures (``mask L1``, ``perturbation L1``).
         statistic: (K,) per-label trigger size; smaller = easier to reach = more suspicious.
         anomaly_index: (K,) per-label outlier index (>= 0 for NC; DeepInspect's signed deviation factor).
-        cutoff: labels below the median with ``anomaly_index > cutoff`` are flagged (default 2).
+        cutoff: labels below the median with ``anomaly_index > cutoff`` are flagged: the model-level cutoff at
+            ``alpha`` under the normal null, or a fixed one (the papers' 2) when the inspector was given one.
         suspected: the flagged labels, most anomalous first; ``infected`` is ``bool(suspected)``.
+        alpha: the stated false-alarm rate of the decision for the whole model (None: a fixed per-label cutoff).
+        p_values: (K,) per-label p-values, adjusted for the K labels (1 for labels that cannot be flagged).
+        p_value: the model's p-value (the smallest label p-value): the chance of a score this high without backdoor.
+        null: the law the p-values come from: ``normal`` (i.i.d. normal statistics) or ``reference`` (clean
+            reference models, :class:`.null.ReferenceNull`).
+        reached: (K,) bool, labels whose reversed trigger reached the label (the only ones the test counts), or
+            None when every label counts. Unreached labels have index 0 and p-value 1.
         masks: (K, 1, H, W) reversed trigger masks in [0, 1], or None (DeepInspect: mean |perturbation|).
         patterns: (K, C, H, W) reversed trigger patterns in [0, 1], or None.
         examples: (K, n, C, H, W) clean inputs with each label's reversed trigger stamped, or None.
@@ -116,6 +137,11 @@ class Verdict:
     anomaly_index: torch.Tensor
     cutoff: float = DEFAULT_CUTOFF
     suspected: list[int] = field(default_factory=list)
+    alpha: float | None = DEFAULT_ALPHA
+    p_values: torch.Tensor | None = None
+    p_value: float = 1.0
+    null: str = "normal"
+    reached: torch.Tensor | None = None
     masks: torch.Tensor | None = None
     patterns: torch.Tensor | None = None
     examples: torch.Tensor | None = None
@@ -132,8 +158,9 @@ class Verdict:
 
     @property
     def below_median(self) -> torch.Tensor:
-        """(K,) bool: labels whose statistic is below the median (the only ones that can be flagged)."""
-        return self.statistic.double() < _median(self.statistic.double())
+        """(K,) bool: reached labels whose statistic is below the reached labels' median (the only ones that can
+        be flagged)."""
+        return below_median(self.statistic, self.reached)
 
     @property
     def score(self) -> float:
@@ -143,8 +170,16 @@ class Verdict:
 
     @property
     def ranking(self) -> list[int]:
-        """Labels from the smallest statistic (most suspicious) to the largest."""
-        return [int(i) for i in self.statistic.argsort()]
+        """Labels from the smallest statistic (most suspicious) to the largest, reached labels first."""
+        order = [int(i) for i in self.statistic.argsort()]
+        if self.reached is None:
+            return order
+        return [i for i in order if bool(self.reached[i])] + [i for i in order if not bool(self.reached[i])]
+
+    @property
+    def unreached(self) -> list[int]:
+        """Labels whose reversed trigger never reached the label (reported, never counted as small)."""
+        return [] if self.reached is None else [int(i) for i in (~self.reached.bool()).nonzero().flatten()]
 
     def summary(self) -> dict[str, Any]:
         """Plain data for JSON: the decision, the per-label statistic and index, the run time."""
@@ -153,7 +188,12 @@ class Verdict:
             "infected": self.infected,
             "suspected": self.suspected,
             "score": self.score,
-            "cutoff": self.cutoff,
+            "cutoff": round(self.cutoff, 4),
+            "alpha": self.alpha,
+            "p_value": round(self.p_value, 6),
+            "null": self.null,
+            "p_values": None if self.p_values is None else [round(float(v), 6) for v in self.p_values],
+            "unreached": self.unreached,
             "statistic_name": self.statistic_name,
             "statistic": [round(float(v), 4) for v in self.statistic],
             "anomaly_index": [round(float(v), 4) for v in self.anomaly_index],
@@ -162,6 +202,6 @@ class Verdict:
 
     def __repr__(self) -> str:
         state = f"infected, suspected {self.suspected}" if self.infected else "clean"
-        return f"Verdict({self.method}: {state}, score {self.score:.2f}, {self.seconds:.1f} s)"
+        return f"Verdict({self.method}: {state}, score {self.score:.2f}, p {self.p_value:.3g}, {self.seconds:.1f} s)"
 
     __str__ = __repr__

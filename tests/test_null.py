@@ -1,0 +1,132 @@
+"""The model-level decision at a stated false-alarm rate: the null laws of the MAD indices, the p-values, the
+reference null against class bias, and the combination of inspectors. Pure statistics: no model is trained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backdoorlab.defenses.inspection.null import (
+    ReferenceNull,
+    apply_reference,
+    batched_scores,
+    combine_p_values,
+    decide,
+    null_cutoff,
+    tail_p_values,
+)
+from backdoorlab.defenses.inspection.verdict import Verdict, anomaly_index, left_tail_deviation
+from backdoorlab.errors import ConfigError
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("k", [5, 10, 11])
+@pytest.mark.parametrize(("kind", "index"), [("mad", anomaly_index), ("left_tail", left_tail_deviation)])
+def test_batched_scores_match_the_per_model_indices(k, kind, index) -> None:
+    x = torch.randn(40, k, generator=_gen(k), dtype=torch.float64)
+    expected = []
+    for row in x:
+        below = row < row.quantile(0.5)  # torch's quantile interpolates like numpy's median
+        expected.append(float(index(row)[below].max()))
+    torch.testing.assert_close(batched_scores(x, kind), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_cutoffs_at_alpha_are_far_above_two() -> None:
+    assert null_cutoff("mad", 10, 0.05) == pytest.approx(3.9, abs=0.1)  # the issue's figure for K = 10
+    assert null_cutoff("mad", 43, 0.05) == pytest.approx(3.48, abs=0.1)
+    assert null_cutoff("left_tail", 10, 0.05) > null_cutoff("mad", 10, 0.05)  # the left-tail MAD is smaller
+    assert null_cutoff("mad", 10, 0.01) > null_cutoff("mad", 10, 0.05)
+
+
+@pytest.mark.parametrize("kind", ["mad", "left_tail"])
+def test_false_alarm_rate_on_fresh_null_models_is_alpha(kind) -> None:
+    # 20000 clean "models" drawn with another seed than the calibration: the rate is alpha within 4 standard errors
+    scores = batched_scores(torch.randn(20_000, 10, generator=_gen(7), dtype=torch.float64), kind)
+    assert abs(float((scores > null_cutoff(kind, 10, 0.05)).double().mean()) - 0.05) < 0.0062
+    assert float((scores > 2.0).double().mean()) > 0.3  # the papers' per-label rule flags about a third
+
+
+def test_p_values_are_tail_fractions() -> None:
+    p = tail_p_values("mad", 10, torch.tensor([0.0, 2.0, 3.9, 20.0]))
+    assert float(p[0]) == 1.0 and 0.3 < float(p[1]) < 0.36 and 0.04 < float(p[2]) < 0.06 and float(p[3]) < 1e-4
+    assert bool((p[:-1] >= p[1:]).all())
+
+
+def test_decision_flags_a_clear_outlier_with_a_small_p_value() -> None:
+    stat = torch.tensor([10.0, 11, 9.5, 10.5, 9.8, 10.2, 11.3, 9.1, 10.7, 1.0], dtype=torch.float64)
+    d = decide(stat, "mad", 0.05)
+    assert d.suspected == [9] and d.p_value == float(d.p_values[9]) < 1e-3
+    assert d.cutoff == pytest.approx(null_cutoff("mad", 10, 0.05))
+    assert bool((d.p_values[stat > stat.median()] == 1).all())  # labels above the median are never flagged
+    # with the papers' fixed cutoff a mild outlier is flagged, at the model level it is not
+    mild = stat.clone()
+    mild[9] = 7.8  # index about 2.6
+    assert decide(mild, "mad", 0.05, cutoff=2.0).suspected == [9] and decide(mild, "mad", 0.05).suspected == []
+
+
+def test_unreached_labels_are_reported_never_counted() -> None:
+    stat = torch.tensor([10.0, 11, 9.5, 10.5, 9.8, 10.2, 11.3, 9.1, 0.1, 1.0], dtype=torch.float64)
+    reached = torch.ones(10, dtype=torch.bool)
+    reached[8] = False  # its generator failed and left a tiny perturbation
+    d = decide(stat, "left_tail", 0.05, reached=reached)
+    assert 8 not in d.suspected and d.suspected == [9]
+    assert float(d.index[8]) == 0.0 and float(d.p_values[8]) == 1.0
+    assert d.cutoff == pytest.approx(null_cutoff("left_tail", 9, 0.05))  # the null of 9 counted labels
+    few = decide(stat, "left_tail", 0.05, reached=torch.arange(10) < 2)
+    assert few.suspected == [] and few.p_value == 1.0
+
+
+def _biased(gen: torch.Generator, n: int) -> list[torch.Tensor]:
+    """Per-label sizes of ``n`` clean models of a task where label 0 is always easy to reach (class bias)."""
+    base = torch.full((10,), 10.0, dtype=torch.float64)
+    base[0] = 2.0
+    return [base * torch.exp(0.1 * torch.randn(10, generator=gen, dtype=torch.float64)) for _ in range(n)]
+
+
+def test_reference_null_absorbs_class_bias_and_still_flags_a_target() -> None:
+    gen = _gen(3)
+    reference = ReferenceNull.from_statistics(_biased(gen, 4))
+    assert reference.degrees_of_freedom == 30
+    clean = _biased(gen, 1)[0]
+    assert decide(clean, "mad", 0.05).suspected == [0]  # the normal null mistakes the bias for a backdoor
+    assert decide_ref(clean, reference) == []
+    trojaned = clean.clone()
+    trojaned[6] = 3.0
+    assert decide_ref(trojaned, reference) == [6]
+
+
+def decide_ref(stat: torch.Tensor, reference: ReferenceNull) -> list[int]:
+    from backdoorlab.defenses.inspection.null import decide_reference
+
+    return decide_reference(stat, reference, 0.05).suspected
+
+
+def test_reference_null_false_alarm_rate_is_at_most_alpha() -> None:
+    gen = _gen(11)
+    flagged = sum(bool(decide_ref(s, ReferenceNull.from_statistics(_biased(gen, 3)))) for s in _biased(gen, 400))
+    assert flagged / 400 <= 0.05 + 0.03  # Bonferroni over labels: conservative
+
+
+def test_apply_reference_rewrites_the_decision_only() -> None:
+    gen = _gen(5)
+    stat = _biased(gen, 1)[0]
+    d = decide(stat, "mad", 0.05)
+    v = Verdict(
+        "neural_cleanse", "mask L1", stat, d.index, d.cutoff, d.suspected, p_values=d.p_values, p_value=d.p_value
+    )
+    assert v.infected and v.summary()["null"] == "normal"
+    again = apply_reference(v, ReferenceNull.from_statistics(_biased(gen, 4)))
+    assert not again.infected and again.null == "reference" and again.p_value > 0.05
+    assert torch.equal(again.statistic, v.statistic) and again.summary()["p_values"] is not None
+
+
+def test_inspectors_combine_by_bonferroni() -> None:
+    assert combine_p_values([0.03, 0.5]) == pytest.approx(0.06)
+    assert combine_p_values([0.9, 0.8, 0.7]) == 1.0
+    with pytest.raises(ConfigError, match="no inspector"):
+        combine_p_values([])
+    with pytest.raises(ConfigError, match="at least 2 clean reference models"):
+        ReferenceNull.from_statistics([torch.ones(10)])
