@@ -176,3 +176,28 @@ def test_guard_takes_the_new_detectors(name):
     guarded = guard(model, det.fit(model, clean, num_classes=10))
     out = guarded(TRIGGER(_clean(10, seed=1).x))
     assert out.shape == (10, 11) and (out.argmax(1) == 10).all()  # every triggered input abstains
+
+
+def test_the_evaluator_and_the_report_section_take_a_new_detector(tmp_path):
+    from types import SimpleNamespace
+
+    from backdoorlab.attacks import Backdoor, TargetRule
+    from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense
+    from backdoorlab.report.sections import defense_sections
+
+    ds = SimpleNamespace(val=_clean(150), test=_clean(100, seed=1), num_classes=10)
+    bd = Backdoor(CornerBackdoor(), TRIGGER, TargetRule("all_to_one", 10, 0), "corner", {})
+    records = [
+        SimpleNamespace(
+            attack=a,
+            defense="scale_up",
+            method="scale_up",
+            seed=0,
+            outcome=evaluate_defense(ScaleUp(), CornerBackdoor(), b, EvaluationContext(ds)),
+        )
+        for a, b in (("none", None), ("corner", bd))
+    ]
+    assert records[1].outcome.metrics["roc_auc"] > 0.7 and "tpr_at_5pct_fpr" in records[1].outcome.metrics
+    (section,) = defense_sections(records, tmp_path)
+    assert section.title == "SCALE-UP" and "TPR at 5% FPR" in section.tables[0].headers
+    assert section.figures[0].name == "scale_up_scores_scale_up.png" and section.figures[0].stat().st_size > 5000
