@@ -18,6 +18,7 @@ from ..data import Dataset, Split, load_dataset
 from ..defenses import Defense
 from ..metrics import attack_success_rate
 from ..models import predict
+from ..stealth import stealth_metrics
 from ..utils.device import resolve_device
 from .artifacts import portable
 from .config import ExperimentConfig
@@ -115,7 +116,8 @@ class Workbench:
         return CellResult(cell, {**metrics, "seconds": seconds}, portable(artifacts), seconds)
 
     def _attack_cell(self, cell: Cell) -> tuple[dict[str, float], dict[str, Any]]:
-        """Clean accuracy, ASR, robust accuracy, the drop against the clean model, the trigger on the clean model."""
+        """Clean accuracy, ASR, robust accuracy, the drop against the clean model, the trigger on the clean model, and
+        the trigger's stealth (``stealth_psnr``, ``stealth_ssim``, ``stealth_linf``, ``stealth_l2``)."""
         test = self.dataset(cell.setting).test
         bd = self.backdoor(cell.setting, cell.attack, cell.seed)
         clean = self.clean_model(cell.setting, cell.seed)
@@ -125,6 +127,8 @@ class Workbench:
         if bd.trigger is None:
             return m, {}
         m["asr_on_clean_model"] = attack_success_rate(clean, test, bd.trigger, bd.target_rule, device=self.device)
+        x = test.x[bd.target_rule.eligible(test.y)][:STEALTH_IMAGES]
+        m |= {f"stealth_{k}": v for k, v in stealth_metrics(x, bd.trigger(x)).items()} if len(x) else {}
         return m, {"examples": example_images(bd, test, self.cfg.examples)}
 
     def _defense_cell(self, cell: Cell) -> tuple[dict[str, float], dict[str, Any]]:
@@ -139,6 +143,9 @@ class Workbench:
         )
         outcome = evaluate_defense(self.defenses[cell.defense], model, bd, ctx)
         return {k: float(v) for k, v in outcome.metrics.items()}, outcome.artifacts
+
+
+STEALTH_IMAGES = 500  # eligible test images the stealth rows (PSNR, SSIM, L-inf, L2) are averaged over
 
 
 def example_images(bd: Backdoor, split: Split, n: int) -> dict[str, Any]:
