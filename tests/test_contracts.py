@@ -19,6 +19,7 @@ from backdoorlab.attacks import ATTACKS
 from backdoorlab.data import Dataset, build_dataset, load_dataset
 from backdoorlab.data.audio import waveform_dataset
 from backdoorlab.defenses import DEFENSES, InputDetector, Repair
+from backdoorlab.defenses.data_detectors import DataDetector, TrainingDefense
 from backdoorlab.defenses.inspection.base import Inspector
 from backdoorlab.errors import ConfigError
 from backdoorlab.models import TrainingConfig, train_new_model
@@ -64,6 +65,7 @@ FAST_DEFENSES: dict[str, dict] = {
     "nad": {"epochs": 1, "student_epochs": 1},
     "sau": {"rounds": 1, "batch_size": 64, "pgd_steps": 2},
     "fst": {"epochs": 1},
+    "spectre": {"dims": 8},
 }
 
 
@@ -153,6 +155,21 @@ def test_defense_contract(name, datasets, trained, tmp_path, monkeypatch):
         repaired = [make().repair(trained, ds.val, seed=0, device="cpu", progress=False) for _ in range(2)]
         assert same_weights(repaired[0], repaired[1]), "the same seed must give the same repaired model"
         assert repaired[0] is not trained
+    elif isinstance(defense, DataDetector):
+        with pytest.raises(Exception, match="fit"):
+            _ = defense.scores_
+        poisoned = ds.train.head(300)
+        runs = [make().fit(trained, poisoned, ds.val, seed=0, device="cpu").detection_ for _ in range(2)]
+        assert runs[0].scores.shape == (300,) and runs[0].flagged.dtype == torch.bool
+        assert torch.equal(runs[0].scores, runs[1].scores) and torch.equal(runs[0].flagged, runs[1].flagged)
+    elif isinstance(defense, TrainingDefense):
+        models = [
+            make().train(ds.train.head(300), ds, "badnet_cnn", ONE_EPOCH, seed=0, device="cpu", progress=False)
+            for _ in range(2)
+        ]
+        x = ds.test.x[:8]
+        assert torch.equal(models[0](x), models[1](x)), "the same seed must give the same model"
+        assert models[0](x).shape == (8, ds.num_classes)
     else:
         assert isinstance(defense, Inspector)
         verdicts = [make().inspect(trained, ds.val, seed=0, device="cpu", progress=False) for _ in range(2)]

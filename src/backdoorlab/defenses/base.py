@@ -27,7 +27,7 @@ from torch import nn
 from ..data import Split
 from ..registry import Registry
 
-DefenseKind = Literal["input_detector", "repair", "inspector"]
+DefenseKind = Literal["input_detector", "repair", "inspector", "data_detector", "training_defense"]
 Figures = tuple[dict[str, float], dict[str, Any]]
 
 

@@ -139,7 +139,13 @@ class Workbench:
             model = bd.model
         verdicts = self._verdicts.setdefault((cell.setting, cell.seed, cell.attack), {})
         ctx = EvaluationContext(
-            self.dataset(cell.setting), seed=cell.seed, device=self.device, progress=self.progress, verdicts=verdicts
+            self.dataset(cell.setting),
+            seed=cell.seed,
+            device=self.device,
+            progress=self.progress,
+            verdicts=verdicts,
+            architecture=cell.model,
+            training=self.cfg.training,
         )
         outcome = evaluate_defense(self.defenses[cell.defense], model, bd, ctx)
         return {k: float(v) for k, v in outcome.metrics.items()}, outcome.artifacts
