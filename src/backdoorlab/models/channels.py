@@ -33,6 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import ConfigError
 from ..utils.device import resolve_device
+from .placement import on_device
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, _BatchNorm)
 # Modules that act on each channel alone and map 0 to 0, so a zeroed channel stays zero through them.
@@ -197,15 +198,14 @@ def bake_pruning(model: nn.Module, site: ChannelSite, pruned: torch.Tensor | lis
 
 @contextmanager
 def evaluating(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """``model`` in eval mode on ``device`` inside the block; its mode and device are restored afterwards."""
-    first = next(model.parameters(), None)
-    home = first.device if first is not None else torch.device("cpu")
+    """``model`` in eval mode on ``device`` inside the block (parameters and buffers: an ONNX graph has only
+    buffers); its mode and device are restored afterwards."""
     was_training = model.training
-    model.to(device).eval()
     try:
-        yield model
+        with on_device(model, device):
+            yield model.eval()
     finally:
-        model.to(home).train(was_training)
+        model.train(was_training)
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,12 @@ class MaskedReplay:
         self._tail: fx.GraphModule | None = None
         self._cache: list[tuple] = []
         if parts is not None:
-            head, self._tail = parts
+            # the traced copies hold their own references to the buffers a graph reads directly (get_attr:
+            # Normalize's mean and std), which moving ``model`` does not move: move the copies themselves
             with torch.no_grad(), evaluating(model, self.device):
+                head, tail = (part.to(self.device) for part in parts)
                 self._cache = [head(x[i : i + batch_size].to(self.device)) for i in range(0, len(x), batch_size)]
+            self._tail = tail
 
     @property
     def split(self) -> bool:

@@ -1,7 +1,13 @@
-"""Training and inference loops on in-memory tensors (small data sets make DataLoaders pure overhead)."""
+"""Training and inference loops on in-memory tensors (small data sets make DataLoaders pure overhead).
+
+On a GPU the trainer keeps the training split on the device when it fits (a quarter of the free memory), augments
+there, trains convolutional networks in ``channels_last`` and under bf16 autocast (``precision``). The random draws
+(batch order, shifts) are made on the CPU generator in both cases, so the CPU path gives the numbers it always gave.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -13,6 +19,7 @@ from torch import nn
 from ..utils.device import resolve_device
 from ..utils.progress import track
 from ..utils.seeding import make_generator, seed_everything
+from .placement import on_device
 
 
 class TrainingConfig(BaseModel):
@@ -33,6 +40,10 @@ class TrainingConfig(BaseModel):
     )
     augment_shift: int = Field(
         2, ge=0, le=8, description="augmentation: each training image is translated by up to this many pixels"
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="arithmetic of the forward pass: auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, or bf16",
     )
 
 
@@ -55,17 +66,39 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     if max_shift == 0:
         return x
     n, _, h, w = x.shape
-    dy, dx = torch.randint(-max_shift, max_shift + 1, (2, n, 1), generator=gen)
+    # offsets drawn from ``gen`` (a CPU generator) wherever ``x`` lives: the same draws on every device
+    dy, dx = torch.randint(-max_shift, max_shift + 1, (2, n, 1), generator=gen).to(x.device, non_blocking=True)
     padded = nn.functional.pad(x, (max_shift,) * 4)
-    rows = torch.arange(h) + max_shift + dy  # (N, H)
-    cols = torch.arange(w) + max_shift + dx  # (N, W)
-    out = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    rows = torch.arange(h, device=x.device) + max_shift + dy  # (N, H)
+    cols = torch.arange(w, device=x.device) + max_shift + dx  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2)
 
 
 # Per-batch poisoning (WaNet, BPP, Input-aware): (augmented images on the device, labels, generator) -> the
 # batch to train on. It may return images that carry gradients of its own parameters (a trigger generator).
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def autocast_for(dev: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast where ``precision`` asks for it (``auto``: on CUDA only), else nothing."""
+    if precision == "fp32" or (precision == "auto" and dev.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=torch.bfloat16)
+
+
+def fits_on_device(x: torch.Tensor, dev: torch.device) -> bool:
+    """True when ``x`` can stay on ``dev`` for a whole training run: the CPU, or a quarter of the free GPU memory."""
+    if dev.type != "cuda":
+        return dev.type == "cpu"
+    free, _ = torch.cuda.mem_get_info(dev)
+    return x.numel() * x.element_size() < free // 4
+
+
+def uses_channels_last(model: nn.Module, dev: torch.device) -> bool:
+    """Convolutional networks train in ``channels_last`` on CUDA (tensor cores); never on the CPU."""
+    return dev.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def train_model(
@@ -83,29 +116,42 @@ def train_model(
     """Train ``model`` in place with cross-entropy on ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) int64.
 
     ``batch_hook``: called on every augmented batch, returns the batch trained on (attacks that poison per batch).
-    Returns the model, on the CPU and in eval mode. The same seed gives the same weights on the same machine.
+    On CUDA the data stay on the device when they fit (:func:`fits_on_device`) and are augmented there, conv nets
+    train in ``channels_last`` and the forward pass runs under bf16 autocast unless ``cfg.precision`` is ``fp32``.
+    Returns the model, on the CPU, in eval mode and contiguous. The same seed gives the same weights on the same
+    machine.
     """
     cfg = cfg or TrainingConfig()
     dev = resolve_device(device)
     seed_everything(seed)
     gen = make_generator(seed)
     model.to(dev).train()
+    channels_last = uses_channels_last(model, dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model.parameters(), cfg)
     batches = math.ceil(len(x) / cfg.batch_size)
     sched = make_scheduler(opt, cfg, cfg.epochs * batches)
     loss_fn = nn.CrossEntropyLoss()
+    xs, ys = (x.to(dev), y.to(dev)) if fits_on_device(x, dev) else (x, y)
     for _ in track(range(cfg.epochs), description, enabled=progress):
         order = torch.randperm(len(x), generator=gen)
         for b in range(batches):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            xb, yb = random_shift(x[idx], cfg.augment_shift, gen).to(dev), y[idx].to(dev)
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(xs.device, non_blocking=True)
+            xb = random_shift(xs[idx], cfg.augment_shift, gen).to(dev, non_blocking=True)
+            yb = ys[idx].to(dev, non_blocking=True)
             if batch_hook is not None:
                 xb, yb = batch_hook(xb, yb, gen)
-            loss = loss_fn(model(xb), yb)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast_for(dev, cfg.precision):
+                loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return model.cpu().eval()
 
 
@@ -117,15 +163,10 @@ def predict_logits(
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    first = next(model.parameters(), None)
-    moved = first is not None and first.device != dev
-    if moved:
-        model.to(dev)
     try:
-        outs = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
+        with on_device(model, dev):
+            outs = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
     finally:
-        if moved:
-            model.to(first.device)  # type: ignore[union-attr]
         model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
 
