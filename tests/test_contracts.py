@@ -66,6 +66,8 @@ FAST_DEFENSES: dict[str, dict] = {
     "sau": {"rounds": 1, "batch_size": 64, "pgd_steps": 2},
     "fst": {"epochs": 1},
     "spectre": {"dims": 8},
+    "dpa": {"partitions": 3},
+    "abl": {"isolation_epochs": 1, "finetune_epochs": 1, "unlearning_epochs": 1},
 }
 
 

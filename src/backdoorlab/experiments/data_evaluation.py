@@ -127,7 +127,7 @@ def evaluate_training_defense(
     """Train through the poisoned set; CA / ASR / RA of the result, DER / RIR against the backdoored model, and
     the defense's own figures on the probes."""
     ds = ctx.dataset
-    train, _ = training_set(backdoor, ds, ctx.seed)
+    train, poison = training_set(backdoor, ds, ctx.seed)
     architecture, training = _setting(ctx, backdoor)
     start = time.perf_counter()
     trained = defense.train(
@@ -141,6 +141,10 @@ def evaluate_training_defense(
     )
     seconds = time.perf_counter() - start
     metrics = _against(model, measure_model(trained, backdoor, ds.test, device=ctx.device), backdoor, ctx)
+    isolated = getattr(defense, "isolated_", None)  # ABL's isolated samples, measured against the true poison
+    if isolated is not None:
+        rows = detection_rows(isolated.float(), isolated, poison)
+        metrics |= {f"isolation_{k}": v for k, v in rows.items() if k in ("tpr", "fpr", "precision", "removed")}
     figures, artifacts = defense.figures(trained, make_probes(backdoor, ds.test).as_mapping(), device=ctx.device)
     return DefenseOutcome({**metrics, "train_seconds": seconds, **figures}, {"model": trained, **artifacts})
 
