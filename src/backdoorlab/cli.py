@@ -191,6 +191,9 @@ def scan(
     json_out: Annotated[bool, typer.Option("--json", help="print the verdict as JSON on stdout")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="false-alarm rate: chance of flagging a model without a backdoor")
+    ] = 0.05,
 ) -> None:
     """Audit a model: exit 0 when no backdoor is found, 1 when one is, 2 on bad input."""
     import json
@@ -211,6 +214,7 @@ def scan(
         seed=seed,
         device=device,
         progress=None if not json_out else False,
+        alpha=alpha,
     )
     out_dir = output or Path("runs") / "scans" / model.stem
     js, page = write_scan(result, out_dir)
@@ -220,6 +224,31 @@ def scan(
         out.print(result.sentence(), highlight=False, soft_wrap=True)
         out.print(f"evidence: {page}\n          {js}", highlight=False, soft_wrap=True)
     if result.infected:
+        raise typer.Exit(1)
+
+
+@app.command("scan-data")
+def scan_data(
+    data: Annotated[str, typer.Argument(help="the training set: .npz (x, y) or an image folder, one folder a class")],
+    model: Annotated[str | None, typer.Option("--model", help="model trained on it; default: train one here")] = None,
+    clean: Annotated[str | None, typer.Option("--clean", help="clean samples for SCAn's global model")] = None,
+    detector: Annotated[str, typer.Option("--detector", help="scan, spectral_signatures, spectre, ...")] = "scan",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for the CSV, JSON and page")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Find poisoned training samples: exit 1 when SCAn's class test finds poison (false alarm 0.33% per clean
+    class), 0 otherwise, 2 on bad input."""
+    from .audit.scan_data import scan_data as run_scan
+    from .audit.scan_data import write_data_scan
+
+    result, train = run_scan(data, model=model, clean=clean, detector=detector, seed=seed, device=device)
+    written = write_data_scan(result, train, output or Path("runs") / "scan-data" / Path(data).stem)
+    s = result.summary
+    out.print(f"{s['flagged']} of {s['samples']} samples flagged; suspicious classes {s['suspicious_classes']}")
+    for path in written:
+        out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if s["poison_found"]:
         raise typer.Exit(1)
 
 
