@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from backdoorlab.defenses import DEFENSES
-from backdoorlab.defenses.guard import accuracy, guarded_training
+from backdoorlab.defenses.repair.accuracy_guard import accuracy, guarded_training
 from backdoorlab.models import build_model, train_model
 
 

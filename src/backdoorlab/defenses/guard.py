@@ -1,63 +1,51 @@
-"""A guard on repairs that train: a repair must not destroy the model it repairs.
-
-A repair's hyper-parameters are chosen on one setting (here MNIST-5k with ``badnet_cnn``); on another architecture
-the same learning rate can wreck the network (issue 24: Neural Cleanse unlearning took a CIFAR-10 PreAct-ResNet-18
-from 69% to 25% clean accuracy). The guard measures accuracy on the defender's clean images (the repair's own
-input, the only clean data the defender holds) before and after the repair. When it fell by more than
-``max_accuracy_drop``, fixed before any repair runs, the repair is run again at a tenth of its learning rate; when
-that falls too, the input model is returned unchanged (and the figures say so). Where the first try passes, which
-is the case of every default on MNIST-5k, the guard changes nothing.
-"""
+"""The deployable form of an input detector: a module that flags, or abstains on, the inputs it rejects."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
-from ..data import Split
-from ..models import predict
-
-LR_SCALES = (1.0, 0.1)
+from ..errors import ConfigError
+from .base import InputDetector
 
 
-def accuracy(model: nn.Module, clean: Split, device: str | torch.device) -> float:
-    """Share of ``clean`` that ``model`` labels correctly (1.0 for an empty split)."""
-    if len(clean) == 0:
-        return 1.0
-    return float((predict(model, clean.x, device=device) == clean.y).float().mean())
+class GuardedModel(nn.Module):
+    """``model`` behind a calibrated input ``detector``.
 
-
-def guarded_training(
-    train: Callable[[float], nn.Module],
-    model: nn.Module,
-    clean: Split,
-    max_drop: float,
-    *,
-    device: str | torch.device = "cpu",
-    scales: Sequence[float] = LR_SCALES,
-) -> tuple[nn.Module, dict[str, float]]:
-    """``train(lr_scale)`` (which trains a new copy of ``model`` at ``lr_scale`` times its learning rate), tried at
-    each of ``scales`` until clean accuracy stays within ``max_drop`` of ``model``'s; else a copy of ``model``.
-
-    Returns (the model, figures): ``guard_accuracy_before``, ``guard_accuracy_after`` (of the model returned),
-    ``guard_lr_scale`` (the scale kept; 0 when reverted) and ``guard_reverted`` (0/1).
+    ``mode="abstain"`` (default): the output (N, K + 1) gets an extra "abstain" column; a rejected input's
+    abstain score is +inf and its other scores -inf, so ``argmax`` gives K for it, and an accepted input's
+    scores are unchanged with -inf in the abstain column.
+    ``mode="flag"``: the output is the model's (N, K), untouched; ``last_flags`` (N,) bool says which inputs the
+    detector rejected.
     """
-    before = accuracy(model, clean, device)
-    for scale in scales:
-        trained = train(scale)
-        after = accuracy(trained, clean, device)
-        if after >= before - max_drop:
-            return trained, _figures(before, after, scale, False)
-    return copy.deepcopy(model).cpu().eval(), _figures(before, before, 0.0, True)
+
+    def __init__(self, model: nn.Module, detector: InputDetector, mode: Literal["abstain", "flag"] = "abstain"):
+        super().__init__()
+        if mode not in ("abstain", "flag"):
+            raise ConfigError(f"guard mode must be abstain or flag, got {mode!r}")
+        try:
+            float(detector.threshold_)
+        except Exception:
+            raise ConfigError("the detector is not calibrated: call detector.fit(model, clean_samples) first") from None
+        self.model = model
+        self.detector = detector
+        self.mode = mode
+        self.last_flags: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.model(x)
+        flags = self.detector.predict(x).to(scores.device).bool()
+        self.last_flags = flags
+        if self.mode == "flag":
+            return scores
+        abstain = torch.where(flags, torch.tensor(float("inf")), torch.tensor(float("-inf"))).to(scores)
+        kept = scores.masked_fill(flags[:, None], float("-inf"))
+        return torch.cat([kept, abstain[:, None]], dim=1)
 
 
-def _figures(before: float, after: float, scale: float, reverted: bool) -> dict[str, float]:
-    return {
-        "guard_accuracy_before": before,
-        "guard_accuracy_after": after,
-        "guard_lr_scale": scale,
-        "guard_reverted": float(reverted),
-    }
+def guard(model: nn.Module, detector: InputDetector, mode: Literal["abstain", "flag"] = "abstain") -> GuardedModel:
+    """Wrap ``model`` with a calibrated ``detector`` (STRIP, Feature Squeezing); see :class:`GuardedModel`."""
+    return GuardedModel(model, detector, mode)

@@ -21,7 +21,7 @@ from ...data import Split
 from ...models import TrainingConfig, train_model
 from ...utils.seeding import make_generator
 from ..base import Figures, Repair
-from ..guard import guarded_training
+from ..repair.accuracy_guard import guarded_training
 from .base import Inspector
 from .verdict import Verdict
 

@@ -24,7 +24,7 @@ from ...data import Split
 from ...errors import ConfigError
 from ...models import TrainingConfig, train_model
 from ..base import DEFENSES, Figures, Repair
-from ..guard import guarded_training
+from .accuracy_guard import guarded_training
 
 _TRAINING = {name: field.description for name, field in TrainingConfig.model_fields.items()}
 
