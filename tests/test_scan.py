@@ -39,6 +39,9 @@ def test_scan_verdicts_and_exit_codes(models, tmp_path, capsys, suffix, extra):
     assert code == 1, verdict["evidence"]
     assert verdict["infected"] is True and verdict["suspected_targets"][0] == 4
     assert verdict["strip"]["threshold_entropy_bits"] is not None
+    # one inspector: it decides at the scan's alpha, and the scan's p-value is its own
+    assert verdict["alpha"] == 0.05 and verdict["evidence"]["neural_cleanse"]["alpha"] == 0.05
+    assert verdict["p_value"] == verdict["evidence"]["neural_cleanse"]["p_value"] <= 0.05
     html = (out / "scan.html").read_text()
     assert "Backdoor suspected" in html and "data:image/png;base64," in html
     assert json.loads((out / "scan.json").read_text())["suspected_targets"][0] == 4
@@ -52,6 +55,7 @@ def test_scan_verdicts_and_exit_codes(models, tmp_path, capsys, suffix, extra):
         (["--num-classes", "7", "--input-shape", "1,8,8"], "has 10 outputs but --num-classes is 7"),
         (["--input-shape", "1,9"], "--input-shape needs 3 values"),
         (["--input-shape", "1,8,8", "--inspectors", "nope"], "unknown defense 'nope'"),
+        (["--input-shape", "1,8,8", "--alpha", "1.5"], "--alpha must lie between 0 and 1, got 1.5"),
     ],
 )
 def test_scan_bad_input(models, tmp_path, capsys, args, message):
@@ -64,9 +68,9 @@ def test_scan_too_few_clean_samples(models, tmp_path, capsys):
     import numpy as np
 
     path = tmp_path / "few.npz"
-    np.savez(path, x=np.zeros((30, 8, 8), dtype=np.uint8), y=np.arange(30) % 10)
+    np.savez(path, x=np.zeros((15, 8, 8), dtype=np.uint8), y=np.arange(15) % 10)  # x and y only: all 15 are used
     assert main(["scan", str(models / "clean.ts"), "--data", str(path), "--input-shape", "1,8,8"]) == 2
-    assert "the scan needs at least 20" in capsys.readouterr().err
+    assert "15 clean samples; the scan needs at least 20" in capsys.readouterr().err
 
 
 def test_scan_corrupt_file(tmp_path, capsys):

@@ -1,8 +1,11 @@
 """`backdoorlab scan`: load an untrusted model safely, inspect it (Neural Cleanse, DeepInspect), calibrate
 STRIP for run-time use, and decide.
 
-The model is flagged when any inspector flags it; the suspected targets are the union of the inspectors'
-flagged labels, most anomalous first.
+The model is flagged at a stated false-alarm rate ``alpha`` (default 0.05) for the whole scan: each of the m
+inspectors decides for the whole model at ``alpha / m`` (Bonferroni, :func:`~backdoorlab.defenses.inspection.null.
+combine_p_values`), so the chance that a model without a backdoor is flagged by any of them is at most ``alpha``.
+The scan's p-value is ``min(1, m * smallest inspector p-value)``; the suspected targets are the union of the
+inspectors' flagged labels, most anomalous first.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from typing import Any
 
 from ..data.folders import CleanData, load_clean_data
 from ..defenses.base import DEFENSES
+from ..defenses.inspection.null import combine_p_values
 from ..errors import ConfigError
 from ..models.loading import LoadedModel, load_model_file
 from ..utils.files import write_atomic
 
 INSPECTORS = ("neural_cleanse", "deepinspect")
 MIN_CLEAN = 20
+DEFAULT_ALPHA = 0.05
 
 
 @dataclass
@@ -36,10 +41,16 @@ class ScanResult:
     strip_details: dict[str, Any]
     seconds: float
     errors: dict[str, str] = field(default_factory=dict)
+    alpha: float = DEFAULT_ALPHA
 
     @property
     def infected(self) -> bool:
         return any(v.infected for v in self.verdicts.values())
+
+    @property
+    def p_value(self) -> float:
+        """The scan's p-value: Bonferroni's combination of the inspectors' model-level p-values."""
+        return combine_p_values([v.p_value for v in self.verdicts.values()])
 
     @property
     def suspected(self) -> list[int]:
@@ -54,9 +65,12 @@ class ScanResult:
             flagged = [n for n, v in self.verdicts.items() if v.infected]
             return (
                 f"Backdoor suspected: {' and '.join(flagged)} flag label(s) {self.suspected} as the likely "
-                f"target of a trigger."
+                f"target of a trigger (p = {self.p_value:.2g}; false-alarm rate {self.alpha:g})."
             )
-        return f"No backdoor found: {names} found no label that an abnormally small trigger reaches."
+        return (
+            f"No backdoor found: {names} found no label that an abnormally small trigger reaches "
+            f"(p = {self.p_value:.2g}; false-alarm rate {self.alpha:g})."
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,8 +79,11 @@ class ScanResult:
             "input_shape": list(self.loaded.input_shape),
             "num_classes": self.loaded.num_classes,
             "clean_samples": len(self.clean.split),
+            "clean_source": self.clean.source,
             "clean_labeled": self.clean.labeled,
             "infected": self.infected,
+            "alpha": self.alpha,
+            "p_value": round(self.p_value, 6),
             "suspected_targets": self.suspected,
             "verdict": self.sentence(),
             "evidence": {name: v.summary() for name, v in self.verdicts.items()},
@@ -111,15 +128,22 @@ def scan_model(
     device: str = "auto",
     progress: bool | None = None,
     data_dir: str | None = None,
+    alpha: float = DEFAULT_ALPHA,
 ) -> ScanResult:
-    """Scan ``model_path`` with the clean samples ``data`` (a folder, an .npz or a dataset name)."""
+    """Scan ``model_path`` with the clean samples ``data`` (a folder, an .npz or a dataset name); the model is
+    flagged at the false-alarm rate ``alpha`` for all ``inspectors`` together (each runs at ``alpha / m``)."""
     start = time.perf_counter()
-    chosen = [DEFENSES.build(name, where=f"--inspectors {name}") for name in inspectors]  # fail before any work
     if not inspectors:
         raise ConfigError("--inspectors names no inspector")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"--alpha must lie between 0 and 1, got {alpha}")
+    each = {"alpha": alpha / len(inspectors)}
+    chosen = [DEFENSES.build(name, each, where=f"--inspectors {name}") for name in inspectors]  # fail before work
     shape = _int_list(input_shape, "--input-shape", 3) if isinstance(input_shape, str) else input_shape
     mean = _float_list(mean, "--mean") if isinstance(mean, str) else mean
     std = _float_list(std, "--std") if isinstance(std, str) else std
+    # without --input-shape, the clean samples' own shape serves a file that does not record its input's
+    own = load_clean_data(data, None, data_dir) if shape is None else None
     loaded = load_model_file(
         model_path,
         architecture=architecture,
@@ -128,8 +152,12 @@ def scan_model(
         mean=mean,
         std=std,
         trust_pickle=trust_pickle,
+        data_shape=tuple(own.split.x.shape[1:]) if own is not None else None,
     )
-    clean = load_clean_data(data, loaded.input_shape, data_dir)
+    if own is not None and tuple(own.split.x.shape[1:]) == loaded.input_shape:
+        clean = own
+    else:
+        clean = load_clean_data(data, loaded.input_shape, data_dir)
     if len(clean.split) < MIN_CLEAN:
         raise ConfigError(f"{data}: {len(clean.split)} clean samples; the scan needs at least {MIN_CLEAN}")
     if clean.classes is not None and len(clean.classes) != loaded.num_classes and clean.labeled:
@@ -148,7 +176,14 @@ def scan_model(
         strip_threshold = float(strip.boundary_)
         strip_details = {"params": strip.model_dump(mode="json"), **strip.calibration_metrics()}
     return ScanResult(
-        str(model_path), loaded, clean, verdicts, strip_threshold, strip_details, time.perf_counter() - start
+        str(model_path),
+        loaded,
+        clean,
+        verdicts,
+        strip_threshold,
+        strip_details,
+        time.perf_counter() - start,
+        alpha=alpha,
     )
 
 

@@ -8,6 +8,7 @@ Pickles are read with ``torch.load(weights_only=True)`` only; a pickle that need
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -36,9 +37,65 @@ class LoadedModel:
     payload: dict | None = None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
+    text = _ANSI.sub("", str(err)).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+class ExportedModule(nn.Module):
+    """A ``torch.export`` program as a module on (N, C, H, W) batches of any size.
+
+    An exported graph is frozen: it refuses ``.train()`` / ``.eval()`` ("Calling train() is not supported yet"),
+    which every defense calls, so ``train`` here only records the flag. A program exported with a fixed batch
+    size (``torch.export.export(model, (x,))`` with one example, the usual third-party call) is vectorized over
+    the batch with ``torch.vmap`` when that size is 1, else run on chunks of that size, the last one padded.
+    """
+
+    def __init__(self, program: torch.export.ExportedProgram) -> None:
+        super().__init__()
+        self.program = program.module()
+        shape = _exported_input(program)
+        self.batch = shape[0] if shape is not None and isinstance(shape[0], int) else None
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch is None or len(x) == self.batch:
+            return self.program(x)
+        if self.batch == 1:
+            return torch.vmap(lambda one: self.program(one[None])[0])(x)
+        outs = []
+        for chunk in x.split(self.batch):
+            pad = self.batch - len(chunk)
+            if pad:
+                chunk = torch.cat([chunk, chunk[-1:].expand(pad, *chunk.shape[1:])])
+            outs.append(self.program(chunk)[: self.batch - pad])
+        return torch.cat(outs)
+
+
+def _exported_input(program: torch.export.ExportedProgram) -> tuple | None:
+    """The shape of the program's one user input as exported: ints where static, SymInts where dynamic."""
+    names = list(program.graph_signature.user_inputs)
+    if len(names) != 1:
+        return None
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name == names[0]:
+            val = node.meta.get("val")
+            return tuple(val.shape) if val is not None else None
+    return None
+
+
+def _exported_shape(program: torch.export.ExportedProgram) -> tuple[int, int, int] | None:
+    """(C, H, W) of the program's input when the export fixed them, else None."""
+    shape = _exported_input(program)
+    if shape is None or len(shape) != 4 or not all(isinstance(v, int) for v in shape[1:]):
+        return None
+    return tuple(int(v) for v in shape[1:])
 
 
 def detect_format(path: Path) -> str:
@@ -62,13 +119,15 @@ def _weights_only(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        msg = _first_line(err)
-        if "Unsupported global" in str(err) or "GLOBAL" in str(err):
+        text = str(err)
+        if "Unsupported global" in text or "GLOBAL" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
             raise ModelFileError(
-                f"{path}: refusing to unpickle it: loading it would run code from the file ({msg}); export the model "
-                f"to TorchScript, torch.export or ONNX, or pass --trust-pickle if you trust its sender"
+                f"{path}: refusing to unpickle it: it needs code{what} that loading would run; export the model to "
+                "TorchScript, torch.export or ONNX, or, if you trust its sender, pass --trust-pickle"
             ) from None
-        raise ModelFileError(f"{path}: not a readable model file ({msg})") from None
+        raise ModelFileError(f"{path}: not a readable model file ({_first_line(err)})") from None
 
 
 def _rebuild(architecture: str | None, state: dict, input_shape, num_classes, mean, std, path: Path) -> nn.Module:
@@ -103,7 +162,8 @@ def _read(path: Path, fmt: str, architecture, input_shape, num_classes, mean, st
             raise ModelFileError(f"{path}: not a loadable TorchScript file ({_first_line(err)})") from None
     if fmt == "export":
         try:
-            return torch.export.load(str(path)).module(), None, None, None
+            program = torch.export.load(str(path))
+            return ExportedModule(program), None, None, _exported_shape(program)
         except Exception as err:
             raise ModelFileError(f"{path}: not a loadable torch.export program ({_first_line(err)})") from None
     if fmt == "safetensors":
@@ -139,12 +199,15 @@ def load_model_file(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     trust_pickle: bool = False,
+    data_shape: Sequence[int] | None = None,
 ) -> LoadedModel:
     """Load ``path`` (any of ``FORMATS``) as a model on [0, 1] pixels, in eval mode.
 
     ``mean``/``std`` put a normalization layer in front of a foreign model that expects normalized inputs
     (our own checkpoints carry theirs). ``input_shape`` (C, H, W) and ``num_classes`` are checked against the
-    model with one forward pass; they are needed for weights-only files.
+    model with one forward pass; they are needed for weights-only files. ``data_shape``, the (C, H, W) of the
+    clean samples at hand, is the input shape when neither ``input_shape`` nor the file gives one (a traced
+    TorchScript module does not record it).
     """
     p = Path(path)
     if not p.is_file():
@@ -152,7 +215,7 @@ def load_model_file(
     fmt = detect_format(p)
     shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
     module, arch, payload, declared = _read(p, fmt, architecture, shape, num_classes, mean, std, trust_pickle)
-    shape = shape or declared
+    shape = shape or declared or (tuple(int(v) for v in data_shape) if data_shape is not None else None)
     if shape is None:
         raise ModelFileError(f"{p}: the file does not say its input shape: pass --input-shape C,H,W")
     if declared is not None and tuple(declared) != shape:
