@@ -39,7 +39,7 @@ from ..metrics import (
     detection_metrics,
     robust_improvement_rate,
 )
-from ..models import TrainingConfig, train_model
+from ..models import TrainingConfig, predict, train_model
 from ..utils.seeding import make_generator
 
 _DER_ROWS = ("clean_accuracy", "asr", "robust_accuracy")
@@ -89,21 +89,52 @@ class Probes:
         return {"test": self.test} | ({"triggered": self.triggered} if self.triggered is not None else {})
 
 
+def trigger_rules(backdoor: Backdoor) -> list[tuple[Any, Any]]:
+    """(trigger, target rule) of each trigger of ``backdoor``: one pair, or for an attack with several triggers
+    (TrojanNet: trigger i -> class ``mapping[i]``) one pair per trigger (``trigger.select(i)``,
+    ``rule.for_trigger(i)``)."""
+    trigger, rule = backdoor.trigger, backdoor.target_rule
+    if rule.num_triggers == 1 or not hasattr(trigger, "select"):
+        return [(trigger, rule)]
+    return [(trigger.select(i), rule.for_trigger(i)) for i in range(rule.num_triggers)]
+
+
 def make_probes(backdoor: Backdoor | None, test: Split) -> Probes:
-    """The probes of ``test`` for ``backdoor`` (None, or a backdoor without trigger: clean inputs only)."""
+    """The probes of ``test`` for ``backdoor`` (None, or a backdoor without trigger: clean inputs only). With
+    several triggers, test input j carries trigger j mod m, so every trigger is probed and the count stays N."""
     if backdoor is None or backdoor.trigger is None or backdoor.target_rule is None:
         return Probes(test)
-    rule = backdoor.target_rule
-    keep = rule.eligible(test.y)
-    y = test.y[keep]
-    return Probes(test, Split(backdoor.trigger(test.x[keep]), rule.targets(y)), y)
+    pairs = trigger_rules(backdoor)
+    xs, targets, trues = [], [], []
+    for i, (trigger, rule) in enumerate(pairs):
+        keep = rule.eligible(test.y) & (torch.arange(len(test.y)) % len(pairs) == i)
+        y = test.y[keep]
+        xs.append(trigger(test.x[keep]))
+        targets.append(rule.targets(y))
+        trues.append(y)
+    y = torch.cat(trues)
+    return Probes(test, Split(torch.cat(xs), torch.cat(targets)), y)
 
 
 def measure_model(model: nn.Module, backdoor: Backdoor | None, test: Split, *, device="cpu") -> dict[str, float]:
-    """``clean_accuracy``, and with a trigger ``asr`` and ``robust_accuracy``, of ``model`` on ``test``."""
+    """``clean_accuracy``, and with a trigger ``asr`` and ``robust_accuracy``, of ``model`` on ``test``.
+
+    With several triggers (TrojanNet) every trigger is measured: ``asr_trigger_i`` / ``robust_accuracy_trigger_i``
+    per trigger, and ``asr`` / ``robust_accuracy`` their mean."""
     if backdoor is None or backdoor.trigger is None:
         return {"clean_accuracy": clean_accuracy(model, test, device=device)}
-    return backdoor_metrics(model, test, backdoor.trigger, backdoor.target_rule, device=device)
+    pairs = trigger_rules(backdoor)
+    if len(pairs) == 1:
+        return backdoor_metrics(model, test, backdoor.trigger, backdoor.target_rule, device=device)
+    metrics = {"clean_accuracy": clean_accuracy(model, test, device=device)}
+    for i, (trigger, rule) in enumerate(pairs):
+        keep = rule.eligible(test.y)
+        pred = predict(model, trigger(test.x[keep]), device=device)
+        metrics[f"asr_trigger_{i}"] = float((pred == rule.targets(test.y[keep])).float().mean())
+        metrics[f"robust_accuracy_trigger_{i}"] = float((pred == test.y[keep]).float().mean())
+    for name in ("asr", "robust_accuracy"):
+        metrics[name] = sum(metrics[f"{name}_trigger_{i}"] for i in range(len(pairs))) / len(pairs)
+    return metrics
 
 
 def defender_data(defense: Defense, dataset: Dataset, seed: int) -> Split:
