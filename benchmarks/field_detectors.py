@@ -123,12 +123,17 @@ def cached_backdoor(name: str, params: dict):
     if not folder:
         return None
     cache = ModelCache(folder)
+    wanted = ATTACKS.build(name, params).model_dump()  # defaults included: all-to-one vs all-to-all
     for path in sorted(Path(folder).glob("*.pt")):
         try:
             bd = cache.load_backdoor(path.stem)
         except Exception:  # an entry that is not a backdoor (a clean model)
             continue
-        if bd is not None and bd.attack == name and all(bd.params.get(k, v) == v for k, v in params.items()):
+        if (
+            bd is not None
+            and bd.attack == name
+            and all(bd.params[k] == wanted[k] for k in bd.params.keys() & wanted.keys())
+        ):
             return bd
     return None
 
