@@ -70,7 +70,8 @@ def test_list(capsys):
     out = capsys.readouterr().out
     datasets = next(line for line in out.splitlines() if line.startswith("datasets:"))
     assert all(name in datasets for name in ("cifar10", "digits", "gtsrb", "mnist5k", "npz:PATH"))
-    assert "attacks: badnets" in out and "badnet_cnn" in out
+    attacks = next(line for line in out.splitlines() if line.startswith("attacks: "))
+    assert "badnets" in attacks.split(": ", 1)[1].split(", ") and "badnet_cnn" in out
 
 
 @pytest.mark.parametrize(

@@ -25,3 +25,16 @@ def test_ready_config_validates(path):
 def test_builtin_default_validates():
     cfg = load_config()
     assert cfg.dataset.name == "mnist5k" and len(cfg.seeds) == 1
+
+
+def test_every_registered_method_runs_in_some_ready_config():
+    from backdoorlab.attacks import ATTACKS
+    from backdoorlab.defenses import DEFENSES
+
+    named_attacks, named_defenses = set(), set()
+    for cfg in [load_config(), *(load_config(p) for p in CONFIGS)]:
+        named_attacks |= {a.name for _, a in cfg.build_attacks()}
+        named_defenses |= {d.name for _, d in cfg.build_defenses()}
+    registered = lambda names: {n for n in names if not n.startswith("test_")}  # noqa: E731
+    assert registered(ATTACKS.names()) - named_attacks == set()
+    assert registered(DEFENSES.names()) - named_defenses == set()
