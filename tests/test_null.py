@@ -130,3 +130,20 @@ def test_inspectors_combine_by_bonferroni() -> None:
         combine_p_values([])
     with pytest.raises(ConfigError, match="at least 2 clean reference models"):
         ReferenceNull.from_statistics([torch.ones(10)])
+
+
+def test_scan_splits_alpha_between_its_inspectors(monkeypatch) -> None:
+    from backdoorlab.audit import scan as scan_module
+
+    built = []
+    real_build = scan_module.DEFENSES.build
+
+    def spy(name, params=None, where=None):
+        built.append((name, dict(params or {})))
+        raise ConfigError("stop after building")
+
+    monkeypatch.setattr(scan_module.DEFENSES, "build", spy)
+    with pytest.raises(ConfigError, match="stop after building"):
+        scan_module.scan_model("m.onnx", "digits", inspectors=["neural_cleanse", "deepinspect"], alpha=0.05)
+    assert built == [("neural_cleanse", {"alpha": 0.025})]
+    assert real_build("deepinspect", {"alpha": 0.025}).alpha == 0.025
