@@ -97,6 +97,7 @@ def test_make_dormant_silences_channels_behind_batchnorm():
 def test_layers_without_a_relu_are_refused():
     model = build_model("preact_resnet18", (3, 8, 8), 10, seed=0)
     with pytest.raises(ConfigError, match="needs a ReLU right after the pruned layer"):
-        dormancy_module(model, find_site(model))
+        dormancy_module(model, find_site(model, "net.layers.7.conv2"))  # a residual branch: no ReLU follows
+    assert dormancy_module(model, find_site(model)) == "net.bn"  # relu(net.bn(.)): the functional ReLU counts
     small = build_model("badnet_cnn", (1, 8, 8), 10)
     assert dormancy_module(small, find_site(small)) == "net.0.3"  # no BatchNorm: the conv's own bias

@@ -53,6 +53,7 @@ def dormancy_module(model: nn.Module, site: ChannelSite) -> str:
     before the chain's last ReLU. Raises :class:`ConfigError` when there is no such ReLU or bias."""
     names = (site.layer, *site.chain)
     clamps = [i for i, n in enumerate(names) if isinstance(model.get_submodule(n), CLAMPING)]
+    clamps += [len(names)] if site.relu else []  # the model's functional ReLU after the site
     if not clamps:
         raise ConfigError(
             f"pruning_aware needs a ReLU right after the pruned layer, found {site.describe()}; choose another layer"

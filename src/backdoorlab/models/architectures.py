@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -135,20 +136,30 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-    """PreAct-ResNet-18 (the benchmark model of BackdoorBench), 3x3 stem for 32x32 inputs; meant for GPUs."""
+    """PreAct-ResNet-18 (the benchmark model of BackdoorBench), 3x3 stem for 32x32 inputs; meant for GPUs.
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    ``widths`` are the channels of the four stages (two blocks each); smaller ones make the same network in
+    miniature (tests). The last neurons are ``relu(bn(.))`` (nothing follows the last block's addition), which
+    ``feature_layer`` / ``relu_after`` tell the pruning defenses (:mod:`backdoorlab.models.channels`).
+    """
+
+    feature_layer: ClassVar[str] = "bn"
+    relu_after: ClassVar[tuple[str, ...]] = ("bn",)
+
+    def __init__(
+        self, in_channels: int, num_classes: int, widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    ) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         layers: list[nn.Module] = []
-        c_in = 64
-        for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        c_in = widths[0]
+        for c_out, stride in zip(widths, (1, 2, 2, 2), strict=True):
             layers += [PreActBlock(c_in, c_out, stride), PreActBlock(c_out, c_out, 1)]
             c_in = c_out
         self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(512)
+        self.bn = nn.BatchNorm2d(c_in)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(c_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn(self.layers(self.stem(x))))

@@ -10,9 +10,11 @@ channel is what the next layer sees (Liu et al. 2018 read the last conv layer's 
 
 - ``badnet_cnn``: last conv ``net.0.3`` -> ReLU ``net.0.4``; the site's output is the ReLU;
 - ``cnn_small``: last conv ``net.0.15`` -> BatchNorm ``net.0.16`` -> ReLU ``net.0.17``;
-- ``preact_resnet18``: the last conv sits in a residual block with nothing per-channel after it, so the site is
-  the conv alone (its output is added to the shortcut). ``layer="net.bn"`` prunes the channels that feed the
-  global pooling instead.
+- residual networks: the last conv of a residual branch is added to the shortcut, so zeroing it does not silence
+  the neuron and its signed output is not an activation. An architecture names instead the layer whose channels
+  feed its classifier (``feature_layer``) and the layers its ``forward`` passes through a functional ReLU
+  (``relu_after``): ``preact_resnet18`` declares ``bn``, read as ``relu(net.bn(.))``, the neurons the global pooling
+  and the classifier see. That layer is the default site of such a model, and naming it gives the same site.
 
 Zeroing a channel with a forward hook on the site's output, and :func:`bake_pruning` (zero the layer's weights
 and bias for the channel, and the affine weight and bias of every BatchNorm of the chain), give the same
@@ -66,6 +68,7 @@ class ChannelSite:
     layer: str
     chain: tuple[str, ...]
     channels: int
+    relu: bool = False  # the model applies a functional ReLU to the output (read after it; zero stays zero)
 
     @property
     def output(self) -> str:
@@ -73,7 +76,7 @@ class ChannelSite:
         return self.chain[-1] if self.chain else self.layer
 
     def describe(self) -> str:
-        return " -> ".join((self.layer, *self.chain)) + f" ({self.channels} channels)"
+        return " -> ".join((self.layer, *self.chain, *(["relu"] if self.relu else []))) + f" ({self.channels} channels)"
 
 
 def _width(module: nn.Module) -> int:
@@ -85,7 +88,8 @@ def _width(module: nn.Module) -> int:
 
 
 def find_site(model: nn.Module, layer: str | None = None) -> ChannelSite:
-    """The :class:`ChannelSite` of ``layer`` (a name from ``model.named_modules()``; default the last Conv2d).
+    """The :class:`ChannelSite` of ``layer`` (a name from ``model.named_modules()``; default the layer an
+    architecture declares as its ``feature_layer``, else the last Conv2d).
 
     ``layer`` must be a Conv1d/2d/3d, Linear or BatchNorm module used once in the model. Raises
     :class:`ConfigError` naming the prunable layers when it is missing or of another type.
@@ -93,6 +97,9 @@ def find_site(model: nn.Module, layer: str | None = None) -> ChannelSite:
     modules = dict(model.named_modules())
     uses = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
     prunable = [n for n, m in modules.items() if isinstance(m, PRUNABLE) and uses[id(m)] == 1]
+    declared = [f"{n}.{m.feature_layer}".lstrip(".") for n, m in modules.items() if getattr(m, "feature_layer", None)]
+    if layer is None and declared:
+        layer = declared[-1]
     if layer is None:
         convs = [n for n in prunable if isinstance(modules[n], nn.Conv2d)]
         if not convs:
@@ -118,7 +125,8 @@ def find_site(model: nn.Module, layer: str | None = None) -> ChannelSite:
             if isinstance(child, _BatchNorm) and child.num_features != channels:
                 break
             chain.append(f"{parent_name}.{name}" if parent_name else name)
-    return ChannelSite(layer, tuple(chain), channels)
+    relu = not chain and own in getattr(parent, "relu_after", ())
+    return ChannelSite(layer, tuple(chain), channels, relu)
 
 
 def _index(pruned: torch.Tensor | list[int], channels: int) -> torch.Tensor:
@@ -222,16 +230,24 @@ class ChannelSummary:
 
 @torch.no_grad()
 def channel_summary(
-    model: nn.Module, x: torch.Tensor, module: str, *, batch_size: int = 512, device: str | torch.device = "auto"
+    model: nn.Module,
+    x: torch.Tensor,
+    module: str,
+    *,
+    relu: bool = False,
+    batch_size: int = 512,
+    device: str | torch.device = "auto",
 ) -> ChannelSummary:
-    """:class:`ChannelSummary` of the output of ``model.get_submodule(module)`` on ``x`` (N, C, H, W), eval mode."""
+    """:class:`ChannelSummary` of the output of ``model.get_submodule(module)`` on ``x`` (N, C, H, W), eval mode;
+    ``relu``: of that output after a ReLU (the model applies one without a module)."""
     if len(x) == 0:
         raise ConfigError("need at least one input to measure channel activations")
     dev = resolve_device(device)
     stats: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
-        flat = out.detach().double().transpose(0, 1).reshape(out.shape[1], -1)  # (C, N * H * W)
+        out = out.detach().clamp_min(0) if relu else out.detach()
+        flat = out.double().transpose(0, 1).reshape(out.shape[1], -1)  # (C, N * H * W)
         parts = {
             "sum": flat.sum(1),
             "sq": (flat**2).sum(1),
@@ -256,7 +272,7 @@ def channel_summary(
 
 def channel_means(model: nn.Module, x: torch.Tensor, site: ChannelSite, **kwargs) -> torch.Tensor:
     """Mean activation (C,) of each channel of ``site`` over ``x`` (N, C, H, W): over samples and positions."""
-    return channel_summary(model, x, site.output, **kwargs).mean
+    return channel_summary(model, x, site.output, relu=site.relu, **kwargs).mean
 
 
 def prune_count_within_drop(counts: list[int], accuracies: list[float], max_drop: float) -> int:

@@ -42,8 +42,10 @@ from .activations import ActivationProfile, activation_profile
 class PruningSettings(BaseModel):
     """Parameters of the pruning step (shared by ``pruning`` and ``fine_pruning``).
 
-    Defaults are the paper's: the last Conv2d is pruned, and the 4-point accuracy drop is its fine-pruning
-    threshold. For ``preact_resnet18``, ``layer: net.bn`` prunes the channels feeding the pool.
+    Defaults are the paper's: the last convolutional layer's neurons are pruned (the last Conv2d, or on a residual
+    network the neurons its architecture declares as feeding the classifier: ``relu(net.bn(.))`` for
+    ``preact_resnet18``, not the last residual branch's conv, which the shortcut bypasses), and the 4-point accuracy
+    drop is its fine-pruning threshold.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -51,7 +53,8 @@ class PruningSettings(BaseModel):
     layer: str | None = Field(
         None,
         description="the layer whose output channels are pruned, a name from model.named_modules(); None: the "
-        "last Conv2d",
+        "layer the architecture declares as feeding its classifier (preact_resnet18: net.bn, read after its ReLU), "
+        "else the last Conv2d",
     )
     max_accuracy_drop: float = Field(
         0.04,
