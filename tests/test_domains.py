@@ -171,7 +171,10 @@ def test_table1_lays_out_our_cells_and_the_papers_rows(results):
     assert table.rows[1][table.headers.index("Pruning-aware / Fine-Tuning bd")] == "–"  # not run for speech
     paper = [r for r in table.rows if r[1] == "paper †"]
     assert [r[0] for r in paper] == list(domains.DOMAIN_TITLES)
-    assert paper[2][col] == "≈29 †" and paper[0][table.headers.index("Baseline / None cl")] == "–"
+    assert paper[2][col] == "28.8 †" and paper[0][table.headers.index("Baseline / None cl")] == "97.8 †"
+    # the source's Table 1 (slides.txt): face / baseline / fine-tuning and speech / pruning-aware / fine-tuning
+    assert paper[0][table.headers.index("Baseline / Fine-Tuning bd")] == "0.0 †"
+    assert paper[1][table.headers.index("Pruning-aware / Fine-Tuning bd")] == "52.0 †"
     assert all(len(r) == len(table.headers) for r in table.rows)
 
 
@@ -203,7 +206,7 @@ def test_findings_say_where_defenses_fail(results):
     assert "flags the clean model in 1/3 seeds (false alarm)" in text
     assert "Speech Recognition, baseline attack: the backdoor has no single target" in text
     md = t1.markdown(results)
-    assert md.count("| paper † |") == 9 and "Defenses that do not apply to audio" in md and "[mem" in md
+    assert md.count("| paper † |") == 9 and "Defenses that do not apply to audio" in md and "slides.txt Table 1" in md
 
 
 def test_the_domain_attacks_are_registered():

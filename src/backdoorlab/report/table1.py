@@ -18,6 +18,7 @@ from ..studies.domains import (
     DOMAIN_TITLES,
     FP_NOTE,
     FP_PAPER,
+    FP_PAPER_CL,
     NC_PAPER,
     REPAIRS,
     STRIP_PAPER,
@@ -58,7 +59,8 @@ def table1(results: Sequence[DomainResults]) -> Table:
         cells = []
         for _, attack in ATTACKS:
             for _, defense in REPAIRS:
-                cells += ["–", _paper_cell(FP_PAPER.get((title, attack, defense)))]
+                key = (title, attack, defense)
+                cells += [_paper_cell(FP_PAPER_CL.get(key)), _paper_cell(FP_PAPER.get(key))]
         body.append([title, "paper †", *cells])
     width = len(headers)
     return Table(headers, [r + ["–"] * (width - len(r)) for r in body])
