@@ -31,6 +31,7 @@ GTSRB_NPZ_LAYOUT = (
 ORL_VAL_PER_PERSON = 1
 SMALL_FRAME_STEP = 6
 SMALL_TEST_FRACTION = 1 / 6
+VAL_TRACK_FRACTION = 0.1  # of each class's tracks become val
 
 
 @DATASETS.register("orl_faces")
@@ -55,7 +56,9 @@ def gtsrb_from_npz(path: Path, *, name: str, frame_step: int = 3, test_fraction:
     ``frame_step``: keep the training frames whose number within their track is a multiple of it, a multiple of 3
     (the file keeps every 3rd of the 30 frames of each physical sign; 6 halves that and still covers every track).
     ``test_fraction``: a class-stratified fraction of the official test set (fixed, seed 0); 1 keeps it all.
-    A stratified 10% of the training images becomes ``val``.
+    ``val`` is 10% of each class's tracks (:func:`track_split`), so it holds no near-copy of a training image
+    (the ~30 frames of one track are the same physical sign); a file without ``train_track`` falls back to a
+    stratified 10% of the images.
     """
     if frame_step < 3 or frame_step % 3:
         raise ConfigError(f"frame_step must be a multiple of 3 (the file keeps every 3rd frame), got {frame_step}")
@@ -72,19 +75,39 @@ def gtsrb_from_npz(path: Path, *, name: str, frame_step: int = 3, test_fraction:
     if test_fraction < 1:
         _, chosen = stratified_split(test.y, float(test_fraction), seed=0)
         test = test.subset(torch.as_tensor(chosen))
-    return build_dataset(name, train.x, train.y, test.x, test.y, class_names(arrays))
+    if "train_track" not in arrays:
+        return build_dataset(name, train.x, train.y, test.x, test.y, class_names(arrays))
+    kept, val = track_split(train.y.numpy(), arrays["train_track"][keep], VAL_TRACK_FRACTION, seed=1)
+    classes = class_names(arrays) or [str(i) for i in range(int(max(train.y.max(), test.y.max())) + 1)]
+    return Dataset(name, train.subset(kept), train.subset(val), test, tuple(classes))
+
+
+def track_split(y: np.ndarray, track: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) that split whole tracks: in each class, ``fraction`` of its tracks (rounded, at least
+    one when the class has two or more) go to ``val``, drawn with ``seed``. A track is named by (class, track)."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):
+        tracks = np.unique(track[y == label])
+        if len(tracks) < 2:
+            continue
+        count = max(1, round(fraction * len(tracks)))
+        chosen = rng.choice(tracks, size=count, replace=False)
+        val |= (y == label) & np.isin(track, chosen)
+    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 @DATASETS.register("gtsrb_npz")
 def load_gtsrb_npz(data_dir: Path | None = None) -> Dataset:
-    """All of ``gtsrb.npz``: 13,070 training images (every 3rd frame of every track; 10% become val) and the
-    full official test set (12,630)."""
+    """All of ``gtsrb.npz``: 13,070 training images (every 3rd frame of every track; 10% of each class's tracks
+    become val) and the full official test set (12,630)."""
     return gtsrb_from_npz(locate_file("gtsrb_npz", data_dir, "gtsrb.npz", GTSRB_NPZ_LAYOUT), name="gtsrb_npz")
 
 
 @DATASETS.register("gtsrb_npz_small")
 def load_gtsrb_npz_small(data_dir: Path | None = None) -> Dataset:
-    """``gtsrb.npz`` cut for a 2-core CPU: every 6th frame of every track (6,535 images, 10% of them val) and a
+    """``gtsrb.npz`` cut for a 2-core CPU: every 6th frame of every track (6,535 images; 10% of each class's
+    tracks, 665 images, are val) and a
     fixed class-stratified sixth of the official test set (2,105 images). Same classes and proportions."""
     path = locate_file("gtsrb_npz_small", data_dir, "gtsrb.npz", GTSRB_NPZ_LAYOUT)
     return gtsrb_from_npz(path, name="gtsrb_npz_small", frame_step=SMALL_FRAME_STEP, test_fraction=SMALL_TEST_FRACTION)
