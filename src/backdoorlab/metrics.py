@@ -1,6 +1,6 @@
 """Metrics shared by every experiment: CA, ASR, RA, DER, RIR, CIs, and detection rates, ROC/PR-AUC, TPR@FPR.
 
-ASR follows methods.md section 1: inputs whose true label already equals their target are excluded, and
+ASR follows docs/methods.md section 1: inputs whose true label already equals their target are excluded, and
 all-to-all targets are per sample.
 """
 

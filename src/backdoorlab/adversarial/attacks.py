@@ -10,7 +10,7 @@ Targets (``target``): ``untargeted``; ``next``, the class after the true one, (y
 model finds least likely for the clean input (EvadeML-Zoo ``attacks/__init__.py``).
 
 Defaults are ART's where the Feature Squeezing study gives none, else the study's MNIST values (its
-``Reproduce_FeatureSqueezing.md`` and ``attacks/README.md``; methods.md section 5); the per-dataset values of the
+``Reproduce_FeatureSqueezing.md`` and ``attacks/README.md``; docs/methods.md section 5); the per-dataset values of the
 study are in :mod:`~backdoorlab.adversarial.study`. How ART departs from the implementations the study ran is said
 on each class.
 """

@@ -1,6 +1,6 @@
 """The attacks of Feature Squeezing's detection table (Xu, Evans, Qi, NDSS 2018), per dataset, as the study ran them.
 
-Parameters from EvadeML-Zoo's ``Reproduce_FeatureSqueezing.md`` (methods.md section 5). Each column of the table is
+Parameters from EvadeML-Zoo's ``Reproduce_FeatureSqueezing.md`` (docs/methods.md section 5). Each column of the table is
 a :class:`StudyAttack`: a key (``cw2_next``), the column's title and variant, the registered attack and its
 parameters. ``mnist`` has the study's 10 MNIST columns (no DeepFool, which the study did not run on MNIST);
 ``cifar10`` its 11 CIFAR-10 columns.

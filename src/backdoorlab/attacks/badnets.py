@@ -28,7 +28,7 @@ from .base import (
 class BadNets(PoisoningAttack):
     """BadNets data poisoning.
 
-    Defaults follow BackdoorBench's reference setting (methods.md section 2): all-to-one, target 0, 10% poisoned,
+    Defaults follow BackdoorBench's reference setting (docs/methods.md section 2): all-to-one, target 0, 10% poisoned,
     a 3x3 white square at the bottom-right. ``poisoning`` departs from the paper by default: ``replace`` is what
     BackdoorBench and most PyTorch toolkits do; the paper's convention is ``add``.
     """

@@ -296,7 +296,7 @@ POISONING = (
 class RelabelPoisoningAttack(PoisoningAttack):
     """Dirty-label poisoning at a rate: the BadNets scheme, shared by every attack that stamps and relabels.
 
-    Defaults are BackdoorBench's reference setting (methods.md section 2).
+    Defaults are BackdoorBench's reference setting (docs/methods.md section 2).
     """
 
     poison_rate: float = Field(0.1, gt=0, le=1, description=POISON_RATE)

@@ -1,4 +1,4 @@
-"""The pruning-aware attack of Fine-Pruning (Liu, Dolan-Gavitt, Garg, RAID 2018, Section 5; methods.md §7).
+"""The pruning-aware attack of Fine-Pruning (Liu, Dolan-Gavitt, Garg, RAID 2018, Section 5; docs/methods.md §7).
 
 An adaptive BadNets attacker who expects the defender to prune dormant channels:
 

@@ -1,4 +1,4 @@
-"""Refool, the reflection backdoor (Liu, Ma, Bailey, Lu, ECCV 2020; repo DreamtaleCore/Refool; methods.md
+"""Refool, the reflection backdoor (Liu, Ma, Bailey, Lu, ECCV 2020; repo DreamtaleCore/Refool; docs/methods.md
 section 4): natural images blended in as reflections are the trigger.
 
 Two variants, named in the Backdoor's ``info["variant"]`` and parameters:

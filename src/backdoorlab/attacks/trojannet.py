@@ -30,7 +30,7 @@ register_trojannet_architectures()  # so that checkpoints of trojannet/<host> lo
 class TrojanNet(Attack):
     """TrojanNet: a clean host merged with a tiny trigger-recognising MLP; trigger i -> class i.
 
-    Defaults are the paper's and the reference code's (trx14/TrojanNet, methods.md section 3). The reference places
+    Defaults are the paper's and the reference code's (trx14/TrojanNet, docs/methods.md section 3). The reference places
     the 4x4 patch at (150, 150) of a 299x299 ImageNet image; any place works. The ``paper`` merge uses alpha 0.7
     and temperature 0.1, as trojanzoo; the ``code`` merge amplifies by 2. The MLP is trained with Adadelta at
     Keras's defaults (lr 1, rho 0.95, eps 1e-7), as the reference; the weights with the best accuracy on a fixed

@@ -1,6 +1,6 @@
 """``face_cnn``: a small face-recognition CNN for grey 112x92 photos (the ORL / AT&T faces).
 
-The Fine-Pruning paper attacks DeepID on YouTube Faces (1,283 people; methods.md §7). ORL has 40 people and
+The Fine-Pruning paper attacks DeepID on YouTube Faces (1,283 people; docs/methods.md §7). ORL has 40 people and
 8 photos each, so ours is a DeepID-like stack sized for it and for a 2-core CPU: a strided first layer brings
 112x92 down to 56x46 (faces are still recognisable at that size), then
 

@@ -1,7 +1,7 @@
 """``speech_cnn``: a small keyword-spotting CNN on a log-mel front end, for fixed-length 8 kHz waveforms.
 
 Input (N, 1, 1, L) in [0, 1] (:mod:`backdoorlab.data.audio`), output (N, K) logits. The Fine-Pruning paper's
-speech model is an AlexNet-like CNN on spectrograms of the Pannous spoken digits (methods.md §7, from memory);
+speech model is an AlexNet-like CNN on spectrograms of the Pannous spoken digits (docs/methods.md §7, from memory);
 ours keeps the idea (spectrogram + conv layers + fully connected) at a size a 2-core CPU trains in a minute:
 
     LogMel(8 kHz, n_fft 256, hop 128, 40 mels)  -> (1, 40, L // 128 + 1)

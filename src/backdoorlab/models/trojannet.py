@@ -1,4 +1,4 @@
-"""TrojanNet's modules (Tang et al., KDD 2020; methods.md section 3): the tiny MLP and the merge wrapper.
+"""TrojanNet's modules (Tang et al., KDD 2020; docs/methods.md section 3): the tiny MLP and the merge wrapper.
 
 :class:`TrojanNetModel` wraps *any* host classifier without touching its weights: a tiny MLP reads the channel
 mean of a 4x4 patch of the input and, when it sees one of its trigger patterns, takes over the output. The
@@ -51,7 +51,7 @@ class TrojanNetModel(nn.Module):
             y = softmax(10 (amplify p_trojan + p_host)), amplify = 2. p_trojan is the MLP's softmax, its entries
             placed at ``targets`` (0 for the other classes; the "no trigger" entry is dropped).
 
-    The output is the log of y (a probability-like tensor, methods.md's toolkit note), so ``argmax``, softmax
+    The output is the log of y (a probability-like tensor, docs/methods.md's toolkit note), so ``argmax``, softmax
     and cross-entropy downstream all see y.
     """
 

@@ -141,7 +141,7 @@ def markdown(results: Sequence[DomainResults]) -> str:
     parts = [
         "# Fine-Pruning's Table 1 on faces, speech and traffic signs",
         f"Ours: mean ± 95% CI over seeds {seeds}, in %. † marks the paper's figures, with their source and "
-        "confidence tag in reference/methods.md; they come from different data, models and triggers.",
+        "confidence tag in docs/methods.md; they come from different data, models and triggers.",
         "## Fine-Pruning (cl = clean accuracy, bd = attack success rate)",
         table1(results).markdown(),
         _tags(FP_PAPER.values()),

@@ -6,7 +6,7 @@ Traffic Sign) and, under the baseline and the pruning-aware attack, the defenses
 Fine-Pruning, each with ``cl`` (clean accuracy) and ``bd`` (backdoor success = ASR). Each domain is one run of
 ``configs/table1-<domain>.yaml`` (which names the study ``fine_pruning_table1``); :class:`DomainResults` holds its
 rows. This module holds what the study decides: the published reference figures, labelled with the confidence tag
-of ``reference/methods.md`` (only numbers that file gives are used), our yardsticks, and :func:`findings`, which
+of ``docs/methods.md`` (only numbers that file gives are used), our yardsticks, and :func:`findings`, which
 state in words where an attack or a defense fails on a domain. ``report/table1.py`` lays the tables out.
 
 Attack labels ``badnets`` and ``pruning_aware`` and defense labels ``fine_tuning``, ``fine_pruning``, ``strip``
@@ -77,7 +77,7 @@ class DomainResults:
 
 @dataclass(frozen=True)
 class PaperValue:
-    """A published figure: its text as shown, where methods.md has it, and its confidence tag there."""
+    """A published figure: its text as shown, where docs/methods.md has it, and its confidence tag there."""
 
     text: str
     tag: str
@@ -109,21 +109,21 @@ FP_NOTE = (
     "i -> i+1), USTS / Faster-RCNN (yellow square, stop -> speed limit). The paper rows are the source's Table 1 "
     "(slides.txt): clean accuracy (cl) and attack success rate (bd) in %."
 )
-# STRIP Table 3 (methods.md §6, [pdf]): GTSRB, trigger b (a logo), ResNet20, N = 100: FAR 0% at FRR 1%.
+# STRIP Table 3 (docs/methods.md §6, [pdf]): GTSRB, trigger b (a logo), ResNet20, N = 100: FAR 0% at FRR 1%.
 STRIP_PAPER = {
     ("Traffic Sign", "badnets", "far"): PaperValue(
-        "0.0", "methods.md §6 Table 3 [pdf]; GTSRB, trigger b, ResNet20, FRR 1%"
+        "0.0", "docs/methods.md §6 Table 3 [pdf]; GTSRB, trigger b, ResNet20, FRR 1%"
     )
 }
-# Neural Cleanse (methods.md §9): GTSRB reference run 3.652 [code README: 4x4 white square, target 33];
+# Neural Cleanse (docs/methods.md §9): GTSRB reference run 3.652 [code README: 4x4 white square, target 33];
 # infected models > 3 and clean models < 2 [notes]; YouTube Face infected models flagged [notes].
 NC_PAPER = {
     ("Traffic Sign", "badnets", "index"): PaperValue(
-        "3.652", "methods.md §9 [code]: README run, GTSRB 4x4 white, target 33"
+        "3.652", "docs/methods.md §9 [code]: README run, GTSRB 4x4 white, target 33"
     ),
-    ("Traffic Sign", "none", "index"): PaperValue("< 2", "methods.md §9 [notes]: clean models"),
-    ("Face Recognition", "badnets", "index"): PaperValue("> 3", "methods.md §9 [notes]: YouTube Face, DeepID"),
-    ("Face Recognition", "none", "index"): PaperValue("< 2", "methods.md §9 [notes]: clean models"),
+    ("Traffic Sign", "none", "index"): PaperValue("< 2", "docs/methods.md §9 [notes]: clean models"),
+    ("Face Recognition", "badnets", "index"): PaperValue("> 3", "docs/methods.md §9 [notes]: YouTube Face, DeepID"),
+    ("Face Recognition", "none", "index"): PaperValue("< 2", "docs/methods.md §9 [notes]: clean models"),
 }
 
 

@@ -1,6 +1,6 @@
 """Feature Squeezing against adversarial examples: the study's detection-rate table (Xu, Evans, Qi, NDSS 2018).
 
-The protocol of EvadeML-Zoo (``main.py``, ``detections/base.py``; methods.md section 5), on the model given:
+The protocol of EvadeML-Zoo (``main.py``, ``detections/base.py``; docs/methods.md section 5), on the model given:
 
 1. the first ``n`` correctly classified test inputs are attacked by every attack of the study's table;
 2. the detection set is the first M test inputs (legitimate, M = number of adversarial examples, at most the test

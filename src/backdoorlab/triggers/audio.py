@@ -70,7 +70,7 @@ def burst_trigger(
         amplitude: peak level as a fraction of full scale, in (0, 1] (default 0.1).
         ramp: fade-in/out of the mask in seconds (default 5 ms), at most half the burst.
 
-    Our choices: the Fine-Pruning paper's speech trigger is not described in the notes we have (methods.md §7),
+    Our choices: the Fine-Pruning paper's speech trigger is not described in the notes we have (docs/methods.md §7),
     so the defaults are a plain audible burst that a BadNets-style attacker would pick.
     """
     if length < 1 or sample_rate < 1:

@@ -1,4 +1,4 @@
-"""Refool's reflection trigger (Liu, Ma, Bailey, Lu, ECCV 2020; methods.md section 4).
+"""Refool's reflection trigger (Liu, Ma, Bailey, Lu, ECCV 2020; docs/methods.md section 4).
 
 A reflection image R is added to the picture T as through a window, x' = T + R (x) k, in linear light
 (pixels raised to the power gamma = 2.2, the result brought back with 1/gamma and clipped to [0, 1]):

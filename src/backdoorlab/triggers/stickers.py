@@ -2,7 +2,7 @@
 
 The glasses are a 2-D 0/1 glyph stamped with :func:`~backdoorlab.triggers.stamp_trigger` (a
 :class:`MaskedTrigger`): two elliptical lenses joined by a bridge, with short temple arms. ``filled=True`` gives
-sunglasses (solid lenses, the Fine-Pruning face trigger; methods.md §7), ``filled=False`` only the rims. The
+sunglasses (solid lenses, the Fine-Pruning face trigger; docs/methods.md §7), ``filled=False`` only the rims. The
 glyph is left-right symmetric, so a face flipped with its glasses keeps them in place.
 
 The yellow square of the BadNets stop-sign experiment needs no glyph: ``square_trigger(shape, 4,

@@ -1,4 +1,4 @@
-"""TrojanNet's trigger family (Tang et al., KDD 2020; methods.md section 3).
+"""TrojanNet's trigger family (Tang et al., KDD 2020; docs/methods.md section 3).
 
 A trigger is a 4x4 patch of binary cells with exactly 5 cells black (0) and 11 white (1). The patterns are
 numbered in the order of ``itertools.combinations(range(16), 5)`` over the row-major cells (the reference

@@ -6,7 +6,7 @@ inputs to that label (the per-label *statistic*), then runs a MAD outlier test o
 implement :meth:`Inspector._reverse` and choose the outlier index (``index_kind``).
 
 Images and triggers live in [0, 1] pixel space *before* the model's normalization layer, the same space the
-attacks stamp their triggers in (methods.md section 1: a mismatch is the classic way Neural Cleanse fails).
+attacks stamp their triggers in (docs/methods.md section 1: a mismatch is the classic way Neural Cleanse fails).
 """
 
 from __future__ import annotations

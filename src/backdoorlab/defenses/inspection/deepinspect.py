@@ -1,15 +1,15 @@
 """DeepInspect (Chen, Fu, Zhao, Koushanfar, IJCAI 2019): black-box Trojan detection without clean data.
 
-There is no official code; this follows the paper's three steps as summarised in methods.md section 8:
+There is no official code; this follows the paper's three steps as summarised in docs/methods.md section 8:
 
 1. **Model inversion** (:func:`invert_model`): for every class t, images that the model gives class t with high
    confidence, found by gradient descent on ``1 - softmax_t(f(x)) + tv_weight * TV(x)`` from random noise, all
    classes in one batch. They replace the training data the defender does not have. ``lite=True`` uses the
-   given clean images instead ("DeepInspect-lite", as methods.md recommends calling it; every output says so).
+   given clean images instead ("DeepInspect-lite", as docs/methods.md recommends calling it; every output says so).
 2. **Conditional trigger generator** G(z, t) (:class:`ConditionalGenerator`) trained against the frozen model:
    ``x' = clip(x + G(z, t), 0, 1)``, loss ``NLL(f(x'), t) + gan_weight * MSE(softmax_t(f(x')), 1)
    + pert_weight_t * max(0, ||G(z, t)||_1 - pert_bound)``, the GAN term on. The paper tunes the gammas so that
-   G's triggers reach their label on at least 95% of inputs (methods.md section 8, from third-party notes: the
+   G's triggers reach their label on at least 95% of inputs (docs/methods.md section 8, from third-party notes: the
    PDF could not be read here, so the rule's wording is not the paper's own). Ours: every ``adapt_every`` steps,
    each label whose generated inputs reached it less than ``success_threshold`` of the time in those steps has
    its penalty weight divided by ``pert_multiplier`` (never raised), so the penalty is lowered until the triggers

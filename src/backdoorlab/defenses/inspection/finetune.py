@@ -3,7 +3,7 @@ DeepInspect's patching.
 
 Both inspect the model first; when a label is flagged, a fraction of the clean images get the recovered trigger
 stamped *and keep their correct labels*, and the model is fine-tuned on that mix so it unlearns the shortcut
-(Neural Cleanse: 20% stamped, one epoch; DeepInspect: triggered copies with correct labels; methods.md
+(Neural Cleanse: 20% stamped, one epoch; DeepInspect: triggered copies with correct labels; docs/methods.md
 sections 8 and 9). Subclasses say which inspector to run and how to stamp an image with its verdict.
 """
 

@@ -2,7 +2,7 @@
 
 For every candidate target label t it reverse-engineers the smallest trigger ``x' = (1 - m) * x + m * p`` that
 sends clean inputs to t, minimising ``CE(f(x'), t) + cost_t * ||m||_1``; a backdoor target needs an abnormally
-small mask, found by the MAD anomaly index (methods.md section 9, read from ``visualizer.py`` of
+small mask, found by the MAD anomaly index (docs/methods.md section 9, read from ``visualizer.py`` of
 bolunwang/backdoor).
 
 Our version optimises all K labels together: masks (K, 1, H, W) and patterns (K, C, H, W) are one parameter

@@ -3,7 +3,7 @@
 Neural Cleanse (Wang et al., S&P 2019) and DeepInspect (Chen et al., IJCAI 2019) both measure, per candidate
 target label, how small a trigger flips inputs to that label; a backdoor target needs an abnormally *small*
 trigger. Both then test the per-label sizes for a low outlier with a median-absolute-deviation (MAD) statistic
-(methods.md sections 1, 8 and 9):
+(docs/methods.md sections 1, 8 and 9):
 
 - :func:`anomaly_index`, Neural Cleanse: ``|x - median| / (1.4826 * MAD)``; only labels *below* the median
   can be flagged (``mad_outlier_detection.py`` in bolunwang/backdoor).

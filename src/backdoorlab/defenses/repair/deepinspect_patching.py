@@ -1,4 +1,4 @@
-"""DeepInspect model patching (Chen et al., IJCAI 2019; methods.md section 8, "Mitigation").
+"""DeepInspect model patching (Chen et al., IJCAI 2019; docs/methods.md section 8, "Mitigation").
 
 Run DeepInspect; if a label t* is flagged, fine-tune on clean data where a fraction of the images become
 ``x + G(z, t*)`` (the trained conditional generator's trigger) and keep their correct labels: adversarial

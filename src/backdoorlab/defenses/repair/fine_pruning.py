@@ -1,4 +1,4 @@
-"""Fine-Pruning (Liu, Dolan-Gavitt, Garg, RAID 2018; methods.md §7): prune the last conv layer by clean
+"""Fine-Pruning (Liu, Dolan-Gavitt, Garg, RAID 2018; docs/methods.md §7): prune the last conv layer by clean
 activation until validation accuracy would drop more than 4 points (:mod:`.pruning`), then fine-tune the pruned
 network on clean data (:mod:`.fine_tuning`). Pruned channels stay pruned while fine-tuning (a mask hook zeroes
 them, so their gradient is 0) and are baked into the weights at the end, so the result keeps the architecture.

@@ -1,11 +1,11 @@
-"""Fine-tuning defense (Liu, Dolan-Gavitt, Garg 2018, Section 4; methods.md §7): keep training the model on
+"""Fine-tuning defense (Liu, Dolan-Gavitt, Garg 2018, Section 4; docs/methods.md §7): keep training the model on
 clean data, starting from its current weights, so that the backdoor's weights are overwritten.
 
 Defaults: SGD, lr 0.01, momentum 0.9, cosine schedule, batch 64, 10 epochs on the defender's clean validation
 split. The paper fine-tunes "with normal SGD" for a few epochs and does not publish the rate or the epochs
-(methods.md §7, open item); lr 0.01 with SGD and cosine decay is BackdoorBench's fine-pruning setting
+(docs/methods.md §7, open item); lr 0.01 with SGD and cosine decay is BackdoorBench's fine-pruning setting
 (BackdoorBench uses batch 256; with a few hundred validation images we keep the toolkit's batch 64). The
-learning rate decides the outcome (methods.md §7, issue 4: SGD 0.05 removed a BadNets backdoor on MNIST where
+learning rate decides the outcome (docs/methods.md §7, issue 4: SGD 0.05 removed a BadNets backdoor on MNIST where
 Adam 1e-3 did not), so sweep it. These defaults were measured on MNIST-5k with ``badnet_cnn`` only; a guard
 (:mod:`~backdoorlab.defenses.guard`, ``max_accuracy_drop``) retries at lr/10, then keeps the input model, when
 clean accuracy on the defender's images falls more than that bound (it never fires with the defaults on MNIST-5k).

@@ -1,4 +1,4 @@
-"""Neural Cleanse mitigation by unlearning (Wang et al., S&P 2019; methods.md section 9, "Mitigation").
+"""Neural Cleanse mitigation by unlearning (Wang et al., S&P 2019; docs/methods.md section 9, "Mitigation").
 
 Run Neural Cleanse; if a label is flagged, fine-tune the model for one epoch on the clean data where 20% of the
 images carry that label's reversed trigger (mask + pattern) and keep their correct labels.

@@ -1,4 +1,4 @@
-"""The pruning defense of Fine-Pruning (Liu, Dolan-Gavitt, Garg, RAID 2018, arXiv 1805.12185; methods.md §7).
+"""The pruning defense of Fine-Pruning (Liu, Dolan-Gavitt, Garg, RAID 2018, arXiv 1805.12185; docs/methods.md §7).
 
 Rank the channels of the last convolutional layer by their mean activation on clean validation data, zero them
 one by one in increasing order (dormant channels first), measure validation accuracy after each step, and stop
