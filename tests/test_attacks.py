@@ -76,7 +76,7 @@ def test_badnets_checks_against_dataset(digits):
 
 
 def test_unknown_attack_lists_names():
-    with pytest.raises(ConfigError, match="valid names: badnets"):
+    with pytest.raises(ConfigError, match="valid names: adaptive_blend, .*badnets"):
         ATTACKS.get("trojan-horse")
 
 

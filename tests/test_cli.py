@@ -79,7 +79,7 @@ def test_list(capsys):
     [
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
         ({"model": "resnet9000"}, "unknown model 'resnet9000'; valid names"),
-        ({"attacks": [{"name": "badnetz"}]}, "unknown attack 'badnetz' in attacks; valid names: badnets"),
+        ({"attacks": [{"name": "badnetz"}]}, "unknown attack 'badnetz' in attacks; valid names: adaptive_blend"),
         (
             {"attacks": [{"name": "badnets", "poison_rate": 1.5}]},
             "poison_rate: Input should be less than or equal to 1",

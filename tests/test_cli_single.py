@@ -61,7 +61,7 @@ def test_attack_then_defend(tmp_path, capsys):
     )
     report = json.loads((out / "defense.json").read_text())
     assert report["attack"] == "badnets" and report["params"] == {"value": 0.25}
-    assert set(report["metrics"]) == {"clean_accuracy", "asr", "robust_accuracy"}
+    assert set(report["metrics"]) == {"clean_accuracy", "asr", "robust_accuracy", "der", "rir"}
     repaired = load_backdoor(out / "repaired.pt")
     last = [m for m in repaired.model.modules() if isinstance(m, torch.nn.Linear)][-1]
     assert torch.all(last.bias == 0.25) and repaired.target_rule.target == 3

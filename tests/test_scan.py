@@ -34,14 +34,16 @@ def models(tmp_path_factory):
 def test_scan_verdicts_and_exit_codes(models, tmp_path, capsys, suffix, extra):
     base = ["--data", "digits", "--inspectors", "neural_cleanse", "--num-classes", "10", *extra]
     out = tmp_path / "bd"
-    code = main(["scan", str(models / f"backdoored{suffix}"), *base, "-o", str(out), "--json"])
+    # A 2x2 patch covers 1/16 of an 8x8 digit: Neural Cleanse's anomaly index for it is about 3, above the papers'
+    # fixed cutoff 2 but below the alpha = 0.05 cutoff for 10 labels (3.9), so this model is scanned at alpha 0.25
+    code = main(["scan", str(models / f"backdoored{suffix}"), *base, "--alpha", "0.25", "-o", str(out), "--json"])
     verdict = json.loads(capsys.readouterr().out)
     assert code == 1, verdict["evidence"]
     assert verdict["infected"] is True and verdict["suspected_targets"][0] == 4
     assert verdict["strip"]["threshold_entropy_bits"] is not None
     # one inspector: it decides at the scan's alpha, and the scan's p-value is its own
-    assert verdict["alpha"] == 0.05 and verdict["evidence"]["neural_cleanse"]["alpha"] == 0.05
-    assert verdict["p_value"] == verdict["evidence"]["neural_cleanse"]["p_value"] <= 0.05
+    assert verdict["alpha"] == 0.25 and verdict["evidence"]["neural_cleanse"]["alpha"] == 0.25
+    assert 0.05 < verdict["p_value"] == verdict["evidence"]["neural_cleanse"]["p_value"] <= 0.25
     html = (out / "scan.html").read_text()
     assert "Backdoor suspected" in html and "data:image/png;base64," in html
     assert json.loads((out / "scan.json").read_text())["suspected_targets"][0] == 4
