@@ -171,7 +171,9 @@ def outcomes(digits, backdoored):
     ctx = EvaluationContext(digits, seed=0, device="cpu")
     return {
         "pruning": evaluate_defense(Pruning(), backdoored.model, backdoored, ctx),
-        "fine_pruning": evaluate_defense(FinePruning(epochs=3, lr=0.05, augment_shift=0), backdoored.model, backdoored, ctx),
+        "fine_pruning": evaluate_defense(
+            FinePruning(epochs=3, lr=0.05, augment_shift=0), backdoored.model, backdoored, ctx
+        ),
     }
 
 
