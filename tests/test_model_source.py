@@ -71,3 +71,18 @@ def test_model_source_hands_the_clean_model_to_an_attack_that_starts_from_one(di
     assert all(torch.equal(host.state_dict()[k], v) for k, v in before.items())  # the host is the grid's clean model
     assert all(torch.equal(clean.state_dict()[k], v) for k, v in before.items())  # and it was not changed
     assert source.backdoor(setting, ATTACKS.build("trojannet", {"mlp_steps": 20, "mlp_batch": 64}), 0) is bd
+
+
+def test_the_undefended_figures_are_measured_once_per_model(digits, monkeypatch):
+    from backdoorlab.defenses import DEFENSES
+    from backdoorlab.experiments import evaluation
+
+    bd = ATTACKS.build("badnets", {"size": 2}).run(digits, "badnet_cnn", ONE_EPOCH, seed=0, progress=False)
+    calls = []
+    real = evaluation.measure_model
+    monkeypatch.setattr(evaluation, "measure_model", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    ctx = evaluation.EvaluationContext(digits, device="cpu", undefended={})
+    outcomes = [evaluation.evaluate_defense(DEFENSES.build("pruning"), bd.model, bd, ctx) for _ in range(2)]
+    assert sum(model is bd.model for model in calls) == 1  # the input model: once for both cells
+    assert outcomes[0].metrics["der"] == outcomes[1].metrics["der"]
+    assert ctx.undefended == real(bd.model, bd, digits.test)

@@ -60,6 +60,9 @@ class EvaluationContext:
     ``verdicts``: inspections already run on this same model with this seed, by :func:`verdict_key`, shared by
     the cells of one model so that a repair built on an inspection (Neural Cleanse unlearning, DeepInspect
     patching) reuses the inspector cell's verdict instead of recomputing it; None keeps nothing.
+    ``undefended``: the figures of :func:`measure_model` on this same model, shared by its cells (the repairs'
+    DER and RIR need them once per model, not once per repair); an empty dict is filled on first use, None keeps
+    nothing.
     ``retune``: also measure each repair's ``retuned_asr`` (:func:`retuned_asr`; off by default, it costs a
     fine-tuning per cell).
     """
@@ -69,6 +72,7 @@ class EvaluationContext:
     device: torch.device | str = "cpu"
     progress: bool | None = None
     verdicts: dict[str, Verdict] | None = None
+    undefended: dict[str, float] | None = None
     retune: bool = False
     architecture: str | None = None  # the setting's network and recipe: data defenses retrain with them
     training: TrainingConfig | None = None
@@ -197,8 +201,7 @@ def evaluate_repair(
     after = measure_model(repaired, backdoor, ds.test, device=ctx.device)
     metrics = dict(after)
     if backdoor is not None:
-        before = measure_model(model, backdoor, ds.test, device=ctx.device)
-        metrics |= repair_effect(before, after)
+        metrics |= repair_effect(undefended_figures(model, backdoor, ctx), after)
         if ctx.retune:
             metrics["retuned_asr"] = retuned_asr(repaired, backdoor, ds, seed=ctx.seed, device=ctx.device)
     probes = make_probes(backdoor, ds.test)
@@ -242,6 +245,17 @@ def retuned_asr(
     y[chosen] = rule.targets(y[chosen])
     retuned = train_model(copy.deepcopy(repaired), x, y, training, seed=seed, device=device, progress=False)
     return measure_model(retuned, backdoor, dataset.test, device=device)["asr"]
+
+
+def undefended_figures(model: nn.Module, backdoor: Backdoor | None, ctx: EvaluationContext) -> dict[str, float]:
+    """:func:`measure_model` of the undefended ``model`` on the test split, kept in ``ctx.undefended`` when the
+    context shares it between the cells of one model."""
+    if ctx.undefended:
+        return ctx.undefended
+    figures = measure_model(model, backdoor, ctx.dataset.test, device=ctx.device)
+    if ctx.undefended is not None:
+        ctx.undefended.update(figures)
+    return figures
 
 
 def repair_effect(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

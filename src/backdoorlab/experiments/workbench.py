@@ -61,6 +61,7 @@ class Workbench:
         self.defenses: dict[str, Defense] = dict(cfg.build_defenses())
         self._datasets: dict[int, Dataset] = {}
         self._verdicts: dict[tuple[int, int, str], dict] = {}  # inspections per model, reused by repairs
+        self._undefended: dict[tuple[int, int, str], dict] = {}  # each model's own CA / ASR / RA, for DER
 
     def dataset(self, setting: int) -> Dataset:
         d = self.settings[setting][0]
@@ -137,13 +138,15 @@ class Workbench:
         else:
             bd = self.backdoor(cell.setting, cell.attack, cell.seed)
             model = bd.model
-        verdicts = self._verdicts.setdefault((cell.setting, cell.seed, cell.attack), {})
+        model_key = (cell.setting, cell.seed, cell.attack)
+        verdicts = self._verdicts.setdefault(model_key, {})
         ctx = EvaluationContext(
             self.dataset(cell.setting),
             seed=cell.seed,
             device=self.device,
             progress=self.progress,
             verdicts=verdicts,
+            undefended=self._undefended.setdefault(model_key, {}),
             architecture=cell.model,
             training=self.cfg.training,
         )
