@@ -41,6 +41,11 @@ class TrainingConfig(BaseModel):
     augment_shift: int = Field(
         2, ge=0, le=8, description="augmentation: each training image is translated by up to this many pixels"
     )
+    augment_flip: bool = Field(
+        False,
+        description="augmentation: mirror each training image left-right with probability 1/2 (BackdoorBench's "
+        "CIFAR-10 recipe; off by default, digits and signs are not mirror-symmetric)",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="arithmetic of the forward pass: auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, or bf16",
@@ -74,6 +79,12 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2)
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror each image of (N, C, H, W) left-right with probability 1/2, draws from ``gen`` (a CPU generator)."""
+    flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device, non_blocking=True)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 # Per-batch poisoning (WaNet, BPP, Input-aware): (augmented images on the device, labels, generator) -> the
@@ -139,6 +150,8 @@ def train_model(
         for b in range(batches):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(xs.device, non_blocking=True)
             xb = random_shift(xs[idx], cfg.augment_shift, gen).to(dev, non_blocking=True)
+            if cfg.augment_flip:
+                xb = random_flip(xb, gen)
             yb = ys[idx].to(dev, non_blocking=True)
             if batch_hook is not None:
                 xb, yb = batch_hook(xb, yb, gen)
