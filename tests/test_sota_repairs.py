@@ -88,7 +88,8 @@ def test_nad_attention_map_and_stages_by_hand():
 
 def test_fst_keeps_the_head_norm_and_moves_it(digits, planted):
     before = planted.model.net[-1].weight.detach().clone()
-    repaired = FST(epochs=1).repair(planted.model, digits.val, seed=0, device="cpu")
+    # one epoch cannot retrain the re-initialised head: the guard (on by default) would keep the input model
+    repaired = FST(epochs=1, max_accuracy_drop=1.0).repair(planted.model, digits.val, seed=0, device="cpu")
     after = repaired.net[-1].weight
     assert float(after.norm()) == pytest.approx(float(before.norm()), rel=1e-4)
     assert float(torch.nn.functional.cosine_similarity(after.flatten(), before.flatten(), dim=0)) < 0.5
@@ -138,3 +139,16 @@ def test_repair_lowers_the_asr_of_a_planted_backdoor(name, params, digits, plant
     assert before["asr"] > 0.9
     assert after["asr"] < 0.8 * before["asr"], f"{name} left ASR {after['asr']:.3f} of {before['asr']:.3f}"
     assert after["clean_accuracy"] > before["clean_accuracy"] - 0.1
+
+
+@pytest.mark.parametrize("name, wrecking", [("i_bau", {"lr": 1.0}), ("sau", {"lr": 1.0, "rounds": 2})])
+def test_a_repair_that_wrecks_the_model_is_retried_then_reverted_by_the_guard(name, wrecking, digits, planted):
+    from backdoorlab.defenses.repair.accuracy_guard import accuracy
+
+    repair = DEFENSES.build(name, {**FAST_DEFENSES.get(name, {}), **wrecking, "max_accuracy_drop": 0.05})
+    repaired = repair.repair(planted.model, digits.val, seed=0, device="cpu")
+    figures, _ = repair.figures(repaired, {}, device="cpu")
+    assert figures["guard_accuracy_before"] == pytest.approx(accuracy(planted.model, digits.val, "cpu"))
+    assert figures["guard_accuracy_after"] >= figures["guard_accuracy_before"] - 0.05
+    assert figures["guard_lr_scale"] in (0.0, 0.1)  # the first try (lr 1.0) fell too far
+    assert accuracy(repaired, digits.val, "cpu") == pytest.approx(figures["guard_accuracy_after"])

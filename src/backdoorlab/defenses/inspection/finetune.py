@@ -21,7 +21,7 @@ from ...data import Split
 from ...models import TrainingConfig, train_model
 from ...utils.seeding import make_generator
 from ..base import Figures, Repair
-from ..repair.accuracy_guard import guarded_training
+from ..repair.accuracy_guard import AccuracyGuard
 from .base import Inspector
 from .verdict import Verdict
 
@@ -44,7 +44,7 @@ def stamped_mix(clean: Split, stamp: Stamp, labels: list[int], fraction: float, 
     return Split(x, clean.y.clone())
 
 
-class TriggerRepair(Repair):
+class TriggerRepair(AccuracyGuard, Repair):
     """Inspect, then fine-tune on clean data where ``fraction`` of the images carry the recovered trigger.
 
     Defaults: ``fraction`` 0.2 and one epoch are Neural Cleanse's unlearning. The optimizer (SGD with momentum 0.9
@@ -68,15 +68,7 @@ class TriggerRepair(Repair):
         description="flagged: repair only a model the inspection flags (else return an unchanged copy); always: "
         "use the most suspicious label even when nothing is flagged",
     )
-    max_accuracy_drop: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="guard: largest fall of clean accuracy on the defender's images a repair may cause; beyond "
-        "it the fine-tuning is retried at lr/10, then the input model is kept",
-    )
     _verdict: Verdict | None = PrivateAttr(default=None)
-    _guard: dict[str, float] = PrivateAttr(default_factory=dict)
 
     def inspector(self) -> Inspector:
         raise NotImplementedError
@@ -144,8 +136,7 @@ class TriggerRepair(Repair):
                 description=f"{self.name} fine-tuning",
             )
 
-        repaired, self._guard = guarded_training(fine_tune, model, clean, self.max_accuracy_drop, device=device)
-        return repaired.requires_grad_(True)
+        return self.guarded(fine_tune, model, clean, device).requires_grad_(True)
 
     @property
     def last_verdict(self) -> Verdict | None:

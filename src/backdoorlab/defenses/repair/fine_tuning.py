@@ -17,19 +17,19 @@ import copy
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from ...data import Split
 from ...errors import ConfigError
 from ...models import TrainingConfig, train_model
-from ..base import DEFENSES, Figures, Repair
-from .accuracy_guard import guarded_training
+from ..base import DEFENSES, Repair
+from .accuracy_guard import AccuracyGuard, guarded_training
 
 _TRAINING = {name: field.description for name, field in TrainingConfig.model_fields.items()}
 
 
-class FineTuningSettings(BaseModel):
+class FineTuningSettings(AccuracyGuard):
     """Parameters of the fine-tuning step (shared by ``fine_tuning`` and ``fine_pruning``).
 
     The training parameters have the meaning of :class:`~backdoorlab.models.TrainingConfig` (with SGD at lr 0.01
@@ -53,13 +53,6 @@ class FineTuningSettings(BaseModel):
         le=1,
         description="in the runner's evaluation, the defender's clean data is the validation split plus this "
         "fraction of the (clean) training split, drawn by the seed; fine-pruning prunes on it too",
-    )
-    max_accuracy_drop: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="guard: largest fall of clean accuracy on the defender's images the fine-tuning may cause; "
-        "beyond it the fine-tuning is retried at lr/10, then the model is kept as it was",
     )
 
     def training_config(self, lr_scale: float = 1.0) -> TrainingConfig:
@@ -101,15 +94,9 @@ class FineTuning(FineTuningSettings, Repair):
     """Fine-tune a copy of the model on clean data (the validation split, plus ``train_fraction`` of train)."""
 
     name: ClassVar[str] = "fine_tuning"
-    _guard: dict[str, float] = PrivateAttr(default_factory=dict)
 
     def repair(self, model, clean, *, seed=0, device="auto", progress=None) -> nn.Module:
         repaired, self._guard = self.guarded_fine_tune(
             copy.deepcopy(model), clean, seed=seed, device=device, progress=progress
         )
         return repaired
-
-    def figures(self, model, probes, *, device="cpu") -> Figures:
-        """The guard's figures of the last repair (accuracy on the defender's images before and after, the
-        learning-rate scale kept, whether it reverted)."""
-        return dict(self._guard), {}

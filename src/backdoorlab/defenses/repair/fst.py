@@ -38,13 +38,16 @@ class FST(FineTuningSettings, Repair):
 
     def repair(self, model, clean, *, seed=0, device="auto", progress=None) -> nn.Module:
         need_data(clean, self.name)
+        return self.guarded(lambda scale: self._fine_tune(model, clean, seed, device, scale), model, clean, device)
+
+    def _fine_tune(self, model: nn.Module, clean, seed: int, device, lr_scale: float) -> nn.Module:
         net, dev = working_copy(model, device)
         _, head = last_linear(net)
         original = head.weight.detach().clone()
         norm = original.norm()
         seed_everything(seed)
         head.reset_parameters()
-        cfg = self.training_config()
+        cfg = self.training_config(lr_scale)
         gen = make_generator(seed)
         opt = make_optimizer(net.parameters(), cfg)
         sched = make_scheduler(opt, cfg, cfg.epochs * -(-len(clean) // cfg.batch_size))

@@ -108,12 +108,18 @@ class NAD(FineTuningSettings, Repair):
     def repair(self, model, clean, *, seed=0, device="auto", progress=None) -> nn.Module:
         need_data(clean, self.name)
         teacher = self.fine_tune(copy.deepcopy(model), clean, seed=seed, device=device, progress=progress)
+        distil = lambda scale: self._distil(model, teacher, clean, seed, device, scale)  # noqa: E731
+        return self.guarded(distil, model, clean, device)
+
+    def _distil(self, model: nn.Module, teacher: nn.Module, clean, seed: int, device, lr_scale: float) -> nn.Module:
+        """A student copy of ``model`` trained on ``clean`` with attention distillation from ``teacher``."""
         student, dev = working_copy(model, device)
         teacher.to(dev).eval()
         names = self.stages or find_stages(student, tuple(clean.x.shape[1:]))
         betas = [self.betas[min(i + len(self.betas) - len(names), len(self.betas) - 1)] for i in range(len(names))]
         tap_s, tap_t = FeatureTap(student, names), FeatureTap(teacher, names)
-        cfg = self.training_config().model_copy(update={"lr": self.student_lr, "epochs": self.student_epochs})
+        student_lr = self.student_lr * lr_scale
+        cfg = self.training_config().model_copy(update={"lr": student_lr, "epochs": self.student_epochs})
         seed_everything(seed)
         gen = make_generator(seed)
         opt = make_optimizer(student.parameters(), cfg)

@@ -29,6 +29,7 @@ from torch import nn
 
 from ...utils.seeding import make_generator, seed_everything
 from ..base import DEFENSES, Repair
+from .accuracy_guard import AccuracyGuard
 from .neurons import minibatches, need_data, working_copy
 
 
@@ -40,7 +41,7 @@ def js_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tenso
 
 
 @DEFENSES.register("sau")
-class SAU(Repair):
+class SAU(AccuracyGuard, Repair):
     """Unlearn the adversarial examples shared by the backdoored model and the model being purified."""
 
     name: ClassVar[str] = "sau"
@@ -59,13 +60,16 @@ class SAU(Repair):
 
     def repair(self, model, clean, *, seed=0, device="auto", progress=None) -> nn.Module:
         need_data(clean, self.name)
+        return self.guarded(lambda scale: self._unlearn(model, clean, seed, device, scale), model, clean, device)
+
+    def _unlearn(self, model: nn.Module, clean, seed: int, device, lr_scale: float) -> nn.Module:
         net, dev = working_copy(model, device)
         ref = copy.deepcopy(net)
         for p in ref.parameters():
             p.requires_grad_(False)
         seed_everything(seed)
         gen = make_generator(seed)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr * lr_scale)
         for _ in range(self.rounds):
             for idx in minibatches(len(clean), self.batch_size, gen):
                 x, y = clean.x[idx].to(dev), clean.y[idx].to(dev)
