@@ -24,10 +24,14 @@ $(DEV_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/backdoorlab run
 
-# the report's browser test needs Chromium (Debian's package); without root it is skipped
+# the report's browser test needs Chromium and the store's tests a PostgreSQL server (Debian's packages);
+# without root they are skipped
 test: $(DEV_STAMP)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser test will be skipped"
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) \
+		|| echo "postgresql could not be installed: the PostgreSQL store tests will be skipped"
 	$(BIN)/python -m pytest -q
 
 BENCH_STAMP := $(VENV)/.installed-bench

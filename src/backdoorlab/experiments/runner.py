@@ -1,13 +1,13 @@
 """`backdoorlab run`: expand the grid, compute each cell once and commit it to the results store.
 
-A run is resumable: its name is derived from the config and the code (or given), every cell is committed to SQLite
-with its rows in one transaction, and a restarted run skips the committed cells. Models come from the
-content-hashed cache, so nothing finished is recomputed. When it starts, a run records in the store what its report
-needs besides the rows (each setting's dataset summary, class names and input shape) and the code that computes it
-(:mod:`.fingerprint`); results made by other code are never reused. A cell that raises does not stop the run: it
-is recorded as failed (its error in the store, its traceback in ``failures/`` of the run folder), the cells that
-depend on it are recorded as skipped, the others run, and a resumed run tries them again (``fail_fast`` stops at
-the first failure instead). The report is the layer above:
+A run is resumable: its name is derived from the config and the code (or given), every cell is committed to the
+results store (SQLite, or PostgreSQL by URL) with its rows in one transaction, and a restarted run skips the
+committed cells. Models come from the content-hashed cache, so nothing finished is recomputed. When it starts, a run
+records in the store what its report needs besides the rows (each setting's dataset summary, class names and input
+shape) and the code that computes it (:mod:`.fingerprint`); results made by other code are never reused. A cell that
+raises does not stop the run: it is recorded as failed (its error in the store, its traceback in ``failures/`` of
+the run folder), the cells that depend on it are recorded as skipped, the others run, and a resumed run tries them
+again (``fail_fast`` stops at the first failure instead). The report is the layer above:
 :func:`backdoorlab.report.write_run_report` builds it from the store.
 """
 
@@ -28,6 +28,7 @@ from .executors import FailedCell, make_executor
 from .fingerprint import code_fingerprint
 from .grid import PHASES, Cell, expand_cells
 from .store import CellFailure, ResultRow, ResultsStore, RunCode, SettingInfo
+from .store_url import store_url
 from .workbench import CellResult, Workbench
 
 Log = Callable[[str], None]
@@ -82,7 +83,9 @@ def cell_rows(run: str, dataset: str, result: CellResult) -> list[ResultRow]:
 
 
 class Runner:
-    """Runs one :class:`ExperimentConfig`. Everything is validated in ``__init__``, before anything is written."""
+    """Runs one :class:`ExperimentConfig`. Everything is validated in ``__init__``, before anything is written.
+    ``store``: the results store's URL or SQLite path (default ``output_dir/results.sqlite``; see :mod:`.store_url`);
+    the run folder (artifacts, tracebacks) and the model cache stay under ``output_dir``."""
 
     def __init__(
         self,
@@ -96,10 +99,12 @@ class Runner:
         workers: int = 1,
         ray_address: str | None = None,
         fail_fast: bool = False,
+        store: str | Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.fail_fast = fail_fast
         self.output_dir = Path(output_dir)
+        self.store_url = store_url(store, self.output_dir)  # checked here; opened by run()
         self.progress = progress_enabled(progress)
         self.log = log
         self.bench = Workbench(cfg, self.output_dir, progress=False)
@@ -130,7 +135,7 @@ class Runner:
         start = time.perf_counter()
         self.log(f"run {self.run_name}: {len(self.cells)} cells, device {self.bench.device}")
         code = run_code()
-        with ResultsStore(self.output_dir / "results.sqlite") as store:
+        with ResultsStore(self.store_url) as store:
             done = store.finished_cells(self.run_name)
             _check_same_code(self.run_name, store.run_code(self.run_name), code, bool(done))
             store.start_or_resume(self.run_name, self.cfg.model_dump(mode="json"), code, self.setting_infos())
