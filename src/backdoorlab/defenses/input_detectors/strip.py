@@ -127,13 +127,15 @@ class STRIP(CalibratedDetector):
 
     def _mean_entropy(self, x: torch.Tensor, *, exclude_self: bool) -> torch.Tensor:
         """H (N,) of ``x``; with ``exclude_self``, ``x`` is the pool itself and row i never draws image i."""
-        model, pool, n = self._require_fit(calibrated=False), self._pool, self.n_overlays
+        model, n = self._require_fit(calibrated=False), self.n_overlays
+        # the copies are made where the model runs: on a GPU, building them on the CPU cost more than the model
+        pool, x = self._pool.to(self._device), x.to(self._device)
         gen = make_generator(self._seed)
         per_chunk = max(1, self.batch_size // n)
         out = []
         for start in range(0, len(x), per_chunk):
             xb = x[start : start + per_chunk]
-            index = self._overlay_index(len(xb), start, gen, exclude_self)  # (m, N)
+            index = self._overlay_index(len(xb), start, gen, exclude_self).to(pool.device)  # (m, N)
             copies = self._superimpose(xb[:, None], pool[index]).flatten(0, 1)  # (m * N, C, H, W)
             log_p = model_log_probabilities(model, copies, self.output, batch_size=self.batch_size, device=self._device)
             out.append(entropy_bits(log_p).view(len(xb), n).mean(dim=1))
