@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import torch
 
@@ -40,3 +42,26 @@ def register_for_test():
     yield register
     for registry, name in reversed(added):
         registry.unregister(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throw-away PostgreSQL server for the session (:mod:`tests.postgres_server`); every test that needs it is
+    skipped, with the reason, when none can be started (``make test`` installs Debian's package when it can)."""
+    from .postgres_server import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        server.stop()
+        pytest.skip(f"no PostgreSQL server could be started for the store tests: {err}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    pytest.importorskip("psycopg", reason="the PostgreSQL store needs psycopg: pip install -e '.[postgres]'")
+    return postgres_server.new_database()

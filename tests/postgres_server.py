@@ -42,6 +42,7 @@ class PostgresServer:
         self.data = self.root / "data"
         self.port = _free_port()
         self.user = "nobody" if os.geteuid() == 0 else None
+        self.databases = 0
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         cmd = [str(self.bin / args[0]), *args[1:]]
@@ -65,10 +66,12 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self, name: str) -> str:
-        """Create the empty database ``name`` (a plain identifier) and return its URL."""
+    def new_database(self) -> str:
+        """Create a new, empty database and return its URL."""
         import psycopg
 
+        self.databases += 1
+        name = f"test_{self.databases}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
