@@ -1,11 +1,13 @@
 """Clean samples for auditing a model: a folder of images, an ``.npz``, or a dataset name.
 
-A folder either holds one subfolder per class (labels from the sorted subfolder names) or images directly
-(unlabeled: labels are -1). Images are resized to the model's input size and converted to its channel count.
+A folder either holds one subfolder per class (labels from the sorted subfolder names) or images directly:
+labeled by their names when every name starts ``class_<K>`` (TrojAI's clean example images, ``class_3_example_0.png``),
+else unlabeled (labels are -1). Images are resized to the model's input size and converted to its channel count.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from .base import Split, to_labels, to_nchw_float
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp"}
 UNLABELED = -1
+_CLASS_IN_NAME = re.compile(r"class_(\d+)(?:_|$)")
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,15 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _named_label(path: Path) -> int:
+    """The class in a file name TrojAI's way (``class_3_example_0.png`` -> 3), else ``UNLABELED``."""
+    found = _CLASS_IN_NAME.match(path.stem)
+    return int(found.group(1)) if found else UNLABELED
+
+
 def load_image_folder(folder: str | Path, shape: tuple[int, int, int]) -> CleanData:
-    """Images of ``folder`` resized to ``shape`` (C, H, W): labeled by subfolder, or unlabeled when flat."""
+    """Images of ``folder`` resized to ``shape`` (C, H, W): labeled by subfolder or by ``class_<K>`` names, else
+    unlabeled."""
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found")
@@ -63,7 +73,9 @@ def load_image_folder(folder: str | Path, shape: tuple[int, int, int]) -> CleanD
         classes: tuple[str, ...] | None = tuple(d.name for d in subdirs)
     else:
         files = _files(root)
-        images, labels, classes = [_image(f, shape) for f in files], [UNLABELED] * len(files), None
+        images, labels, classes = [_image(f, shape) for f in files], [_named_label(f) for f in files], None
+        if UNLABELED in labels:  # labels from the names only when every file has one
+            labels = [UNLABELED] * len(files)
     if not images:
         raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or in its subfolders")
     return CleanData(Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64)), classes, str(root))

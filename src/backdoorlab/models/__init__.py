@@ -21,5 +21,6 @@ __all__ = [
     "train_new_model",
 ]
 
-# Architectures of the application domains (issue 10); importing them registers them in MODELS.
-from . import faces, speech  # noqa: E402,F401
+# Architectures of the application domains (issue 10) and the Trojan Detection Challenge's MNIST network (issue 22);
+# importing them registers them in MODELS.
+from . import faces, speech, tdc_cnn  # noqa: E402,F401

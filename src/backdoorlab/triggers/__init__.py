@@ -59,3 +59,8 @@ __all__ += [
     "sinusoid_trigger",
     "warping_field",
 ]
+
+# The Trojan Detection Challenge 2022's trigger distribution (issue 22).
+from .tdc import TDCSpec, tdc_trigger  # noqa: E402
+
+__all__ += ["TDCSpec", "tdc_trigger"]

@@ -1,0 +1,211 @@
+"""Issue 22: model-level detection over a TDC-style population, scored the way TDC 2022 and TrojAI score it.
+
+Two populations of the same config (``BENCH_POP_CONFIG``, default ``configs/digits-tdc-population.yaml``: 8x8
+digits, ``tdc_cnn`` and ``badnet_cnn``, TDC patch and blended triggers, random targets), written by the generator
+(``backdoorlab population``) with different seeds, so they share no model:
+
+- the **calibration** population, ``BENCH_POP_CALIB_N`` (default 10) clean + as many trojaned, seed 1, on which
+  the map from model score to P(trojaned) is fitted (logistic regression on the score, Platt's method);
+- the **scored** population, ``BENCH_POP_N`` (default 20) clean + as many trojaned, seed 2, on which every figure
+  is measured.
+
+Every model is scanned once (``scan-population``, TorchScript files, the defender's clean ``val`` split of the
+dataset) with each inspector of ``BENCH_POP_INSPECTORS`` (default: the scan's inspectors, plus ``tabor`` and
+``k_arm`` when they are registered). Per inspector, and for ``scan`` (the scan's default inspectors combined by
+Bonferroni, from the same verdicts): ROC-AUC with a bootstrap 95% interval, PR-AUC, FPR at 95% TPR,
+flagged clean / trojaned models at ``alpha`` 0.05 (p <= alpha; the scan's p = m * min p), target-label accuracy
+(the most suspicious label is the target, over trojaned models), seconds per model (the scan: the sum of its
+inspectors'; STRIP's calibration is not counted), and the cross-entropy (eps 1e-12, TrojAI's) and Brier score of
+the calibrated probability on the scored population (a constant 0.5 gives 0.693 and 0.25). ROC curves go to
+``BENCH_POP_OUT``/roc.png (default ``runs/bench-population``), beside the populations and the scan CSVs, which a
+rerun reuses.
+
+CPU cost (2 cores): about 8 s of training per digits model, then the inspectors (Neural Cleanse and DeepInspect
+at their defaults take tens of seconds each per model); the default 2 x 20 + 2 x 10 models take hours. Targets
+(the issue's, set for MNIST): scan ROC-AUC >= 0.90 and clean models flagged at alpha <= 0.10.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backdoorlab.audit.scan import INSPECTORS
+from backdoorlab.audit.scan_population import scan_population, scan_score
+from backdoorlab.defenses import DEFENSES
+from backdoorlab.experiments.config import load_config
+from backdoorlab.experiments.model_files import write_population
+from backdoorlab.metrics import model_detection_metrics, roc_auc
+
+from .common import check, print_table
+
+ALPHA = 0.05
+EPS = 1e-12
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def inspectors() -> list[str]:
+    named = os.environ.get("BENCH_POP_INSPECTORS")
+    if named:
+        return [n.strip() for n in named.split(",") if n.strip()]
+    return [*INSPECTORS, *(n for n in ("tabor", "k_arm") if n in DEFENSES and n not in INSPECTORS)]
+
+
+def build_and_scan(cfg, out: Path, name: str, n: int, seed: int, names: list[str]) -> list[dict]:
+    """Write the population ``name`` (n per role) and scan it; rows without errors, with their info.json."""
+    device = os.environ.get("BENCH_DEVICE", "auto")
+    folder = out / name
+    infos = write_population(cfg, folder, n=n, seed=seed, formats=["torchscript"], device=device, progress=False)
+    data = cfg.datasets[0]
+    rows = scan_population(
+        folder, out / f"{name}.csv", data=data.name, data_dir=data.data_dir, inspectors=names, device=device
+    )
+    by_id = {i["id"]: i for i in infos}
+    good = [r | {"info": by_id[r["id"]]} for r in rows if r["verdict"] != "error"]
+    if len(good) < len(rows):
+        print(f"{name}: {len(rows) - len(good)} models failed to scan (see {out / f'{name}.csv'})")
+    return good
+
+
+def method_scores(rows: list[dict], method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(score, p-value, top label, seconds) per row for an inspector, or for ``scan`` from the scan's inspectors."""
+    if method != "scan":
+        cols = [f"{method}_{c}" for c in ("score", "p_value", "top_label", "seconds")]
+        return tuple(np.array([float(r[c]) for r in rows]) for c in cols)  # type: ignore[return-value]
+    p = np.array([[float(r[f"{n}_p_value"]) for n in INSPECTORS] for r in rows])
+    score = np.array([scan_score(list(ps)) for ps in p])
+    first = p.argmin(axis=1)
+    top = np.array([float(r[f"{INSPECTORS[j]}_top_label"]) for r, j in zip(rows, first, strict=True)])
+    seconds = np.array([sum(float(r[f"{n}_seconds"]) for n in INSPECTORS) for r in rows])
+    return score, np.minimum(1.0, len(INSPECTORS) * p.min(axis=1)), top, seconds
+
+
+def truth(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([int(r["trojaned"]) for r in rows]), np.array([-1 if r["target"] == "" else int(r["target"]) for r in rows])
+
+
+def bootstrap_auc(y: np.ndarray, s: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the ROC-AUC, resampling clean and trojaned models separately."""
+    rng = np.random.default_rng(seed)
+    neg, pos = s[y == 0], s[y == 1]
+    aucs = [
+        roc_auc(torch.from_numpy(rng.choice(neg, len(neg))), torch.from_numpy(rng.choice(pos, len(pos))))
+        for _ in range(rounds)
+    ]
+    return float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))
+
+
+def calibrated(cal_scores: np.ndarray, cal_y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """P(trojaned) of ``scores`` from a logistic regression fitted on the calibration population only."""
+    from sklearn.linear_model import LogisticRegression
+
+    fit = LogisticRegression().fit(cal_scores[:, None], cal_y)
+    return fit.predict_proba(scores[:, None])[:, 1]
+
+
+def figures(method: str, rows: list[dict], calibration: list[dict]) -> dict[str, float]:
+    score, p, top, seconds = method_scores(rows, method)
+    y, target = truth(rows)
+    det = model_detection_metrics(score[y == 0], score[y == 1])
+    prob = np.clip(calibrated(method_scores(calibration, method)[0], truth(calibration)[0], score), EPS, 1 - EPS)
+    return {
+        **det,
+        "auc_ci": bootstrap_auc(y, score),
+        "fpr_alpha": float((p[y == 0] <= ALPHA).mean()),
+        "tpr_alpha": float((p[y == 1] <= ALPHA).mean()),
+        "target_acc": float((top[y == 1] == target[y == 1]).mean()),
+        "seconds": float(seconds.mean()),
+        "cross_entropy": float(-(y * np.log(prob) + (1 - y) * np.log(1 - prob)).mean()),
+        "brier": float(((prob - y) ** 2).mean()),
+        "curve": (score[y == 0], score[y == 1]),
+    }
+
+
+def plot_roc(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for method, f in results.items():
+        neg, pos = f["curve"]
+        fpr, tpr, _ = roc_curve(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg, pos])
+        ax.plot(fpr, tpr, label=f"{method} (AUC {f['roc_auc']:.2f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="false-positive rate (clean models)", ylabel="true-positive rate (trojaned models)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def describe_population(rows: list[dict]) -> None:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        info = r["info"]
+        groups.setdefault((info["architecture"], info["trigger_type"] or "clean"), []).append(info)
+    print_table(
+        ["architecture", "trigger", "models", "clean acc", "ASR (min)", "ASR (mean)"],
+        [
+            [
+                arch,
+                kind,
+                len(g),
+                f"{np.mean([i['clean_accuracy'] for i in g]):.3f}",
+                f"{min(i['asr'] for i in g):.3f}" if kind != "clean" else "-",
+                f"{np.mean([i['asr'] for i in g]):.3f}" if kind != "clean" else "-",
+            ]
+            for (arch, kind), g in sorted(groups.items())
+        ],
+    )
+
+
+def main() -> bool:
+    start = time.perf_counter()
+    cfg = load_config(Path(os.environ.get("BENCH_POP_CONFIG", ROOT / "configs" / "digits-tdc-population.yaml")))
+    out = Path(os.environ.get("BENCH_POP_OUT", "runs/bench-population"))
+    names = inspectors()
+    calibration = build_and_scan(cfg, out, "calibration", int(os.environ.get("BENCH_POP_CALIB_N", 10)), 1, names)
+    scored = build_and_scan(cfg, out, "scored", int(os.environ.get("BENCH_POP_N", 20)), 2, names)
+    describe_population(scored)
+    print()
+    results = {m: figures(m, scored, calibration) for m in [*names, "scan"]}
+    print_table(
+        ["method", "ROC-AUC [95% CI]", "PR-AUC", "FPR@95TPR", "FPR@a", "TPR@a", "target acc", "s/model", "CE", "Brier"],
+        [
+            [
+                m,
+                f"{f['roc_auc']:.3f} [{f['auc_ci'][0]:.2f}, {f['auc_ci'][1]:.2f}]",
+                f"{f['pr_auc']:.3f}",
+                f"{f['fpr_at_95pct_tpr']:.3f}",
+                f"{f['fpr_alpha']:.3f}",
+                f"{f['tpr_alpha']:.3f}",
+                f"{f['target_acc']:.3f}",
+                f"{f['seconds']:.1f}",
+                f"{f['cross_entropy']:.3f}",
+                f"{f['brier']:.3f}",
+            ]
+            for m, f in results.items()
+        ],
+    )
+    plot_roc(results, out / "roc.png")
+    n_clean = sum(int(r["trojaned"]) == 0 for r in scored)
+    print(
+        f"\nscored: {n_clean} clean + {len(scored) - n_clean} trojaned; calibration: {len(calibration)} models; "
+        f"alpha {ALPHA}; ROC curves: {out / 'roc.png'}; {time.perf_counter() - start:.0f} s"
+    )
+    scan = results["scan"]
+    checks = [
+        check("scan ROC-AUC", scan["roc_auc"], ">= 0.90", scan["roc_auc"] >= 0.90),
+        check("scan clean models flagged at alpha", scan["fpr_alpha"], "<= 0.10", scan["fpr_alpha"] <= 0.10),
+    ]
+    print()
+    print_table(["figure", "value", "target", "status"], checks)
+    return all(c[-1] == "ok" for c in checks) and not math.isnan(scan["roc_auc"])
