@@ -39,6 +39,7 @@ FAST_ATTACKS: dict[str, tuple[str, str, dict]] = {
     "trojannet": ("digits", "badnet_cnn", {"mlp_steps": 20, "mlp_batch": 64}),
     "label_consistent": ("digits", "badnet_cnn", {"adv_epochs": 1, "adv_steps": 2, "pgd_steps": 5}),
     "trojannn": ("digits", "badnet_cnn", {"steps": 10, "batch": 16}),
+    "input_aware": ("digits", "badnet_cnn", {"mask_epochs": 1}),
     "adaptive_blend": ("digits", "badnet_cnn", {"poison_rate": 0.01, "cover_rate": 0.01}),
     "adaptive_patch": ("digits", "badnet_cnn", {"poison_rate": 0.01, "size_fraction": 0.25}),
     "refool": (
