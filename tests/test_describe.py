@@ -119,6 +119,6 @@ def test_cli_unknown_name_one_line_exit_2(capsys, name, message):
 def test_cli_list_names_every_family(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "triggers: pattern, pixel, square" in lines
+    assert "triggers: pattern, pixel, square, tdc" in lines
     assert any(line.startswith("adversarial attacks: bim, ") for line in lines)
     assert any(line.startswith("defenses: ") and "neural_cleanse" in line for line in lines)
