@@ -22,6 +22,7 @@ from ..errors import ConfigError
 ENV_VAR = "BACKDOORLAB_STORE"
 DEFAULT_FILE = "results.sqlite"
 BACKENDS = ("sqlite", "postgresql")
+CONNECT_TIMEOUT = 10  # seconds before an unreachable server is an error (``?connect_timeout=N`` overrides)
 
 
 def store_url(store: str | Path | None, output_dir: str | Path = "runs") -> URL:
@@ -67,15 +68,17 @@ def sqlite_path(url: URL) -> Path | None:
 
 def make_engine(url: URL) -> Engine:
     """An engine for ``url``: SQLite in WAL mode (its folder created), or a server connection pool that checks a
-    connection before using it. Raises ConfigError when the database driver is not installed."""
+    connection before using it and gives up connecting after :data:`CONNECT_TIMEOUT` seconds. Raises ConfigError
+    when the database driver is not installed."""
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_wal)
         return engine
+    connect = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT}
     try:
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, connect_args=connect)
     except ModuleNotFoundError as err:
         raise ConfigError(
             f"the PostgreSQL store needs the {err.name!r} driver: pip install 'backdoorlab[postgres]'"
