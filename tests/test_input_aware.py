@@ -14,6 +14,7 @@ from backdoorlab.attacks.input_aware import InputAwarePoisoning, cross_stamp, pr
 from backdoorlab.attacks.storage import load_backdoor, save_backdoor
 from backdoorlab.data import load_dataset
 from backdoorlab.errors import ConfigError
+from backdoorlab.experiments.evaluation import make_probes
 from backdoorlab.models import TrainingConfig
 from backdoorlab.triggers import trigger_from_state
 from backdoorlab.triggers.input_aware import InputAwareTrigger, default_shape, diversity_loss, mask_of, pattern_of
@@ -112,6 +113,9 @@ def test_input_aware_smoke_on_digits(digits, tmp_path):
     assert not torch.allclose(cross_stamp(bd.trigger, x), triggered), "another input's trigger is not this one's"
     pat = pattern_of(bd.trigger.generator, x)
     assert (pat[0] - pat[1]).abs().mean() > 1e-3, "the trigger differs per input"
+    probes = make_probes(bd, digits.test)  # the evaluator's triggered test inputs come from the generator
+    assert torch.equal(probes.triggered.x, bd.trigger(digits.test.x))
+    assert torch.equal(probes.triggered.y, (digits.test.y + 1) % digits.num_classes)
     path = tmp_path / "ia.pt"
     save_backdoor(path, bd, digits.input_shape, digits.num_classes)
     loaded = load_backdoor(path)
