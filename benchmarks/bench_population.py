@@ -86,7 +86,9 @@ def method_scores(rows: list[dict], method: str) -> tuple[np.ndarray, np.ndarray
 
 
 def truth(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    return np.array([int(r["trojaned"]) for r in rows]), np.array([-1 if r["target"] == "" else int(r["target"]) for r in rows])
+    """(trojaned 0/1, target or -1) per row."""
+    targets = [-1 if r["target"] == "" else int(r["target"]) for r in rows]
+    return np.array([int(r["trojaned"]) for r in rows]), np.array(targets)
 
 
 def bootstrap_auc(y: np.ndarray, s: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
