@@ -33,6 +33,7 @@ class PageCheck:
     requests: list[str] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)
     title: str = ""
+    headings: list[str] = field(default_factory=list)
 
 
 def check_page(path: Path, timeout: float = 60.0) -> PageCheck:
@@ -96,10 +97,11 @@ def check_page(path: Path, timeout: float = 60.0) -> PageCheck:
                 time.sleep(0.2)
             script = (
                 "JSON.stringify({title: document.title, images: [...document.images].map(i => "
-                "({ok: i.complete && i.naturalWidth > 0, width: i.naturalWidth}))})"
+                "({ok: i.complete && i.naturalWidth > 0, width: i.naturalWidth})), "
+                "headings: [...document.querySelectorAll('h2')].map(h => h.textContent)})"
             )
             value = json.loads(evaluate(script))
-            result.images, result.title = value["images"], value["title"]
+            result.images, result.title, result.headings = value["images"], value["title"], value["headings"]
             ws.close()
         finally:
             proc.kill()

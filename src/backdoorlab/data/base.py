@@ -137,6 +137,27 @@ def stratified_split(y: torch.Tensor, held_out: int | float, seed: int) -> tuple
     return np.sort(keep), np.sort(out)
 
 
+def with_defender_fraction(ds: Dataset, fraction: float, seed: int = 1) -> Dataset:
+    """``ds`` with its clean ``val`` split (the defender's data) redrawn as ``fraction`` of the whole training set.
+
+    The pool is ``train`` + ``val`` (CIFAR-10: 50,000 images); ``round(fraction * pool)`` images, stratified by
+    class and fixed by ``seed`` (default 1, the seed :func:`build_dataset` draws ``val`` with), become ``val``
+    and the rest ``train``; ``test`` is unchanged and ``mean`` / ``std`` are recomputed on the new ``train``.
+    BackdoorBench gives the defender 5% of the training set (``fraction=0.05``: 2,500 CIFAR-10 images); there
+    those images are also in the attacker's training set, here ``val`` stays disjoint from ``train`` as
+    everywhere in the toolkit. The split is by image: a dataset whose own ``val`` is split by track (the GTSRB
+    ``.npz``) loses that separation.
+
+    Raises:
+        DataError: ``fraction`` is not strictly between 0 and 1, or leaves no image on one side.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"the defender's fraction must lie strictly between 0 and 1, got {fraction}")
+    x, y = torch.cat([ds.train.x, ds.val.x]), torch.cat([ds.train.y, ds.val.y])
+    keep, val = stratified_split(y, float(fraction), seed)
+    return Dataset(ds.name, Split(x[keep], y[keep]), Split(x[val], y[val]), ds.test, ds.classes)
+
+
 def build_dataset(
     name: str,
     x_train: torch.Tensor,

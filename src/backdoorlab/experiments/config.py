@@ -11,7 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..attacks import ATTACKS, Attack
-from ..data import dataset_names
+from ..data import Dataset, dataset_names, load_dataset
+from ..data.base import with_defender_fraction
 from ..defenses import DEFENSES, Defense
 from ..errors import ConfigError
 from ..models import MODELS, TrainingConfig
@@ -21,11 +22,24 @@ from .population import spread_targets
 
 
 class DatasetConfig(BaseModel):
-    """Which dataset: a registered name or ``npz:PATH``, and the folder its files live in."""
+    """Which dataset: a registered name or ``npz:PATH``, the folder its files live in, and optionally the share of
+    the training set that becomes the defender's clean ``val`` split (default: the dataset's own fixed split)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = "mnist5k"
     data_dir: str | None = None
+    defender_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="share of the whole training set (train + val) redrawn as the defender's val split, stratified "
+        "(BackdoorBench: 0.05); default none keeps the dataset's fixed val split (CIFAR-10: 5,000 images)",
+    )
+
+    def load(self) -> Dataset:
+        """The dataset; its val split redrawn when ``defender_fraction`` is set (:func:`with_defender_fraction`)."""
+        ds = load_dataset(self.name, self.data_dir)
+        return ds if self.defender_fraction is None else with_defender_fraction(ds, self.defender_fraction)
 
     @field_validator("name")
     @classmethod

@@ -24,9 +24,12 @@ from .cache import ModelCache, cache_key
 Log = Callable[[str], None]
 
 
-def dataset_fingerprint(name: str, data_dir: str | None) -> dict:
-    """What identifies the data for the cache: the name, and for files their size and modification time."""
+def dataset_fingerprint(name: str, data_dir: str | None, defender_fraction: float | None = None) -> dict:
+    """What identifies the data for the cache: the name, for files their size and modification time, and the
+    defender's fraction when one redraws the val split (absent otherwise, so earlier keys stay valid)."""
     fp: dict = {"name": name, "data_dir": data_dir}
+    if defender_fraction is not None:
+        fp["defender_fraction"] = defender_fraction
     if name.startswith("npz:"):
         p = Path(name[4:]).expanduser()
         fp["file"] = [p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else None

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..attacks import Attack, Backdoor
-from ..data import Dataset, Split, load_dataset
+from ..data import Dataset, Split
 from ..defenses import Defense
 from ..metrics import attack_success_rate
 from ..models import predict
@@ -67,14 +67,14 @@ class Workbench:
         d = self.settings[setting][0]
         if d not in self._datasets:
             spec = self.cfg.datasets[d]
-            self._datasets[d] = load_dataset(spec.name, spec.data_dir)
+            self._datasets[d] = spec.load()
         return self._datasets[d]
 
     def setting(self, index: int) -> Setting:
         """The :class:`Setting` (data, architecture, training) of the grid's setting ``index``."""
         d, model = self.settings[index]
         spec = self.cfg.datasets[d]
-        fingerprint = dataset_fingerprint(spec.name, spec.data_dir)
+        fingerprint = dataset_fingerprint(spec.name, spec.data_dir, spec.defender_fraction)
         return Setting(self.dataset(index), model, self.cfg.training, fingerprint)
 
     def check(self) -> None:
