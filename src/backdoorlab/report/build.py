@@ -23,6 +23,7 @@ from ..experiments.store import CellFailure, ResultRow, ResultsStore, RunCode, S
 from ..utils.files import write_atomic
 from .findings import findings_sections
 from .inspection import population_section, populations_from_records
+from .leaderboard_comparison import leaderboard_section
 from .plots import ExampleSet, examples_figure
 from .render import Section, write_report
 from .section_fine_pruning import table1_section
@@ -172,6 +173,8 @@ def build_run_report(
                 tables=[matrix],
             )
         )
+    leaderboard = leaderboard_section(cfg, settings, rows)
+    sections += [leaderboard] if leaderboard is not None else []
     sections.append(
         Section(
             "Clean accuracy and attack success rate",
@@ -242,7 +245,8 @@ def _setting_section(
     paragraphs = [
         "; ".join(described) + ".",
         f"Training: {t.optimizer} lr {t.lr}, {t.epochs} epochs, batch {t.batch_size}, schedule {t.schedule}, "
-        f"random shift {t.augment_shift} px. Seeds {seeds_of(rows)}. Wall time {seconds:.0f} s.",
+        f"random shift {t.augment_shift} px{', left-right flip' if t.augment_flip else ''}. "
+        f"Seeds {seeds_of(rows)}. Wall time {seconds:.0f} s.",
         f"Attacks: {attacks or 'none'}.",
         "Defenses: " + ("; ".join(f"{s.display} = {s.name} {s.params}" for s in cfg.defenses) or "none") + ".",
     ]
