@@ -20,6 +20,16 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="BACKDOORLAB_STORE",
+        help="results store: a SQLite path or sqlite:///PATH, or postgresql://USER@HOST/DB (default: "
+        "OUTPUT/results.sqlite)",
+    ),
+]
+
 
 @app.command()
 def run(
@@ -38,6 +48,7 @@ def run(
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="stop at the first failed cell (default: record it and go on)")
     ] = False,
+    store: StoreOption = None,
 ) -> None:
     """Run every attack x defense x seed of CONFIG (resuming a killed run), and write the report.
 
@@ -45,6 +56,7 @@ def run(
     command then exits 1 with a one-line summary (rerun to retry the failed cells)."""
     from .experiments.config import load_config, parse_config
     from .experiments.runner import Runner
+    from .experiments.store_url import describe
     from .report import write_run_report
     from .utils.progress import console
 
@@ -72,12 +84,13 @@ def run(
         workers=workers,
         ray_address=ray_address,
         fail_fast=fail_fast,
+        store=store,
     )
     result = runner.run()
-    md, html = write_run_report(result.run, output)
+    md, html = write_run_report(result.run, output, store=runner.store_url)
     _print_report_paths(html, md)
     out.print(
-        f"results: {output / 'results.sqlite'} (run {result.run}; {result.computed} cells computed, "
+        f"results: {describe(runner.store_url)} (run {result.run}; {result.computed} cells computed, "
         f"{result.skipped} reused), {result.seconds:.0f} s",
         highlight=False,
     )
@@ -95,12 +108,28 @@ def _print_report_paths(html: Path, md: Path) -> None:
 def report(
     run_name: Annotated[str, typer.Argument(help="run name (the folder under --output)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="folder of results.sqlite")] = Path("runs"),
+    store: StoreOption = None,
 ) -> None:
     """Rebuild a run's report from the results database (no dataset is loaded, no model built)."""
     from .report import write_run_report
 
-    md, html = write_run_report(run_name, output)
+    md, html = write_run_report(run_name, output, store=store)
     _print_report_paths(html, md)
+
+
+@app.command("runs")
+def list_runs(
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder of results.sqlite")] = Path("runs"),
+    store: StoreOption = None,
+) -> None:
+    """List the runs in the results store: name, config, status, cells done / total, start and wall time."""
+    from .experiments.run_list import format_runs
+    from .experiments.run_list import list_runs as stored_runs
+
+    entries = stored_runs(store, output)
+    lines = format_runs(entries) if entries else ["(no runs yet)"]
+    for line in lines:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 ParamOption = Annotated[
@@ -249,6 +278,75 @@ def scan_data(
     for path in written:
         out.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if s["poison_found"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def population(
+    config: Annotated[Path, typer.Argument(help="run config: dataset, model list, training, attacks, population.k")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="population folder (<id>/model.pt + info.json)")],
+    n: Annotated[int | None, typer.Option("--n", help="models per role (default population.k)")] = None,
+    formats: Annotated[str, typer.Option("--formats", help="also write: torchscript,onnx")] = "",
+    seed: Annotated[int, typer.Option("--seed", help="seed of every draw (seeds, targets, triggers, ids)")] = 0,
+    min_asr: Annotated[float, typer.Option("--min-asr", help="redraw a trojaned model below this ASR")] = 0.5,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Write N clean and N trojaned models in the TDC layout (resumes a killed run); see docs/population.md."""
+    from .experiments.config import load_config
+    from .experiments.model_files import write_population
+
+    log = (lambda _msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, markup=False))
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    infos = write_population(
+        load_config(config),
+        output,
+        n=n,
+        seed=seed,
+        formats=chosen,
+        min_asr=min_asr,
+        device=device,
+        progress=False if quiet else None,
+        log=log,
+    )
+    trojaned = sum(i["trojaned"] for i in infos)
+    out.print(f"{len(infos) - trojaned} clean and {trojaned} trojaned models in {output}", highlight=False)
+
+
+@app.command("scan-population")
+def scan_population(
+    folder: Annotated[Path, typer.Argument(help="folder of model folders (TDC or TrojAI layout)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write (one row per model)")],
+    data: Annotated[str | None, typer.Option("--data", help="clean samples; default: each model's examples")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="allow unpickling code (unsafe)")] = False,
+    inspectors: Annotated[str, typer.Option("--inspectors", help="comma-separated")] = "neural_cleanse,deepinspect",
+    alpha: Annotated[float, typer.Option("--alpha", help="false-alarm rate per model")] = 0.05,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Scan every model of FOLDER into a CSV (resumes): exit 1 when any model is flagged, 0 if none, 2 on bad input."""
+    from .audit.scan_population import scan_population as run_scan
+
+    log = (lambda _msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, markup=False))
+    names = [n.strip().replace("-", "_") for n in inspectors.split(",") if n.strip()]
+    rows = run_scan(
+        folder,
+        output,
+        data=data,
+        inspectors=names,
+        alpha=alpha,
+        trust_pickle=trust_pickle,
+        seed=seed,
+        device=device,
+        progress=False if quiet else None,
+        log=log,
+        warn=lambda msg: err.print(msg, highlight=False, markup=False, soft_wrap=True),
+    )
+    flagged = sum(r["verdict"] == "backdoor" for r in rows)
+    errors = sum(r["verdict"] == "error" for r in rows)
+    out.print(f"{flagged} of {len(rows)} models flagged ({errors} errors); rows: {output}", highlight=False)
+    if flagged:
         raise typer.Exit(1)
 
 

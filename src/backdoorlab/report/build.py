@@ -1,7 +1,7 @@
 """Assemble the report of one run from the results store and the cells' saved artifacts.
 
 :func:`write_run_report` is the entry point (``backdoorlab run`` calls it after the run, ``backdoorlab report RUN``
-alone): everything comes from ``results.sqlite`` (the rows, the config, each setting's dataset summary and class
+alone): everything comes from the results store (the rows, the config, each setting's dataset summary and class
 names, the code fingerprint, the run's times) and the cells' artifacts; no dataset is loaded and no model built.
 """
 
@@ -13,13 +13,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..experiments.artifacts import artifact_path, load_artifacts
 from ..experiments.config import ExperimentConfig, parse_config
 from ..experiments.evaluation import DefenseOutcome
 from ..experiments.grid import Cell, expand_cells
-from ..experiments.store import CellFailure, ResultRow, ResultsStore, RunCode, SettingInfo
+from ..experiments.store import CellFailure, ResultRow, RunCode, SettingInfo, open_store
 from ..utils.files import write_atomic
 from .findings import findings_sections
 from .inspection import population_section, populations_from_records
@@ -29,6 +30,9 @@ from .render import Section, write_report
 from .section_fine_pruning import table1_section
 from .sections import defense_sections
 from .tables import Table, detection_table, group_values, main_table, matrix_table, other_metrics_table, seeds_of
+
+if TYPE_CHECKING:
+    from sqlalchemy import URL
 
 
 @dataclass(frozen=True)
@@ -274,22 +278,23 @@ def describe_code(code: RunCode | None) -> str:
     return text + (f", git commit {code.commit[:12]}" if code.commit else ", not run from a git checkout")
 
 
-def write_run_report(run: str, output_dir: str | Path = "runs") -> tuple[Path, Path]:
-    """Write the report of ``run`` from ``output_dir/results.sqlite`` into ``output_dir/run``; (report.md,
-    report.html). Raises ConfigError when there is no database or no such run."""
-    db = Path(output_dir) / "results.sqlite"
-    if not db.is_file():
-        raise ConfigError(f"{db}: no results database (run `backdoorlab run` first, or pass --output)")
-    with ResultsStore(db) as store:
-        config = store.run_config(run)
+def write_run_report(
+    run: str, output_dir: str | Path = "runs", store: str | Path | URL | None = None
+) -> tuple[Path, Path]:
+    """Write the report of ``run`` from the results store (``store``: a URL or SQLite path; default
+    ``output_dir/results.sqlite``) into ``output_dir/run``; (report.md, report.html). The cells' figures come from
+    the run folder when it is there (a run computed on another machine gives the tables without them). Raises
+    ConfigError when there is no database or no such run."""
+    with open_store(store, output_dir) as db:
+        config = db.run_config(run)
         if config is None:
-            names = ", ".join(r for r, _, _ in store.runs()[:10]) or "(none)"
+            names = ", ".join(r for r, _, _ in db.runs()[:10]) or "(none)"
             raise ConfigError(f"no run named {run!r} in {db}; runs: {names}")
-        rows, settings, code = store.rows(run), store.settings(run), store.run_code(run)
-        failures = store.failures(run)
-        seconds, stage_seconds = store.run_times(run)
+        rows, settings, code = db.rows(run), db.settings(run), db.run_code(run)
+        failures = db.failures(run)
+        seconds, stage_seconds = db.run_times(run)
         if seconds is None:
-            seconds = sum(store.finished_cells(run).values())
+            seconds = sum(db.finished_cells(run).values())
     cfg = parse_config(config, f"config of run {run}")
     cells = expand_cells(cfg)
     return build_run_report(
