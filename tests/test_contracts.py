@@ -58,6 +58,8 @@ FAST_DEFENSES: dict[str, dict] = {
     "fine_tuning": {"epochs": 1},
     "fine_pruning": {"epochs": 1},
     "neural_cleanse": NC_FAST,
+    "tabor": NC_FAST,
+    "k_arm": {"patience": 1, "early_stop_patience": 2, "batches_per_epoch": 1, "max_pulls": 12, "examples": 1},
     "nc_unlearning": {"inspection": NC_FAST, "when": "always"},
     "deepinspect": DI_FAST,
     "deepinspect_patching": {"inspection": DI_FAST, "when": "always"},

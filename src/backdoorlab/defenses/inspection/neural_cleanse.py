@@ -49,7 +49,9 @@ class CostSchedule:
     reached for ``patience`` epochs at cost 0, set the cost to ``init_cost``; after ``patience`` successful epochs
     multiply it by ``multiplier``, after ``patience`` failed ones divide it by ``multiplier ** 1.5``; stop when
     the cost has gone both up and down and the best L1 has not improved below ``early_stop_threshold`` times
-    its previous best for ``early_stop_patience`` epochs.
+    its previous best for ``early_stop_patience`` epochs. ``set_after`` (default ``patience``) and ``down_exponent``
+    (default 1.5) let K-Arm's variant reuse the schedule (it arms the cost after 2 successes and lowers it by
+    ``multiplier`` itself).
     """
 
     init_cost: float
@@ -57,6 +59,8 @@ class CostSchedule:
     multiplier: float
     early_stop_threshold: float
     early_stop_patience: int
+    set_after: int | None = None
+    down_exponent: float = 1.5
 
     def __post_init__(self) -> None:
         self.size = 0
@@ -87,7 +91,7 @@ class CostSchedule:
 
         at_zero = (self.cost == 0) & success
         self.set_counter = torch.where(at_zero, self.set_counter + 1, 0)
-        arm = self.set_counter >= self.patience
+        arm = self.set_counter >= (self.patience if self.set_after is None else self.set_after)
         self.cost = torch.where(arm, self.init_cost, self.cost)
         self.up_counter = torch.where(arm, 0, self.up_counter)
         self.down_counter = torch.where(arm, 0, self.down_counter)
@@ -99,7 +103,7 @@ class CostSchedule:
         up = self.up_counter >= self.patience
         down = ~up & (self.down_counter >= self.patience)
         self.cost = torch.where(up, self.cost * self.multiplier, self.cost)
-        self.cost = torch.where(down, self.cost / self.multiplier**1.5, self.cost)
+        self.cost = torch.where(down, self.cost / self.multiplier**self.down_exponent, self.cost)
         self.up_counter = torch.where(up, 0, self.up_counter)
         self.down_counter = torch.where(down, 0, self.down_counter)
         self.up_flag |= up
@@ -161,6 +165,14 @@ class NeuralCleanse(Inspector):
             self.init_cost, self.patience, self.cost_multiplier, self.early_stop_threshold, self.early_stop_patience
         )
 
+    def regulariser(
+        self, model: nn.Module, x: torch.Tensor, masks: torch.Tensor, patterns: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Extra (L,) loss terms per label added to Neural Cleanse's objective (None: none; TABOR overrides it).
+
+        ``x`` (B, C, H, W) the clean mini-batch, ``masks`` (L, 1, H, W), ``patterns`` (L, C, H, W), ``labels`` (L,)."""
+        return None
+
     def _reverse(self, model, clean, input_shape, num_classes, *, seed, device, progress) -> Reversal:
         assert clean is not None
         c, h, w = input_shape
@@ -188,7 +200,12 @@ class NeuralCleanse(Inspector):
             masks=masks,
             patterns=patterns,
             examples=stamp_all(x, masks, patterns) if self.examples else None,
-            details={"reached_threshold": found, "epochs": epochs, "mode": self.mode},
+            details={
+                "reached_threshold": found,
+                "epochs": epochs,
+                "steps": epochs * self.batches_per_epoch,  # (K,) optimisation steps spent on each label
+                "mode": self.mode,
+            },
         )
 
     def _optimise(
@@ -219,7 +236,7 @@ class NeuralCleanse(Inspector):
         epochs = torch.zeros(size, dtype=torch.long)
         gen = make_generator(data_seed)
         targets = labels.to(device)
-        what = f"neural cleanse, label {int(labels[0])}" if size == 1 else f"neural cleanse, {size} labels"
+        what = f"{self.name}, label {int(labels[0])}" if size == 1 else f"{self.name}, {size} labels"
         for _ in track(range(self.max_epochs), what, enabled=progress):
             rows = active.nonzero().flatten()
             hits = torch.zeros(len(rows), device=device)
@@ -232,6 +249,9 @@ class NeuralCleanse(Inspector):
                 ce = nn.functional.cross_entropy(logits.transpose(1, 2), want, reduction="none").mean(dim=1)
                 cost = schedule.cost[rows].to(device, torch.float32)
                 loss = (ce + cost * m.flatten(1).sum(dim=1)).sum()
+                extra = self.regulariser(model, xb, m, p, targets[rows_dev])
+                if extra is not None:
+                    loss = loss + extra.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
