@@ -78,7 +78,9 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     cols = torch.arange(w, device=x.device) + max_shift + dx  # (N, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-    return out.permute(0, 3, 1, 2)
+    # contiguous NCHW: the permuted view has channels-last strides, on which torch 2.13's CPU backward of a narrow
+    # PreAct-ResNet corrupted memory (a batch of 87, widths 8-16: "free(): invalid next size")
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
