@@ -161,7 +161,7 @@ def test_grid_report_has_detection_and_rebuilds(tmp_path, capsys, monkeypatch):
         raise AssertionError("the report loaded a dataset or built a model")
 
     monkeypatch.setattr("backdoorlab.data.load_dataset", refuse)
-    monkeypatch.setattr("backdoorlab.experiments.workbench.load_dataset", refuse)
+    monkeypatch.setattr("backdoorlab.experiments.config.load_dataset", refuse)
     monkeypatch.setattr("backdoorlab.models.build_model", refuse)
     assert main(["report", "g", "-o", str(tmp_path / "runs")]) == 0
     rebuilt = (tmp_path / "runs" / "g" / "report.html").read_text()
