@@ -110,7 +110,7 @@ def test_k_arm_ranks_the_trained_target_first(trained_outcome) -> None:
     assert karm.details["arms"][0] == TARGET  # pre-screening: the target is the most frequent in the top-2s
     steps = karm.details["optimisation_steps"]
     assert steps == int(karm.details["steps"].sum())
-    assert len(karm.details["pull_sequence"]) * karm.batches_per_epoch == steps
+    assert len(karm.details["pull_sequence"]) * KArm().batches_per_epoch == steps
 
 
 @pytest.mark.slow
