@@ -33,6 +33,7 @@ FAST = os.environ.get("BENCH_REPAIRS_FAST", "1") == "1"
 REPAIRS = ("fine_tuning", "fine_pruning", "anp", "i_bau", "nad", "sau", "clp", "fst")
 FAST_PARAMS = {"anp": {"iterations": 500}, "sau": {"rounds": 20}}
 COLUMNS = ("clean_accuracy", "asr", "robust_accuracy", "der", "retuned_asr")
+GUARD = ("guard_lr_scale",)  # 1: the repair's own lr kept; 0.1: retried; 0: reverted to the input model
 
 
 def main() -> bool:
@@ -51,16 +52,17 @@ def main() -> bool:
                 start = time.perf_counter()
                 metrics = evaluate_defense(DEFENSES.build(name, params), bd.model, bd, ctx).metrics
                 values[name]["seconds"].append(time.perf_counter() - start)
-                for k in COLUMNS:
-                    values[name][k].append(metrics[k])
+                for k in (*COLUMNS, *GUARD):
+                    if k in metrics:  # the guard's figures exist for the repairs that train
+                        values[name][k].append(metrics[k])
                 print(f"  seed {seed} {name}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in COLUMNS), flush=True)
         print(f"\nMNIST-5k, badnet_cnn, BadNets {rate:.0%}, seeds {seeds} (mean ± 95% CI where >1 seed)")
         rows = []
         for name, cols in values.items():
             params = FAST_PARAMS.get(name, {}) if FAST else {}
             label = name + (f" {params}" if params else "")
-            rows.append([label, *(fmt(cols[k]) if cols.get(k) else "-" for k in (*COLUMNS, "seconds"))])
-        print_table(["repair", *COLUMNS, "seconds"], rows)
+            rows.append([label, *(fmt(cols[k]) if cols.get(k) else "-" for k in (*COLUMNS, *GUARD, "seconds"))])
+        print_table(["repair", *COLUMNS, *GUARD, "seconds"], rows)
         ranking(values)
     return True
 
