@@ -16,7 +16,7 @@ from ..triggers.input_aware import InputAwareTrigger, diversity_loss, mask_of
 from ..utils.device import resolve_device
 from ..utils.progress import track
 from ..utils.seeding import make_generator
-from .base import ATTACKS, Backdoor, PoisonedSet, TargetRule
+from .base import ATTACKS, Backdoor, TargetRule
 from .per_batch import BatchPoisoningAttack
 
 MASK_MILESTONES = (10, 20)  # the paper's mask schedule: learning rate / 10 after epochs 10 and 20
@@ -183,8 +183,7 @@ class InputAware(BatchPoisoningAttack):
         rule = self.target_rule(dataset)
         params: dict[str, Any] = {"mask_density": self.mask_density, "lambda_div": self.lambda_div}
         trigger = InputAwareTrigger.new(dataset.input_shape, seed=seed, **params)
-        info: dict[str, Any] = {"poisoning": "per_batch"}
-        info |= pretrain_mask(
+        info = pretrain_mask(
             trigger,
             dataset.train.x,
             epochs=self.mask_epochs,
@@ -198,23 +197,11 @@ class InputAware(BatchPoisoningAttack):
             progress=progress,
         )
         hook = InputAwarePoisoning(trigger, rule, self.poison_rate, self.cross_rate, self.lambda_div, self.lr_generator)
-        unpoisoned = PoisonedSet(dataset.train, torch.empty(0, dtype=torch.long))
         try:
-            backdoor = self.train_poisoned(
-                unpoisoned,
-                dataset,
-                architecture,
-                training,
-                trigger,
-                rule,
-                seed=seed,
-                device=device,
-                progress=progress,
-                info=info,
-                batch_hook=hook,
+            backdoor = self.train_per_batch(
+                dataset, architecture, training, trigger, rule, hook, info, seed=seed, device=device, progress=progress
             )
         finally:
             hook.finish()
         backdoor.info["generator_diversity_loss"] = hook.diversity
-        backdoor.poisoned_indices = None
         return backdoor

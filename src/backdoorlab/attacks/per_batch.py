@@ -75,6 +75,15 @@ class BatchPoisoningAttack(Attack):
     ) -> Backdoor:
         trigger, rule = self.make_trigger(dataset), self.target_rule(dataset)
         hook = BatchPoisoning(trigger, rule, self.poison_rate, self.cross_ratio_(), self.cross(trigger))
+        return self.train_per_batch(
+            dataset, architecture, training, trigger, rule, hook, {}, seed=seed, device=device, progress=progress
+        )
+
+    def train_per_batch(
+        self, dataset, architecture, training, trigger, rule, hook, info, *, seed, device, progress
+    ) -> Backdoor:
+        """Train on the clean training split with ``hook`` poisoning every batch; ``info`` goes into the backdoor's
+        info beside ``poisoning: per_batch``. No training index is poisoned as such (``poisoned_indices`` None)."""
         unpoisoned = PoisonedSet(dataset.train, torch.empty(0, dtype=torch.long))
         backdoor = self.train_poisoned(
             unpoisoned,
@@ -86,7 +95,7 @@ class BatchPoisoningAttack(Attack):
             seed=seed,
             device=device,
             progress=progress,
-            info={"poisoning": "per_batch"},
+            info={"poisoning": "per_batch", **info},
             batch_hook=hook,
         )
         backdoor.poisoned_indices = None
