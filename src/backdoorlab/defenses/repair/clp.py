@@ -95,11 +95,13 @@ class CLP(Repair):
         3.0, ge=0, le=100, description="prune channels whose Lipschitz upper bound exceeds mean + u * std of its layer"
     )
     _curve: dict | None = PrivateAttr(default=None)
+    _bounds: list[torch.Tensor] = PrivateAttr(default_factory=list)  # layer_bounds of the last repaired model
 
     def repair(self, model, clean, *, seed=0, device="auto", progress=None) -> nn.Module:
         """A pruned copy of ``model``; ``clean`` only feeds the clean-accuracy curve against ``u``."""
         out, dev = working_copy(model, device)
-        pruned = clp_prune(out, self.u)
+        self._bounds = layer_bounds(model)
+        pruned = clp_prune(out, self.u, self._bounds)
         channels = sum(c.out_channels for c, _ in conv_bn_pairs(out))
         self._curve = {"u": self.u, "pruned_channels": pruned, "channels": channels}
         if len(clean):
@@ -107,7 +109,8 @@ class CLP(Repair):
         return out.cpu().eval()
 
     def _sweep(self, model, split, dev) -> list[float]:
-        bounds = layer_bounds(model)
+        """Accuracy on ``split`` of ``model`` pruned at each ``u`` of the grid, with the bounds of the last repair."""
+        bounds = self._bounds
         values = []
         for u in U_GRID:
             m, _ = working_copy(model, dev)
