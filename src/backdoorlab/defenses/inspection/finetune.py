@@ -52,8 +52,8 @@ class TriggerRepair(AccuracyGuard, Repair):
     the defender's clean set is small (500 images), so one epoch is 63 steps of 8; Adam at rates that keep clean
     accuracy barely moved the ASR in one epoch, SGD at 1e-2 cost several points of clean accuracy. These
     hyper-parameters were chosen on MNIST-5k with ``badnet_cnn`` only; on a CIFAR-10 PreAct-ResNet-18 they cost
-    44 points of clean accuracy (issue 24), so a guard (:mod:`~backdoorlab.defenses.guard`) retries at a tenth of
-    the rate, then keeps the input model, when clean accuracy on the defender's images falls more than
+    44 points of clean accuracy (issue 24), so a guard (:mod:`..repair.accuracy_guard`) retries at a tenth of the
+    rate, then keeps the input model, when clean accuracy on the defender's images falls more than
     ``max_accuracy_drop``.
     """
 

@@ -7,8 +7,8 @@ split. The paper fine-tunes "with normal SGD" for a few epochs and does not publ
 (BackdoorBench uses batch 256; with a few hundred validation images we keep the toolkit's batch 64). The
 learning rate decides the outcome (docs/methods.md §7, issue 4: SGD 0.05 removed a BadNets backdoor on MNIST where
 Adam 1e-3 did not), so sweep it. These defaults were measured on MNIST-5k with ``badnet_cnn`` only; a guard
-(:mod:`~backdoorlab.defenses.guard`, ``max_accuracy_drop``) retries at lr/10, then keeps the input model, when
-clean accuracy on the defender's images falls more than that bound (it never fires with the defaults on MNIST-5k).
+(:mod:`.accuracy_guard`, ``max_accuracy_drop``) retries at lr/10, then keeps the input model, when clean accuracy
+on the defender's images falls more than that bound (it never fires with the defaults on MNIST-5k).
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ class FineTuningSettings(AccuracyGuard):
     def guarded_fine_tune(
         self, model: nn.Module, clean: Split, *, seed: int, device: str | torch.device, progress: bool | None
     ) -> tuple[nn.Module, dict[str, float]]:
-        """Fine-tune ``model`` on ``clean`` under the guard (:func:`~backdoorlab.defenses.guard.guarded_training`):
-        (the model, on the CPU in eval mode, and the guard's figures). ``model`` itself is trained by the first try;
+        """Fine-tune ``model`` on ``clean`` under the guard (:func:`.accuracy_guard.guarded_training`): (the model,
+        on the CPU in eval mode, and the guard's figures). ``model`` itself is trained by the first try;
         the model returned is another one when the guard retried or reverted."""
         if len(clean) == 0:
             raise ConfigError("fine-tuning needs clean data; the split given is empty")
