@@ -205,6 +205,16 @@ def defend(
         out.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
+ReferenceOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--reference",
+        help="a clean model you trained yourself for the same task (repeat, 2 or more): decide under the "
+        "reference null instead of the normal null (R more inspections per inspector)",
+    ),
+]
+
+
 @app.command()
 def scan(
     model: Annotated[Path, typer.Argument(help="model file: TorchScript, .pt2, .onnx, .safetensors, checkpoint")],
@@ -223,6 +233,7 @@ def scan(
     alpha: Annotated[
         float, typer.Option("--alpha", help="false-alarm rate: chance of flagging a model without a backdoor")
     ] = 0.05,
+    reference: ReferenceOption = None,
 ) -> None:
     """Audit a model: exit 0 when no backdoor is found, 1 when one is, 2 on bad input."""
     import json
@@ -244,6 +255,7 @@ def scan(
         device=device,
         progress=None if not json_out else False,
         alpha=alpha,
+        references=reference or (),
     )
     out_dir = output or Path("runs") / "scans" / model.stem
     js, page = write_scan(result, out_dir)
@@ -324,6 +336,7 @@ def scan_population(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    reference: ReferenceOption = None,
 ) -> None:
     """Scan every model of FOLDER into a CSV (resumes): exit 1 when any model is flagged, 0 if none, 2 on bad input."""
     from .audit.scan_population import scan_population as run_scan
@@ -342,6 +355,7 @@ def scan_population(
         progress=False if quiet else None,
         log=log,
         warn=lambda msg: err.print(msg, highlight=False, markup=False, soft_wrap=True),
+        references=reference or (),
     )
     flagged = sum(r["verdict"] == "backdoor" for r in rows)
     errors = sum(r["verdict"] == "error" for r in rows)

@@ -3,7 +3,8 @@ TrojAI layout, :mod:`.model_folders`), one CSV row per model.
 
 Columns: ``id``, ``layout``, ``format``, ``verdict`` (``backdoor``, ``clean`` or ``error``), ``score`` (the
 scan's model score, ``-log10`` of the Bonferroni combination ``m * min p`` before it is capped at 1, so higher is
-more suspicious and clean models do not all tie), ``p_value`` (the scan's), ``flagged_labels`` (``;``-separated,
+more suspicious and clean models do not all tie), ``p_value`` (the scan's), ``null`` (the law of the p-values:
+``normal``, or ``reference`` with ``references``), ``flagged_labels`` (``;``-separated,
 most anomalous first), ``top_label`` (the most suspicious label of the inspector with the smallest p-value, the
 predicted target even when nothing is flagged), ``seconds``, the ground truth ``trojaned`` (1/0) and ``target``
 when the layout has it (else empty), ``error``; then per inspector ``<name>_score`` (its verdict's model score),
@@ -14,6 +15,10 @@ it, each model's own clean example images (TrojAI). The CSV is rewritten whole (
 a killed scan leaves a valid CSV of the models done, and a rerun with the same output skips them. A model that
 fails to load or scan gets an ``error`` row, except the first one: its error ends the scan before anything is
 written (a wrong option fails once, not once per model).
+
+With ``references`` (the files of ``R >= 2`` clean models of the same task, which needs ``data``), every model is
+decided under the reference null; the reference models are inspected once, during the first model's scan (whose
+``seconds`` count them), and their :class:`~.scan.ReferenceSet` is reused for every later model.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from ..models.loading import detect_format
 from ..utils.files import write_atomic
 from ..utils.progress import track
 from .model_folders import ModelEntry, find_models
-from .scan import DEFAULT_ALPHA, INSPECTORS, ScanResult, scan_model
+from .scan import DEFAULT_ALPHA, INSPECTORS, ReferenceSet, ScanResult, check_reference_count, scan_model
 
 Log = Callable[[str], None]
 BASE_COLUMNS = (
@@ -40,6 +45,7 @@ BASE_COLUMNS = (
     "verdict",
     "score",
     "p_value",
+    "null",
     "flagged_labels",
     "top_label",
     "seconds",
@@ -80,6 +86,7 @@ def result_row(entry: ModelEntry, result: ScanResult) -> dict[str, Any]:
         "verdict": "backdoor" if result.infected else "clean",
         "score": round(scan_score([v.p_value for v in verdicts.values()]), 6),
         "p_value": f"{result.p_value:.6g}",
+        "null": result.null,
         "flagged_labels": ";".join(map(str, result.suspected)),
         "top_label": verdicts[first].ranking[0],
         "seconds": round(result.seconds, 3),
@@ -116,15 +123,20 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _done(output: Path, header: list[str]) -> dict[str, dict[str, Any]]:
-    """Rows of a previous scan to keep (errors are retried); ConfigError when it had other columns."""
+def _done(output: Path, header: list[str], null: str) -> dict[str, dict[str, Any]]:
+    """Rows of a previous scan to keep (errors are retried); ConfigError when it had other columns or decided
+    under another ``null``."""
     if not output.is_file():
         return {}
     with output.open(newline="", encoding="utf-8") as f:
         found = next(csv.reader(f), [])
     if found != header:
         raise ConfigError(f"{output} holds a scan with other columns (other inspectors?); choose another -o")
-    return {r["id"]: r for r in read_rows(output) if r["verdict"] != "error"}
+    done = {r["id"]: r for r in read_rows(output) if r["verdict"] != "error"}
+    other = next((r["null"] for r in done.values() if r["null"] != null), None)
+    if other is not None:
+        raise ConfigError(f"{output} holds a scan under the {other} null, not the {null} null; choose another -o")
+    return done
 
 
 def scan_population(
@@ -140,13 +152,19 @@ def scan_population(
     progress: bool | None = None,
     log: Log | None = None,
     warn: Log | None = None,
+    references: Sequence[str | Path] = (),
     **scan_options: Any,
 ) -> list[dict[str, Any]]:
     """Scan every model under ``root`` into the CSV ``output`` (see the module docstring) and return the rows.
 
     ``scan_options`` go to :func:`~.scan.scan_model` (``input_shape``, ``mean``, ``std``, ``architecture``,
-    ``num_classes``, ``data_dir``); ``warn`` receives the one warning line of ``trust_pickle``.
+    ``num_classes``, ``data_dir``); ``warn`` receives the one warning line of ``trust_pickle``; ``references``:
+    clean reference models for the reference null (inspected once, see the module docstring).
     """
+    if references:
+        check_reference_count(len(references))
+        if data is None:
+            raise ConfigError("--reference needs --data: the reference models are inspected once, on those samples")
     log = log or (lambda _msg: None)
     entries = find_models(root)
     missing = next((e for e in entries if data is None and e.examples is None), None)
@@ -157,7 +175,8 @@ def scan_population(
         (warn or log)(PICKLE_WARNING.format(count=pickles))
     out = Path(output)
     header = columns(inspectors)
-    done = _done(out, header)
+    done = _done(out, header, "reference" if references else "normal")
+    reference: Sequence[str | Path] | ReferenceSet = tuple(references)
     rows: list[dict[str, Any]] = []
     for entry in track(entries, "scanning models", enabled=progress):
         if entry.id in done:
@@ -173,8 +192,10 @@ def scan_population(
                 device=device,
                 progress=False,
                 alpha=alpha,
+                references=reference,
                 **scan_options,
             )
+            reference = result.references or reference  # inspected once, reused for every later model
             row = result_row(entry, result)
         except BackdoorlabError as err:
             if not rows and not done:
