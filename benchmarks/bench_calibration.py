@@ -13,7 +13,9 @@ Population, per dataset (``BENCH_DATASETS``, default ``digits,mnist5k``), all ``
 Every model is inspected once by Neural Cleanse and by DeepInspect with default settings (not ``lite``; the GAN
 term on) on the defender's ``val`` split; the decisions are then taken from the per-label statistics: each
 inspector alone at alpha 0.05, and the scan (both inspectors at alpha / 2, Bonferroni), under the normal null and
-under the reference null. Printed per mode and decision: clean models flagged k / n with the Clopper-Pearson 95%
+under the normal null of the statistic's logarithm (``index_scale: log``) and under the reference null; the
+per-model statistics are saved to ``BENCH_CALIB_OUT``/records.pt (default ``runs/bench-calibration``). Printed per
+mode and decision: clean models flagged k / n with the Clopper-Pearson 95%
 interval, TPR on BadNets and on Blend, ROC-AUC of the model score ``-log10 p`` (clean vs backdoored). Targets
 (normal null, the scan): at most 3 flagged among at least 40 clean models, TPR on BadNets >= 0.9.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -113,12 +116,14 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 
 def p_values(record: dict, mode: str, references: dict, alpha: float) -> dict[str, tuple[float, bool]]:
-    """Per inspector: (model p-value, flagged at ``alpha``) under the ``mode`` null."""
+    """Per inspector: (model p-value, flagged at ``alpha``) under the ``mode`` null: ``normal`` (the index of the
+    statistic), ``normal-log`` (the index of its logarithm, ``index_scale: log``) or ``reference``."""
     out = {}
     for name, kind in INSPECTORS.items():
         r = record[name]
-        if mode == "normal":
-            d = decide(r["statistic"], kind, alpha, reached=r["reached"])
+        if mode in ("normal", "normal-log"):
+            scale = "log" if mode == "normal-log" else "linear"
+            d = decide(r["statistic"], kind, alpha, reached=r["reached"], scale=scale)
         else:
             d = decide_reference(r["statistic"], references[(record["dataset"], name)], alpha, reached=r["reached"])
         out[name] = (d.p_value, bool(d.suspected))
@@ -146,6 +151,9 @@ def _unreached(record: dict) -> int:
 def main() -> bool:
     start = time.perf_counter()
     records = map_in_workers(build_and_inspect, specs(), bench_workers())
+    saved = Path(os.environ.get("BENCH_CALIB_OUT", "runs/bench-calibration")) / "records.pt"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(records, saved)  # per-model statistics, for deciding again under other rules without retraining
     tested = [r for r in records if r["kind"] != "reference"]
     references = {
         (ds, name): ReferenceNull.from_statistics(
@@ -174,7 +182,7 @@ def main() -> bool:
     )
     print()
     rows, checks = [], []
-    for mode in ("normal", "reference"):
+    for mode in ("normal", "normal-log", "reference"):
         decided = decisions(tested, mode, references)
         for name, values in decided.items():
             by_kind = {

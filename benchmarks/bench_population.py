@@ -56,19 +56,27 @@ def inspectors() -> list[str]:
     return [*INSPECTORS, *(n for n in ("tabor", "k_arm") if n in DEFENSES and n not in INSPECTORS)]
 
 
-def build_and_scan(cfg, out: Path, name: str, n: int, seed: int, names: list[str]) -> list[dict]:
-    """Write the population ``name`` (n per role) and scan it; rows without errors, with their info.json."""
+def presets() -> list[str]:
+    """The scan presets measured: ``BENCH_POP_PRESETS`` (default ``default,verdicts``), the first one the headline."""
+    named = os.environ.get("BENCH_POP_PRESETS", "default,verdicts")
+    return [n.strip() for n in named.split(",") if n.strip()]
+
+
+def build_and_scan(cfg, out: Path, name: str, n: int, seed: int, names: list[str], preset: str) -> list[dict]:
+    """Write the population ``name`` (n per role; reused when it exists) and scan it with ``preset``; rows without
+    errors, with their info.json."""
     device = os.environ.get("BENCH_DEVICE", "auto")
     folder = out / name
     infos = write_population(cfg, folder, n=n, seed=seed, formats=["torchscript"], device=device, progress=False)
     data = cfg.datasets[0]
+    csv_path = out / f"{name}-{preset}.csv"
     rows = scan_population(
-        folder, out / f"{name}.csv", data=data.name, data_dir=data.data_dir, inspectors=names, device=device
+        folder, csv_path, data=data.name, data_dir=data.data_dir, inspectors=names, device=device, preset=preset
     )
     by_id = {i["id"]: i for i in infos}
     good = [r | {"info": by_id[r["id"]]} for r in rows if r["verdict"] != "error"]
     if len(good) < len(rows):
-        print(f"{name}: {len(rows) - len(good)} models failed to scan (see {out / f'{name}.csv'})")
+        print(f"{name}: {len(rows) - len(good)} models failed to scan (see {csv_path})")
     return good
 
 
@@ -169,16 +177,7 @@ def describe_population(rows: list[dict]) -> None:
     )
 
 
-def main() -> bool:
-    start = time.perf_counter()
-    cfg = load_config(Path(os.environ.get("BENCH_POP_CONFIG", ROOT / "configs" / "digits-tdc-population.yaml")))
-    out = Path(os.environ.get("BENCH_POP_OUT", "runs/bench-population"))
-    names = inspectors()
-    calibration = build_and_scan(cfg, out, "calibration", int(os.environ.get("BENCH_POP_CALIB_N", 10)), 1, names)
-    scored = build_and_scan(cfg, out, "scored", int(os.environ.get("BENCH_POP_N", 20)), 2, names)
-    describe_population(scored)
-    print()
-    results = {m: figures(m, scored, calibration) for m in [*names, "scan"]}
+def print_results(results: dict[str, dict]) -> None:
     print_table(
         ["method", "ROC-AUC [95% CI]", "PR-AUC", "FPR@95TPR", "FPR@a", "TPR@a", "target acc", "s/model", "CE", "Brier"],
         [
@@ -197,16 +196,56 @@ def main() -> bool:
             for m, f in results.items()
         ],
     )
+
+
+def speed_checks(by_preset: dict[str, dict[str, dict]]) -> list[list]:
+    """The scan's speed-up of the first preset over ``verdicts`` (seconds per model of the scan's inspectors, the
+    same models in this run) and its ROC-AUC against the ``verdicts`` bootstrap interval."""
+    first, *_ = by_preset
+    if first == "verdicts" or "verdicts" not in by_preset:
+        return []
+    fast, slow = by_preset[first]["scan"], by_preset["verdicts"]["scan"]
+    speedup = slow["seconds"] / fast["seconds"]
+    low = slow["auc_ci"][0]
+    print(
+        f"\nscan with --preset {first}: {fast['seconds']:.1f} s per model, ROC-AUC {fast['roc_auc']:.3f}; "
+        f"--preset verdicts: {slow['seconds']:.1f} s, ROC-AUC {slow['roc_auc']:.3f} "
+        f"[{slow['auc_ci'][0]:.2f}, {slow['auc_ci'][1]:.2f}]; speed-up {speedup:.2f}x"
+    )
+    return [
+        check(f"scan speed-up, {first} vs verdicts", speedup, ">= 3", speedup >= 3),
+        check(f"scan ROC-AUC ({first}) in verdicts' CI", fast["roc_auc"], f">= {low:.3f}", fast["roc_auc"] >= low),
+    ]
+
+
+def main() -> bool:
+    start = time.perf_counter()
+    cfg = load_config(Path(os.environ.get("BENCH_POP_CONFIG", ROOT / "configs" / "digits-tdc-population.yaml")))
+    out = Path(os.environ.get("BENCH_POP_OUT", "runs/bench-population"))
+    names = inspectors()
+    calib_n, scored_n = int(os.environ.get("BENCH_POP_CALIB_N", 10)), int(os.environ.get("BENCH_POP_N", 20))
+    by_preset: dict[str, dict[str, dict]] = {}
+    for preset in presets():
+        calibration = build_and_scan(cfg, out, "calibration", calib_n, 1, names, preset)
+        scored = build_and_scan(cfg, out, "scored", scored_n, 2, names, preset)
+        if not by_preset:
+            describe_population(scored)
+        print(f"\n--preset {preset}")
+        by_preset[preset] = {m: figures(m, scored, calibration) for m in [*names, "scan"]}
+        print_results(by_preset[preset])
+    first = next(iter(by_preset))
+    results = by_preset[first]
     plot_roc(results, out / "roc.png")
     n_clean = sum(int(r["trojaned"]) == 0 for r in scored)
     print(
         f"\nscored: {n_clean} clean + {len(scored) - n_clean} trojaned; calibration: {len(calibration)} models; "
-        f"alpha {ALPHA}; ROC curves: {out / 'roc.png'}; {time.perf_counter() - start:.0f} s"
+        f"alpha {ALPHA}; ROC curves (--preset {first}): {out / 'roc.png'}; {time.perf_counter() - start:.0f} s"
     )
     scan = results["scan"]
     checks = [
         check("scan ROC-AUC", scan["roc_auc"], ">= 0.90", scan["roc_auc"] >= 0.90),
         check("scan clean models flagged at alpha", scan["fpr_alpha"], "<= 0.10", scan["fpr_alpha"] <= 0.10),
+        *speed_checks(by_preset),
     ]
     print()
     print_table(["figure", "value", "target", "status"], checks)

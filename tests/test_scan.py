@@ -34,8 +34,9 @@ def models(tmp_path_factory):
 def test_scan_verdicts_and_exit_codes(models, tmp_path, capsys, suffix, extra):
     base = ["--data", "digits", "--inspectors", "neural_cleanse", "--num-classes", "10", *extra]
     out = tmp_path / "bd"
-    # A 2x2 patch covers 1/16 of an 8x8 digit: Neural Cleanse's anomaly index for it is about 3, above the papers'
-    # fixed cutoff 2 but below the alpha = 0.05 cutoff for 10 labels (3.9), so this model is scanned at alpha 0.25
+    # A 2x2 patch covers 1/16 of an 8x8 digit: Neural Cleanse's anomaly index for it lies near the alpha = 0.05
+    # cutoff for 10 labels (3.9; p 0.03 at the defaults of issue 22, 0.06 with --preset verdicts), so this model is
+    # scanned at alpha 0.25
     code = main(["scan", str(models / f"backdoored{suffix}"), *base, "--alpha", "0.25", "-o", str(out), "--json"])
     verdict = json.loads(capsys.readouterr().out)
     assert code == 1, verdict["evidence"]
@@ -43,7 +44,7 @@ def test_scan_verdicts_and_exit_codes(models, tmp_path, capsys, suffix, extra):
     assert verdict["strip"]["threshold_entropy_bits"] is not None
     # one inspector: it decides at the scan's alpha, and the scan's p-value is its own
     assert verdict["alpha"] == 0.25 and verdict["evidence"]["neural_cleanse"]["alpha"] == 0.25
-    assert 0.05 < verdict["p_value"] == verdict["evidence"]["neural_cleanse"]["p_value"] <= 0.25
+    assert 0 < verdict["p_value"] == verdict["evidence"]["neural_cleanse"]["p_value"] <= 0.25
     html = (out / "scan.html").read_text()
     assert "Backdoor suspected" in html and "data:image/png;base64," in html
     assert json.loads((out / "scan.json").read_text())["suspected_targets"][0] == 4
@@ -58,6 +59,7 @@ def test_scan_verdicts_and_exit_codes(models, tmp_path, capsys, suffix, extra):
         (["--input-shape", "1,9"], "--input-shape needs 3 values"),
         (["--input-shape", "1,8,8", "--inspectors", "nope"], "unknown defense 'nope'"),
         (["--input-shape", "1,8,8", "--alpha", "1.5"], "--alpha must lie between 0 and 1, got 1.5"),
+        (["--input-shape", "1,8,8", "--preset", "nope"], "unknown --preset 'nope'; valid: default, verdicts"),
     ],
 )
 def test_scan_bad_input(models, tmp_path, capsys, args, message):

@@ -213,6 +213,12 @@ ReferenceOption = Annotated[
         "reference null instead of the normal null (R more inspections per inspector)",
     ),
 ]
+PresetOption = Annotated[
+    str,
+    typer.Option(
+        "--preset", help="inspector settings: default, or verdicts (the slower settings the speed-up is measured on)"
+    ),
+]
 
 
 @app.command()
@@ -234,6 +240,7 @@ def scan(
         float, typer.Option("--alpha", help="false-alarm rate: chance of flagging a model without a backdoor")
     ] = 0.05,
     reference: ReferenceOption = None,
+    preset: PresetOption = "default",
 ) -> None:
     """Audit a model: exit 0 when no backdoor is found, 1 when one is, 2 on bad input."""
     import json
@@ -256,6 +263,7 @@ def scan(
         progress=None if not json_out else False,
         alpha=alpha,
         references=reference or (),
+        preset=preset,
     )
     out_dir = output or Path("runs") / "scans" / model.stem
     js, page = write_scan(result, out_dir)
@@ -337,6 +345,7 @@ def scan_population(
     device: Annotated[str, typer.Option("--device")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     reference: ReferenceOption = None,
+    preset: PresetOption = "default",
 ) -> None:
     """Scan every model of FOLDER into a CSV (resumes): exit 1 when any model is flagged, 0 if none, 2 on bad input."""
     from .audit.scan_population import scan_population as run_scan
@@ -356,6 +365,7 @@ def scan_population(
         log=log,
         warn=lambda msg: err.print(msg, highlight=False, markup=False, soft_wrap=True),
         references=reference or (),
+        preset=preset,
     )
     flagged = sum(r["verdict"] == "backdoor" for r in rows)
     errors = sum(r["verdict"] == "error" for r in rows)

@@ -3,8 +3,9 @@
 - ``default``: each inspector's own defaults (the fast settings of issue 22).
 - ``verdicts``: the settings the scan ran with while the verdicts issue (17) was worked on: Neural Cleanse (and
   TABOR) with 32 clean images per label and step and 4 steps per epoch, DeepInspect with 300 inversion steps of 20
-  images per class and 800 generator steps at a rate of 1e-3. Kept so that the speed-up of the defaults can be measured against it on the same models
-  (``python -m benchmarks population``), and for a user who prefers the slower settings.
+  images per class and 800 generator steps at a rate of 1e-3. Kept so that the speed-up of the defaults can be
+  measured against it on the same models (``python -m benchmarks population``), and for a user who prefers the
+  slower settings.
 
 A preset names parameters per inspector; an inspector the preset does not name runs at its defaults.
 """

@@ -30,6 +30,7 @@ from ..defenses.inspection.null import ReferenceNull, apply_reference, combine_p
 from ..errors import ConfigError
 from ..models.loading import LoadedModel, load_model_file
 from ..utils.files import write_atomic
+from .presets import DEFAULT_PRESET, preset_params
 
 INSPECTORS = ("neural_cleanse", "deepinspect")
 MIN_CLEAN = 20
@@ -73,6 +74,7 @@ class ScanResult:
     errors: dict[str, str] = field(default_factory=dict)
     alpha: float = DEFAULT_ALPHA
     references: ReferenceSet | None = None
+    preset: str = DEFAULT_PRESET
 
     @property
     def null(self) -> str:
@@ -119,6 +121,7 @@ class ScanResult:
             "clean_labeled": self.clean.labeled,
             "infected": self.infected,
             "alpha": self.alpha,
+            "preset": self.preset,
             "null": self.null,
             "references": [] if self.references is None else list(self.references.files),
             "reference_seconds": None if self.references is None else round(self.references.seconds, 2),
@@ -228,13 +231,15 @@ def scan_model(
     data_dir: str | None = None,
     alpha: float = DEFAULT_ALPHA,
     references: Sequence[str | Path] | ReferenceSet = (),
+    preset: str = DEFAULT_PRESET,
 ) -> ScanResult:
     """Scan ``model_path`` with the clean samples ``data`` (a folder, an .npz or a dataset name); the model is
     flagged at the false-alarm rate ``alpha`` for all ``inspectors`` together (each runs at ``alpha / m``).
 
     ``references``: none (default) for the normal null; the files of ``R >= 2`` clean models the defender trained
     itself for the reference null (loaded with this model's options, inspected here: the scan's ``seconds`` count
-    them); or a :class:`ReferenceSet` inspected before (reused as it is)."""
+    them); or a :class:`ReferenceSet` inspected before (reused as it is). ``preset``: the inspectors' settings
+    (:mod:`.presets`: ``default``, or ``verdicts`` for the slower settings the speed-up is measured against)."""
     start = time.perf_counter()
     if not inspectors:
         raise ConfigError("--inspectors names no inspector")
@@ -243,7 +248,10 @@ def scan_model(
     if not isinstance(references, ReferenceSet) and references:
         check_reference_count(len(references))
     each = {"alpha": alpha / len(inspectors)}
-    chosen = [DEFENSES.build(name, each, where=f"--inspectors {name}") for name in inspectors]  # fail before work
+    chosen = [  # fail before work
+        DEFENSES.build(name, {**preset_params(preset, name), **each}, where=f"--inspectors {name}")
+        for name in inspectors
+    ]
     shape = _int_list(input_shape, "--input-shape", 3) if isinstance(input_shape, str) else input_shape
     mean = _float_list(mean, "--mean") if isinstance(mean, str) else mean
     std = _float_list(std, "--std") if isinstance(std, str) else std
@@ -305,6 +313,7 @@ def scan_model(
         time.perf_counter() - start,
         alpha=alpha,
         references=reference_set,
+        preset=preset,
     )
 
 

@@ -4,7 +4,8 @@ TrojAI layout, :mod:`.model_folders`), one CSV row per model.
 Columns: ``id``, ``layout``, ``format``, ``verdict`` (``backdoor``, ``clean`` or ``error``), ``score`` (the
 scan's model score, ``-log10`` of the Bonferroni combination ``m * min p`` before it is capped at 1, so higher is
 more suspicious and clean models do not all tie), ``p_value`` (the scan's), ``null`` (the law of the p-values:
-``normal``, or ``reference`` with ``references``), ``flagged_labels`` (``;``-separated,
+``normal``, or ``reference`` with ``references``), ``preset`` (the inspectors' settings, :mod:`.presets`),
+``flagged_labels`` (``;``-separated,
 most anomalous first), ``top_label`` (the most suspicious label of the inspector with the smallest p-value, the
 predicted target even when nothing is flagged), ``seconds``, the ground truth ``trojaned`` (1/0) and ``target``
 when the layout has it (else empty), ``error``; then per inspector ``<name>_score`` (its verdict's model score),
@@ -35,6 +36,7 @@ from ..models.loading import detect_format
 from ..utils.files import write_atomic
 from ..utils.progress import track
 from .model_folders import ModelEntry, find_models
+from .presets import DEFAULT_PRESET, preset_params
 from .scan import DEFAULT_ALPHA, INSPECTORS, ReferenceSet, ScanResult, check_reference_count, scan_model
 
 Log = Callable[[str], None]
@@ -46,6 +48,7 @@ BASE_COLUMNS = (
     "score",
     "p_value",
     "null",
+    "preset",
     "flagged_labels",
     "top_label",
     "seconds",
@@ -87,6 +90,7 @@ def result_row(entry: ModelEntry, result: ScanResult) -> dict[str, Any]:
         "score": round(scan_score([v.p_value for v in verdicts.values()]), 6),
         "p_value": f"{result.p_value:.6g}",
         "null": result.null,
+        "preset": result.preset,
         "flagged_labels": ";".join(map(str, result.suspected)),
         "top_label": verdicts[first].ranking[0],
         "seconds": round(result.seconds, 3),
@@ -123,9 +127,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _done(output: Path, header: list[str], null: str) -> dict[str, dict[str, Any]]:
-    """Rows of a previous scan to keep (errors are retried); ConfigError when it had other columns or decided
-    under another ``null``."""
+def _done(output: Path, header: list[str], null: str, preset: str) -> dict[str, dict[str, Any]]:
+    """Rows of a previous scan to keep (errors are retried); ConfigError when it had other columns, decided
+    under another ``null`` or ran another ``preset``."""
     if not output.is_file():
         return {}
     with output.open(newline="", encoding="utf-8") as f:
@@ -136,6 +140,9 @@ def _done(output: Path, header: list[str], null: str) -> dict[str, dict[str, Any
     other = next((r["null"] for r in done.values() if r["null"] != null), None)
     if other is not None:
         raise ConfigError(f"{output} holds a scan under the {other} null, not the {null} null; choose another -o")
+    other = next((r["preset"] for r in done.values() if r["preset"] != preset), None)
+    if other is not None:
+        raise ConfigError(f"{output} holds a scan with --preset {other}, not {preset}; choose another -o")
     return done
 
 
@@ -153,6 +160,7 @@ def scan_population(
     log: Log | None = None,
     warn: Log | None = None,
     references: Sequence[str | Path] = (),
+    preset: str = DEFAULT_PRESET,
     **scan_options: Any,
 ) -> list[dict[str, Any]]:
     """Scan every model under ``root`` into the CSV ``output`` (see the module docstring) and return the rows.
@@ -175,7 +183,8 @@ def scan_population(
         (warn or log)(PICKLE_WARNING.format(count=pickles))
     out = Path(output)
     header = columns(inspectors)
-    done = _done(out, header, "reference" if references else "normal")
+    preset_params(preset, "")  # an unknown preset fails before any work
+    done = _done(out, header, "reference" if references else "normal", preset)
     reference: Sequence[str | Path] | ReferenceSet = tuple(references)
     rows: list[dict[str, Any]] = []
     for entry in track(entries, "scanning models", enabled=progress):
@@ -193,6 +202,7 @@ def scan_population(
                 progress=False,
                 alpha=alpha,
                 references=reference,
+                preset=preset,
                 **scan_options,
             )
             reference = result.references or reference  # inspected once, reused for every later model

@@ -24,7 +24,7 @@ from ...data import Split
 from ...errors import ConfigError
 from ...utils.device import resolve_device
 from ..base import Defense, DefenseKind
-from .null import INDEX_FUNCTIONS, IndexKind, decide
+from .null import INDEX_FUNCTIONS, IndexKind, IndexScale, decide, scaled_statistic
 from .verdict import DEFAULT_ALPHA, Verdict
 
 TANH_EPS = 1e-7  # Keras epsilon in the reference's tanh parametrisation
@@ -100,6 +100,11 @@ class Inspector(Defense):
         description="stated false-alarm rate: the chance of flagging a model without a backdoor (whole model, not "
         "per label), under the normal null",
     )
+    index_scale: IndexScale = Field(
+        "linear",
+        description="the scale the anomaly index is taken on: linear (the statistic itself, the papers') or log (its "
+        "logarithm: the normal null then assumes i.i.d. log-normal trigger sizes, as the reference null does)",
+    )
     cutoff: float | None = Field(
         None,
         gt=0,
@@ -118,8 +123,8 @@ class Inspector(Defense):
         return True
 
     def outlier_index(self, statistic: torch.Tensor) -> torch.Tensor:
-        """(K,) anomaly index of the per-label statistic; Neural Cleanse's MAD index by default."""
-        return INDEX_FUNCTIONS[self.index_kind](statistic)
+        """(K,) anomaly index of the per-label statistic on ``index_scale``; Neural Cleanse's MAD index by default."""
+        return INDEX_FUNCTIONS[self.index_kind](scaled_statistic(statistic, self.index_scale))
 
     def _reverse(
         self,
@@ -174,7 +179,9 @@ class Inspector(Defense):
         )
         statistic = result.statistic.detach().double().cpu()
         reached = None if result.reached is None else result.reached.bool().cpu()
-        decision = decide(statistic, self.index_kind, self.alpha, cutoff=self.cutoff, reached=reached)
+        decision = decide(
+            statistic, self.index_kind, self.alpha, cutoff=self.cutoff, reached=reached, scale=self.index_scale
+        )
         return Verdict(
             method=self.method_name,
             statistic_name=self.statistic_name,

@@ -49,6 +49,7 @@ from .verdict import (
 )
 
 IndexKind = Literal["mad", "left_tail"]
+IndexScale = Literal["linear", "log"]
 NULL_DRAWS = 100_000  # p-values resolve to 1e-5; the 0.95 quantile to about +-0.02
 NULL_SEED = 20_190_519
 _CHUNK = 25_000
@@ -178,6 +179,13 @@ class Decision:
     suspected: list[int]
 
 
+def scaled_statistic(statistic: torch.Tensor, scale: IndexScale) -> torch.Tensor:
+    """The per-label statistic (K,) on the scale the outlier index is taken on: as it is (``linear``) or its
+    natural logarithm (``log``; sizes below 1e-12 count as 1e-12), float64."""
+    s = torch.as_tensor(statistic, dtype=torch.float64).flatten()
+    return s.clamp_min(1e-12).log() if scale == "log" else s
+
+
 def decide(
     statistic: torch.Tensor,
     kind: IndexKind,
@@ -185,13 +193,16 @@ def decide(
     *,
     cutoff: float | None = None,
     reached: torch.Tensor | None = None,
+    scale: IndexScale = "linear",
 ) -> Decision:
     """The normal-null test of a per-label ``statistic`` (K,), counting only the ``reached`` labels (all when None).
 
     ``cutoff`` None: the model-level cutoff at ``alpha`` for the number of counted labels; a number: that fixed
     per-label cutoff (the papers' 2). Fewer than 3 counted labels: no test (index 0, p-values 1, nothing flagged).
+    ``scale``: the index of the statistic itself (``linear``, the papers') or of its logarithm (``log``: the null
+    then assumes i.i.d. log-normal sizes, the reference null's scale).
     """
-    s = torch.as_tensor(statistic, dtype=torch.float64).flatten()
+    s = scaled_statistic(statistic, scale)
     counted = torch.ones_like(s, dtype=torch.bool) if reached is None else reached.bool().flatten()
     k = int(counted.sum())
     index, p_values = torch.zeros_like(s), torch.ones_like(s)

@@ -52,9 +52,9 @@ def elastic(x: torch.Tensor) -> torch.Tensor:
 class Tabor(NeuralCleanse):
     """TABOR: Neural Cleanse's objective plus the size, smoothness, blocking and overlay regularisers.
 
-    Every Neural Cleanse parameter keeps its meaning and default (``batches_per_epoch`` 4, ``max_epochs`` 300: the
-    same CPU departures); the six weights are TrojanZoo's defaults. ``mode="per_label"`` is the same optimisation
-    label by label, as for Neural Cleanse.
+    Every Neural Cleanse parameter keeps its meaning and default (``batch_size`` 16, ``batches_per_epoch`` 2,
+    ``max_epochs`` 300: the same CPU departures); the six weights are TrojanZoo's defaults. ``mode="per_label"`` is
+    the same optimisation label by label, as for Neural Cleanse.
     """
 
     name: ClassVar[str] = "tabor"
