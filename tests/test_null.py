@@ -147,3 +147,19 @@ def test_scan_splits_alpha_between_its_inspectors(monkeypatch) -> None:
         scan_module.scan_model("m.onnx", "digits", inspectors=["neural_cleanse", "deepinspect"], alpha=0.05)
     assert built == [("neural_cleanse", {"alpha": 0.025})]
     assert real_build("deepinspect", {"alpha": 0.025}).alpha == 0.025
+
+
+def test_log_scale_tests_the_logarithm_of_the_sizes() -> None:
+    # sizes spread multiplicatively (a clean model's labels between 10 and 80) and one label 10x below the smallest:
+    # on the linear scale the spread hides it, on the log scale it stands out
+    stat = torch.tensor([10.0, 14.0, 20.0, 28.0, 40.0, 56.0, 80.0, 24.0, 33.0, 1.0], dtype=torch.float64)
+    linear, log = decide(stat, "mad", 0.05), decide(stat, "mad", 0.05, scale="log")
+    assert linear.suspected == [] and log.suspected == [9]
+    same = decide(stat.log(), "mad", 0.05)
+    assert torch.equal(log.index, same.index) and log.p_value == same.p_value
+    from backdoorlab.defenses import DEFENSES
+
+    nc = DEFENSES.build("neural_cleanse", {"index_scale": "log"})
+    assert torch.allclose(nc.outlier_index(stat), anomaly_index(stat.log()))
+    with pytest.raises(ConfigError, match="index_scale"):
+        DEFENSES.build("neural_cleanse", {"index_scale": "sqrt"})
