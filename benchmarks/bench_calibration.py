@@ -17,7 +17,8 @@ under the normal null of the statistic's logarithm (``index_scale: log``) and un
 per-model statistics are saved to ``BENCH_CALIB_OUT``/records.pt (default ``runs/bench-calibration``). Printed per
 mode and decision: clean models flagged k / n with the Clopper-Pearson 95%
 interval, TPR on BadNets and on Blend, ROC-AUC of the model score ``-log10 p`` (clean vs backdoored). Targets
-(normal null, the scan): at most 3 flagged among at least 40 clean models, TPR on BadNets >= 0.9.
+(normal null on the log scale, the scan's default): at most 3 flagged among at least 40 clean models, TPR on
+BadNets >= 0.9.
 
 ``BENCH_WORKERS`` runs models in parallel processes; ``BENCH_DEVICE`` (default auto) picks the device.
 """
@@ -206,7 +207,7 @@ def main() -> bool:
                     f"{auc:.3f}",
                 ]
             )
-            if mode == "normal" and name == "scan":
+            if mode == "normal-log" and name == "scan":  # the default decision (index_scale None: log at alpha)
                 checks.append(check("scan false alarms (normal null)", k, "<= 3 of >= 40", k <= 3 and n >= 40))
                 checks.append(check("scan TPR BadNets (normal null)", tpr["badnets"], ">= 0.9", tpr["badnets"] >= 0.9))
     print_table(["null", "decision", "clean flagged", "CP 95%", "TPR BadNets", "TPR Blend", "ROC-AUC"], rows)

@@ -161,5 +161,9 @@ def test_log_scale_tests_the_logarithm_of_the_sizes() -> None:
 
     nc = DEFENSES.build("neural_cleanse", {"index_scale": "log"})
     assert torch.allclose(nc.outlier_index(stat), anomaly_index(stat.log()))
+    # unset: log for the decision at alpha, linear with the papers' fixed cutoff
+    assert DEFENSES.build("neural_cleanse").scale == "log"
+    assert DEFENSES.build("neural_cleanse", {"cutoff": 2}).scale == "linear"
+    assert DEFENSES.build("deepinspect", {"cutoff": 2, "index_scale": "log"}).scale == "log"
     with pytest.raises(ConfigError, match="index_scale"):
         DEFENSES.build("neural_cleanse", {"index_scale": "sqrt"})

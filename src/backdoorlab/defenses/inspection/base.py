@@ -87,7 +87,13 @@ def check_clean(clean: Split, what: str) -> None:
 class Inspector(Defense):
     """Base of model inspectors. ``inspect(model, clean)`` returns a :class:`Verdict` decided for the whole model
     at the false-alarm rate ``alpha`` (normal null, :mod:`.null`). Both papers' rule is the fixed per-label cutoff
-    2 (``cutoff: 2``), which flags about a third of clean 10-class models."""
+    2 (``cutoff: 2``) on the index of the statistic itself, which flags about a third of clean 10-class models.
+
+    Departure (issue 17): the decision at ``alpha`` takes the index of the statistic's logarithm (``index_scale``
+    None means log there): trigger sizes are positive and spread multiplicatively, and on the calibration
+    population of ``python -m benchmarks population`` (MNIST-5k, 5 clean + 5 trojaned models, never the scored
+    one) Neural Cleanse's p-values separated the two groups completely on the log scale (trojaned 0.005-0.26, clean
+    0.25-0.88) but not on the linear one (trojaned 0.10-0.71, clean 0.51-0.94). Both scales stay available."""
 
     kind: ClassVar[DefenseKind] = "inspector"
     statistic_name: ClassVar[str] = "trigger size"
@@ -100,10 +106,11 @@ class Inspector(Defense):
         description="stated false-alarm rate: the chance of flagging a model without a backdoor (whole model, not "
         "per label), under the normal null",
     )
-    index_scale: IndexScale = Field(
-        "linear",
+    index_scale: IndexScale | None = Field(
+        None,
         description="the scale the anomaly index is taken on: linear (the statistic itself, the papers') or log (its "
-        "logarithm: the normal null then assumes i.i.d. log-normal trigger sizes, as the reference null does)",
+        "logarithm: the normal null then assumes i.i.d. log-normal trigger sizes, as the reference null does); None: "
+        "log for the decision at alpha, linear with a fixed cutoff (the papers' rule)",
     )
     cutoff: float | None = Field(
         None,
@@ -122,9 +129,17 @@ class Inspector(Defense):
         """Whether the pixels of ``clean`` are used (False: only the input shape is, e.g. DeepInspect)."""
         return True
 
+    @property
+    def scale(self) -> IndexScale:
+        """The scale in effect: ``index_scale``, or when it is None, ``linear`` with a fixed ``cutoff`` (the papers'
+        rule) and ``log`` for the decision at ``alpha``."""
+        if self.index_scale is not None:
+            return self.index_scale
+        return "linear" if self.cutoff is not None else "log"
+
     def outlier_index(self, statistic: torch.Tensor) -> torch.Tensor:
-        """(K,) anomaly index of the per-label statistic on ``index_scale``; Neural Cleanse's MAD index by default."""
-        return INDEX_FUNCTIONS[self.index_kind](scaled_statistic(statistic, self.index_scale))
+        """(K,) anomaly index of the per-label statistic on :attr:`scale`; Neural Cleanse's MAD index by default."""
+        return INDEX_FUNCTIONS[self.index_kind](scaled_statistic(statistic, self.scale))
 
     def _reverse(
         self,
@@ -179,9 +194,7 @@ class Inspector(Defense):
         )
         statistic = result.statistic.detach().double().cpu()
         reached = None if result.reached is None else result.reached.bool().cpu()
-        decision = decide(
-            statistic, self.index_kind, self.alpha, cutoff=self.cutoff, reached=reached, scale=self.index_scale
-        )
+        decision = decide(statistic, self.index_kind, self.alpha, cutoff=self.cutoff, reached=reached, scale=self.scale)
         return Verdict(
             method=self.method_name,
             statistic_name=self.statistic_name,
@@ -197,5 +210,5 @@ class Inspector(Defense):
             patterns=result.patterns,
             examples=result.examples,
             seconds=time.perf_counter() - start,
-            details={**result.details, "cpu_seconds": time.process_time() - cpu_start},
+            details={**result.details, "cpu_seconds": time.process_time() - cpu_start, "index_scale": self.scale},
         )
