@@ -97,8 +97,8 @@ def test_stamp_all_shapes_and_values() -> None:
 @pytest.fixture(scope="module")
 def planted_outcome():
     ds = digits()
-    # the papers' per-label cutoff 2: the planted 2x2 trigger's index (about 3.1) is under the alpha = 0.05
-    # model-level cutoff for 10 labels (about 3.9), so the default decision does not flag it
+    # the papers' rule: the per-label cutoff 2 on the index of the mask L1 itself (with a fixed cutoff the index
+    # is taken on the linear scale)
     nc = NeuralCleanse(**FAST, cutoff=2.0)
     backdoor = _planted_backdoor()
     return evaluate_defense(nc, backdoor.model, backdoor, EvaluationContext(ds, seed=0, device="cpu"))
@@ -129,11 +129,14 @@ def test_planted_trigger_is_recovered_at_its_label(planted_outcome) -> None:
     assert planted_outcome.artifacts["true_target"] == TARGET
     assert verdict.details["reached_threshold"].all()
     assert verdict.alpha is None and verdict.cutoff == 2.0  # a fixed cutoff states no model-level alpha
-    assert 0.05 < verdict.p_value < 0.3  # ... and the model-level p-value says the evidence is weak
+    assert verdict.details["index_scale"] == "linear"
+    # ... but the model-level p-value is still given: the planted trigger's index (about 4.4 with 16 images per
+    # step, 3.1 with 32) against the normal null of 10 labels
+    assert 0 < verdict.p_value < 0.3
 
 
 def test_batched_and_per_label_agree() -> None:
-    short = dict(patience=2, early_stop_patience=3, max_epochs=16, batches_per_epoch=1, cutoff=2.0)
+    short = dict(patience=2, early_stop_patience=3, max_epochs=16, batches_per_epoch=1, batch_size=32, cutoff=2.0)
     batched = NeuralCleanse(**short).inspect(planted_digits(), digits().val, seed=0, device="cpu")
     per_label = NeuralCleanse(mode="per_label", **short).inspect(planted_digits(), digits().val, seed=0, device="cpu")
     assert batched.suspected == [TARGET]
