@@ -17,7 +17,8 @@ def deepinspect_section(records: list, directory: Path) -> Section | None:
     note = (
         "DeepInspect (Chen et al. 2019) trains a conditional generator G(z, t) against the frozen model on "
         "model-inverted data and measures, per label, the L1 size of the perturbations it needs; deviation factor "
-        "= (median - x) / (1.4826 MAD of the left half), infected when above 2 (alpha = 0.05). Rows marked "
+        "= (median - s) / (1.4826 MAD of the left half) of s = log size (the default decision at alpha; the "
+        "paper: s = size, infected above 2), infected above the cutoff at the stated false-alarm rate. Rows marked "
         "deepinspect-lite used the clean validation images instead of model inversion. Masks show the mean "
         f"|perturbation| per pixel. Methods in this run: {', '.join(lite) or 'none'}."
     )

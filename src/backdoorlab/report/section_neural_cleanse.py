@@ -15,8 +15,9 @@ __all__ = ["neural_cleanse_section", "population_section", "population_table"]
 def neural_cleanse_section(records: list, directory: Path) -> Section | None:
     note = (
         "Neural Cleanse (Wang et al. 2019) reverse-engineers, for every label, the smallest mask + pattern that sends "
-        "clean images to it; the statistic is the mask's L1 norm. Anomaly index = |L1 - median| / (1.4826 MAD); a "
-        "label below the median with an index above the cutoff (2) is flagged. The real trigger's mask L1 is shown "
-        "beside the reversed ones."
+        "clean images to it; the statistic is the mask's L1 norm. Anomaly index = |s - median| / (1.4826 MAD) of "
+        "s = log L1 for the decision at alpha (the default; s = L1 with the papers' fixed cutoff 2); a label below "
+        "the median with an index above the cutoff is flagged, the cutoff chosen so that a model without a backdoor "
+        "is flagged with probability alpha. The real trigger's mask L1 is shown beside the reversed ones."
     )
     return inspection_section("Neural Cleanse", records, directory, "neural_cleanse", note)
