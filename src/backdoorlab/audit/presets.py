@@ -27,9 +27,14 @@ SCAN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 DEFAULT_PRESET = "default"
 
 
+def check_preset(preset: str) -> None:
+    """ConfigError (one line) unless ``preset`` is a known preset."""
+    if preset not in SCAN_PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}; valid: {', '.join(SCAN_PRESETS)}")
+
+
 def preset_params(preset: str, inspector: str) -> dict[str, Any]:
     """The parameters ``preset`` sets on ``inspector`` (a copy; empty when it names none); ConfigError for an
     unknown preset."""
-    if preset not in SCAN_PRESETS:
-        raise ConfigError(f"unknown --preset {preset!r}; valid: {', '.join(SCAN_PRESETS)}")
+    check_preset(preset)
     return dict(SCAN_PRESETS[preset].get(inspector, {}))

@@ -36,7 +36,7 @@ from ..models.loading import detect_format
 from ..utils.files import write_atomic
 from ..utils.progress import track
 from .model_folders import ModelEntry, find_models
-from .presets import DEFAULT_PRESET, preset_params
+from .presets import DEFAULT_PRESET, check_preset
 from .scan import DEFAULT_ALPHA, INSPECTORS, ReferenceSet, ScanResult, check_reference_count, scan_model
 
 Log = Callable[[str], None]
@@ -183,7 +183,7 @@ def scan_population(
         (warn or log)(PICKLE_WARNING.format(count=pickles))
     out = Path(output)
     header = columns(inspectors)
-    preset_params(preset, "")  # an unknown preset fails before any work
+    check_preset(preset)  # an unknown preset fails before any work
     done = _done(out, header, "reference" if references else "normal", preset)
     reference: Sequence[str | Path] | ReferenceSet = tuple(references)
     rows: list[dict[str, Any]] = []
