@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -221,6 +222,16 @@ PresetOption = Annotated[
 ]
 
 
+def inspector_names(text: str) -> list[str]:
+    """The registered names in a comma-separated ``--inspectors`` value (dashes read as underscores)."""
+    return [n.strip().replace("-", "_") for n in text.split(",") if n.strip()]
+
+
+def stderr_log(quiet: bool) -> Callable[[str], None]:
+    """A one-argument logger printing plain lines to stderr, or doing nothing when ``quiet``."""
+    return (lambda _msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, markup=False))
+
+
 @app.command()
 def scan(
     model: Annotated[Path, typer.Argument(help="model file: TorchScript, .pt2, .onnx, .safetensors, checkpoint")],
@@ -247,7 +258,7 @@ def scan(
 
     from .audit.scan import scan_model, write_scan
 
-    names = [n.strip().replace("-", "_") for n in inspectors.split(",") if n.strip()]
+    names = inspector_names(inspectors)
     result = scan_model(
         model,
         data,
@@ -316,7 +327,7 @@ def population(
     from .experiments.config import load_config
     from .experiments.model_files import write_population
 
-    log = (lambda _msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, markup=False))
+    log = stderr_log(quiet)
     chosen = [f.strip() for f in formats.split(",") if f.strip()]
     infos = write_population(
         load_config(config),
@@ -350,8 +361,8 @@ def scan_population(
     """Scan every model of FOLDER into a CSV (resumes): exit 1 when any model is flagged, 0 if none, 2 on bad input."""
     from .audit.scan_population import scan_population as run_scan
 
-    log = (lambda _msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, markup=False))
-    names = [n.strip().replace("-", "_") for n in inspectors.split(",") if n.strip()]
+    log = stderr_log(quiet)
+    names = inspector_names(inspectors)
     rows = run_scan(
         folder,
         output,
