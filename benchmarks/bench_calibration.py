@@ -1,9 +1,12 @@
 """Issue 17 part A: the scan's false-alarm rate at alpha, its true-positive rate, and DeepInspect as the paper runs it.
 
-Population, per dataset (``BENCH_DATASETS``, default ``digits,mnist5k``), all ``badnet_cnn``:
+Population, per dataset (``BENCH_DATASETS``, default ``digits,mnist5k``), all ``badnet_cnn``. Two populations of
+the same make with disjoint seeds (``BENCH_POPULATION``): ``scored`` (the default, the figures of the issue) and
+``dev``, the one on which the decision rule's choices were made (the leave-one-out index, DeepInspect's
+straight-through clip); no choice was made on ``scored``.
 
-- ``BENCH_CLEAN`` (default 20) clean models, seeds 1000.. (disjoint from every seed used to calibrate: the normal
-  null is simulated, the reference models use seeds 9000..);
+- ``BENCH_CLEAN`` (default 20) clean models, seeds 4000.. (``dev``: 1000..; disjoint from every seed used to
+  calibrate: the normal null is simulated, the reference models use seeds 9100.., ``dev`` 9000..);
 - ``BENCH_BACKDOORED`` (default 10) BadNets models: a white square of 3 to 5 px (2 px on the 8x8 digits) at a
   random position, a random target, 10% poisoning; and as many Blend models (random-noise pattern, alpha drawn in
   [0.1, 0.2], random target, 10% poisoning);
@@ -12,13 +15,15 @@ Population, per dataset (``BENCH_DATASETS``, default ``digits,mnist5k``), all ``
 
 Every model is inspected once by Neural Cleanse and by DeepInspect with default settings (not ``lite``; the GAN
 term on) on the defender's ``val`` split; the decisions are then taken from the per-label statistics: each
-inspector alone at alpha 0.05, and the scan (both inspectors at alpha / 2, Bonferroni), under the normal null and
+inspector alone at alpha 0.05, and the scan (each inspector at its share of alpha, weighted Bonferroni: Neural
+Cleanse 0.04, DeepInspect 0.01, ``backdoorlab.audit.scan.SCAN_WEIGHTS``), under the normal null and
 under the normal null of the statistic's logarithm (``index_scale: log``) and under the reference null; the
 per-model statistics are saved to ``BENCH_CALIB_OUT``/records.pt (default ``runs/bench-calibration``). Printed per
 mode and decision: clean models flagged k / n with the Clopper-Pearson 95%
-interval, TPR on BadNets and on Blend, ROC-AUC of the model score ``-log10 p`` (clean vs backdoored). Targets
-(normal null on the log scale, the scan's default): at most 3 flagged among at least 40 clean models, TPR on
-BadNets >= 0.9.
+interval, TPR on BadNets and on Blend, ROC-AUC of the model score ``-log10 p`` (clean vs backdoored). The normal
+null is decided with the papers' indices (``normal``: linear scale, ``normal-log``: log scale) and with the
+leave-one-out index on the log scale (``normal-log-loo``, the scan's default). Targets (the default): at most 3
+flagged among at least 40 clean models, TPR on BadNets >= 0.9.
 
 ``BENCH_WORKERS`` runs models in parallel processes; ``BENCH_DEVICE`` (default auto) picks the device.
 """
@@ -33,9 +38,16 @@ from pathlib import Path
 import torch
 
 from backdoorlab.attacks import ATTACKS
+from backdoorlab.audit.scan import SCAN_WEIGHTS
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import DEFENSES
-from backdoorlab.defenses.inspection.null import ReferenceNull, combine_p_values, decide, decide_reference
+from backdoorlab.defenses.inspection.null import (
+    ReferenceNull,
+    alpha_shares,
+    combine_p_values,
+    decide,
+    decide_reference,
+)
 from backdoorlab.metrics import backdoor_metrics, clean_accuracy, roc_auc
 from backdoorlab.models import TrainingConfig, train_new_model
 
@@ -47,7 +59,23 @@ TRAINING = {
     "digits": TrainingConfig(epochs=10, lr=3e-3, batch_size=64, augment_shift=0),
     "mnist5k": TrainingConfig(epochs=10, lr=2e-3, batch_size=64, augment_shift=0),
 }
-CLEAN_SEED, ATTACK_SEED, REF_SEED = 1000, 2000, 9000
+SEEDS = {  # clean, attack, reference, trigger draws
+    "scored": (4000, 5000, 9100, 71),
+    "dev": (1000, 2000, 9000, 17),
+}
+MODES = {  # decision under the normal null: (scale, index); "reference" is the reference null
+    "normal": ("linear", "paper"),
+    "normal-log": ("log", "paper"),
+    "normal-log-loo": ("log", "loo"),
+}
+DEFAULT_MODE = "normal-log-loo"
+
+
+def population_seeds() -> tuple[int, int, int, int]:
+    name = os.environ.get("BENCH_POPULATION", "scored")
+    if name not in SEEDS:
+        raise SystemExit(f"BENCH_POPULATION must be one of {sorted(SEEDS)}, got {name!r}")
+    return SEEDS[name]
 
 
 def _env(name: str, default: int) -> int:
@@ -57,19 +85,20 @@ def _env(name: str, default: int) -> int:
 def specs() -> list[dict]:
     """One dict per model to build: dataset, kind (clean / badnets / blend / reference), seed, attack params."""
     out = []
+    clean_seed, attack_seed, ref_seed, draws = population_seeds()
     for ds_name in os.environ.get("BENCH_DATASETS", "digits,mnist5k").split(","):
         side = load_dataset(ds_name).input_shape[-1]
-        rng = torch.Generator().manual_seed(17 + side)
+        rng = torch.Generator().manual_seed(draws + side)
         for i in range(_env("BENCH_CLEAN", 20)):
-            out.append({"dataset": ds_name, "kind": "clean", "seed": CLEAN_SEED + i})
+            out.append({"dataset": ds_name, "kind": "clean", "seed": clean_seed + i})
         for i in range(_env("BENCH_REFS", 3)):
-            out.append({"dataset": ds_name, "kind": "reference", "seed": REF_SEED + i})
+            out.append({"dataset": ds_name, "kind": "reference", "seed": ref_seed + i})
         for i in range(_env("BENCH_BACKDOORED", 10)):
             size = 2 if side <= 8 else int(torch.randint(3, 6, (1,), generator=rng))
             row, col = (int(v) for v in torch.randint(0, side - size + 1, (2,), generator=rng))
             target = int(torch.randint(0, 10, (1,), generator=rng))
             params = {"size": size, "position": [row, col], "target": target, "poison_rate": 0.1}
-            out.append({"dataset": ds_name, "kind": "badnets", "seed": ATTACK_SEED + i, "params": params})
+            out.append({"dataset": ds_name, "kind": "badnets", "seed": attack_seed + i, "params": params})
             blend = {
                 "alpha": round(0.1 + 0.1 * float(torch.rand(1, generator=rng)), 3),
                 "target": int(torch.randint(0, 10, (1,), generator=rng)),
@@ -77,7 +106,7 @@ def specs() -> list[dict]:
                 "poison_rate": 0.1,
             }
             blend["test_alpha"] = blend["alpha"]
-            out.append({"dataset": ds_name, "kind": "blend", "seed": ATTACK_SEED + 500 + i, "params": blend})
+            out.append({"dataset": ds_name, "kind": "blend", "seed": attack_seed + 500 + i, "params": blend})
     return out
 
 
@@ -117,14 +146,15 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 
 def p_values(record: dict, mode: str, references: dict, alpha: float) -> dict[str, tuple[float, bool]]:
-    """Per inspector: (model p-value, flagged at ``alpha``) under the ``mode`` null: ``normal`` (the index of the
-    statistic), ``normal-log`` (the index of its logarithm, ``index_scale: log``) or ``reference``."""
+    """Per inspector: (model p-value, flagged at ``alpha``) under the ``mode`` null: one of :data:`MODES` (the
+    normal null on a scale with an index) or ``reference``."""
     out = {}
     for name, kind in INSPECTORS.items():
         r = record[name]
-        if mode in ("normal", "normal-log"):
-            scale = "log" if mode == "normal-log" else "linear"
-            d = decide(r["statistic"], kind, alpha, reached=r["reached"], scale=scale)
+        if mode in MODES:
+            scale, index = MODES[mode]
+            used = kind if index == "paper" else index
+            d = decide(r["statistic"], used, alpha, reached=r["reached"], scale=scale)
         else:
             d = decide_reference(r["statistic"], references[(record["dataset"], name)], alpha, reached=r["reached"])
         out[name] = (d.p_value, bool(d.suspected))
@@ -132,15 +162,16 @@ def p_values(record: dict, mode: str, references: dict, alpha: float) -> dict[st
 
 
 def decisions(records: list[dict], mode: str, references: dict) -> dict[str, list[tuple[float, bool]]]:
-    """(p-value, flagged) per record for each inspector alone (alpha) and for the scan (alpha / 2 each)."""
+    """(p-value, flagged) per record for each inspector alone (alpha) and for the scan (each inspector at its share
+    of alpha, :data:`SCAN_WEIGHTS`)."""
+    shares = alpha_shares(list(INSPECTORS), SCAN_WEIGHTS)
     out: dict[str, list[tuple[float, bool]]] = {name: [] for name in INSPECTORS} | {"scan": []}
     for rec in records:
         alone = p_values(rec, mode, references, ALPHA)
         for name in INSPECTORS:
             out[name].append(alone[name])
-        halves = p_values(rec, mode, references, ALPHA / len(INSPECTORS))
-        combined = combine_p_values([p for p, _ in halves.values()])
-        out["scan"].append((combined, any(f for _, f in halves.values())))
+        combined = combine_p_values([alone[name][0] for name in INSPECTORS], list(shares.values()))
+        out["scan"].append((combined, combined <= ALPHA))
     return out
 
 
@@ -183,7 +214,7 @@ def main() -> bool:
     )
     print()
     rows, checks = [], []
-    for mode in ("normal", "normal-log", "reference"):
+    for mode in (*MODES, "reference"):
         decided = decisions(tested, mode, references)
         for name, values in decided.items():
             by_kind = {
@@ -207,7 +238,7 @@ def main() -> bool:
                     f"{auc:.3f}",
                 ]
             )
-            if mode == "normal-log" and name == "scan":  # the default decision (index_scale None: log at alpha)
+            if mode == DEFAULT_MODE and name == "scan":  # the default decision (log scale, leave-one-out index)
                 checks.append(check("scan false alarms (normal null)", k, "<= 3 of >= 40", k <= 3 and n >= 40))
                 checks.append(check("scan TPR BadNets (normal null)", tpr["badnets"], ">= 0.9", tpr["badnets"] >= 0.9))
     print_table(["null", "decision", "clean flagged", "CP 95%", "TPR BadNets", "TPR Blend", "ROC-AUC"], rows)

@@ -12,7 +12,7 @@ digits, ``tdc_cnn`` and ``badnet_cnn``, TDC patch and blended triggers, random t
 Every model is scanned once (``scan-population``, TorchScript files, the defender's clean ``val`` split of the
 dataset) with each inspector of ``BENCH_POP_INSPECTORS`` (default: the scan's inspectors, plus ``tabor`` and
 ``k_arm`` when they are registered). Per inspector, and for ``scan`` (the scan's default inspectors combined by
-Bonferroni, from the same verdicts): ROC-AUC with a bootstrap 95% interval, PR-AUC, FPR at 95% TPR,
+weighted Bonferroni, from the same verdicts): ROC-AUC with a bootstrap 95% interval, PR-AUC, FPR at 95% TPR,
 flagged clean / trojaned models at ``alpha`` 0.05 (p <= alpha; the scan's p = m * min p), target-label accuracy
 (the most suspicious label is the target, over trojaned models), seconds per model (the scan: the sum of its
 inspectors'; STRIP's calibration is not counted), and the cross-entropy (eps 1e-12, TrojAI's) and Brier score of
@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backdoorlab.audit.scan import INSPECTORS
+from backdoorlab.audit.scan import INSPECTORS, SCAN_WEIGHTS
 from backdoorlab.audit.scan_population import scan_population, scan_score
 from backdoorlab.defenses import DEFENSES
+from backdoorlab.defenses.inspection.null import alpha_shares
 from backdoorlab.experiments.config import load_config
 from backdoorlab.experiments.model_files import write_population
 from backdoorlab.metrics import model_detection_metrics, roc_auc
@@ -86,11 +87,12 @@ def method_scores(rows: list[dict], method: str) -> tuple[np.ndarray, np.ndarray
         cols = [f"{method}_{c}" for c in ("score", "p_value", "top_label", "seconds")]
         return tuple(np.array([float(r[c]) for r in rows]) for c in cols)  # type: ignore[return-value]
     p = np.array([[float(r[f"{n}_p_value"]) for n in INSPECTORS] for r in rows])
-    score = np.array([scan_score(list(ps)) for ps in p])
+    shares = list(alpha_shares(INSPECTORS, SCAN_WEIGHTS).values())
+    score = np.array([scan_score(list(ps), shares) for ps in p])
     first = p.argmin(axis=1)
     top = np.array([float(r[f"{INSPECTORS[j]}_top_label"]) for r, j in zip(rows, first, strict=True)])
     seconds = np.array([sum(float(r[f"{n}_seconds"]) for n in INSPECTORS) for r in rows])
-    return score, np.minimum(1.0, len(INSPECTORS) * p.min(axis=1)), top, seconds
+    return score, np.minimum(1.0, (p / np.array(shares)).min(axis=1)), top, seconds
 
 
 def truth(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:

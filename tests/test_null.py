@@ -15,7 +15,12 @@ from backdoorlab.defenses.inspection.null import (
     null_cutoff,
     tail_p_values,
 )
-from backdoorlab.defenses.inspection.verdict import Verdict, anomaly_index, left_tail_deviation
+from backdoorlab.defenses.inspection.verdict import (
+    Verdict,
+    anomaly_index,
+    leave_one_out_deviation,
+    left_tail_deviation,
+)
 from backdoorlab.errors import ConfigError
 
 
@@ -24,7 +29,10 @@ def _gen(seed: int) -> torch.Generator:
 
 
 @pytest.mark.parametrize("k", [5, 10, 11])
-@pytest.mark.parametrize(("kind", "index"), [("mad", anomaly_index), ("left_tail", left_tail_deviation)])
+@pytest.mark.parametrize(
+    ("kind", "index"),
+    [("mad", anomaly_index), ("left_tail", left_tail_deviation), ("loo", leave_one_out_deviation)],
+)
 def test_batched_scores_match_the_per_model_indices(k, kind, index) -> None:
     x = torch.randn(40, k, generator=_gen(k), dtype=torch.float64)
     expected = []
@@ -41,7 +49,7 @@ def test_cutoffs_at_alpha_are_far_above_two() -> None:
     assert null_cutoff("mad", 10, 0.01) > null_cutoff("mad", 10, 0.05)
 
 
-@pytest.mark.parametrize("kind", ["mad", "left_tail"])
+@pytest.mark.parametrize("kind", ["mad", "left_tail", "loo"])
 def test_false_alarm_rate_on_fresh_null_models_is_alpha(kind) -> None:
     # 20000 clean "models" drawn with another seed than the calibration: the rate is alpha within 4 standard errors
     scores = batched_scores(torch.randn(20_000, 10, generator=_gen(7), dtype=torch.float64), kind)
@@ -159,11 +167,39 @@ def test_log_scale_tests_the_logarithm_of_the_sizes() -> None:
     assert torch.equal(log.index, same.index) and log.p_value == same.p_value
     from backdoorlab.defenses import DEFENSES
 
-    nc = DEFENSES.build("neural_cleanse", {"index_scale": "log"})
+    nc = DEFENSES.build("neural_cleanse", {"index_scale": "log", "index": "paper"})
     assert torch.allclose(nc.outlier_index(stat), anomaly_index(stat.log()))
+    assert torch.allclose(DEFENSES.build("neural_cleanse").outlier_index(stat), leave_one_out_deviation(stat.log()))
     # unset: log for the decision at alpha, linear with the papers' fixed cutoff
     assert DEFENSES.build("neural_cleanse").scale == "log"
     assert DEFENSES.build("neural_cleanse", {"cutoff": 2}).scale == "linear"
     assert DEFENSES.build("deepinspect", {"cutoff": 2, "index_scale": "log"}).scale == "log"
     with pytest.raises(ConfigError, match="index_scale"):
         DEFENSES.build("neural_cleanse", {"index_scale": "sqrt"})
+
+
+def test_leave_one_out_deviation_is_grubbs_studentized_distance() -> None:
+    stat = torch.tensor([10.0, 11, 9.5, 10.5, 9.8, 10.2, 11.3, 9.1, 10.7, 1.0], dtype=torch.float64)
+    index = leave_one_out_deviation(stat)
+    others = stat[:-1]
+    assert float(index[-1]) == pytest.approx(float((others.mean() - 1.0) / others.std()), rel=1e-9)
+    assert float(index[1]) < 0  # above the others: the unsuspicious side
+    # the scale comes from all other labels: the same outlier needs a smaller cutoff and gets a smaller p-value
+    assert null_cutoff("loo", 10, 0.05) < null_cutoff("mad", 10, 0.05)
+    moderate = torch.tensor([80.0, 125, 86, 62, 91, 71, 77, 101, 70, 24], dtype=torch.float64)
+    loo, mad = decide(moderate, "loo", 0.05, scale="log"), decide(moderate, "mad", 0.05, scale="log")
+    assert loo.suspected == [9] and loo.p_value < mad.p_value
+    with pytest.raises(ConfigError, match="at least 3"):
+        leave_one_out_deviation([1.0, 2.0])
+
+
+def test_index_follows_the_decision_rule() -> None:
+    from backdoorlab.defenses import DEFENSES
+
+    assert DEFENSES.build("neural_cleanse").index_in_effect == "loo"
+    assert DEFENSES.build("deepinspect").index_in_effect == "loo"
+    assert DEFENSES.build("neural_cleanse", {"cutoff": 2}).index_in_effect == "mad"
+    assert DEFENSES.build("deepinspect", {"cutoff": 2}).index_in_effect == "left_tail"
+    assert DEFENSES.build("deepinspect", {"index": "paper"}).index_in_effect == "left_tail"
+    with pytest.raises(ConfigError, match="index"):
+        DEFENSES.build("neural_cleanse", {"index": "grubbs"})

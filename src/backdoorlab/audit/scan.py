@@ -1,11 +1,17 @@
 """`backdoorlab scan`: load an untrusted model safely, inspect it (Neural Cleanse, DeepInspect), calibrate
 STRIP for run-time use, and decide.
 
-The model is flagged at a stated false-alarm rate ``alpha`` (default 0.05) for the whole scan: each of the m
-inspectors decides for the whole model at ``alpha / m`` (Bonferroni, :func:`~backdoorlab.defenses.inspection.null.
-combine_p_values`), so the chance that a model without a backdoor is flagged by any of them is at most ``alpha``.
-The scan's p-value is ``min(1, m * smallest inspector p-value)``; the suspected targets are the union of the
+The model is flagged at a stated false-alarm rate ``alpha`` (default 0.05) for the whole scan: each inspector
+decides for the whole model at its share of ``alpha`` (weighted Bonferroni, :func:`~backdoorlab.defenses.
+inspection.null.combine_p_values`), so the chance that a model without a backdoor is flagged by any of them is at
+most ``alpha``. The scan's p-value is ``min(1, min_i p_i / share_i)``; the suspected targets are the union of the
 inspectors' flagged labels, most anomalous first.
+
+The shares (:data:`SCAN_WEIGHTS`): Neural Cleanse 4, every other inspector 1 (so 0.04 and 0.01 of the default
+0.05 for the default pair). Our choice (issue 17), made on the development population of ``python -m benchmarks
+calibration`` (``BENCH_POPULATION=dev``, never the scored one): there Neural Cleanse alone at 0.05 flagged 18 of
+20 BadNets models and DeepInspect 5, with no clean model flagged by either; an even split (0.025 each) flagged 17,
+the 4 : 1 split 18.
 
 Each inspector's p-values come from the normal null (i.i.d. normal per-label statistics) unless ``references``
 names ``R >= 2`` clean models the defender trained itself: then every inspector also inspects each of them (same
@@ -26,13 +32,14 @@ from ..data.base import Split
 from ..data.folders import CleanData, load_clean_data
 from ..defenses.base import DEFENSES
 from ..defenses.inspection.base import Inspector
-from ..defenses.inspection.null import ReferenceNull, apply_reference, combine_p_values
+from ..defenses.inspection.null import ReferenceNull, alpha_shares, apply_reference, combine_p_values
 from ..errors import ConfigError
 from ..models.loading import LoadedModel, load_model_file
 from ..utils.files import write_atomic
 from .presets import DEFAULT_PRESET, preset_params
 
 INSPECTORS = ("neural_cleanse", "deepinspect")
+SCAN_WEIGHTS = {"neural_cleanse": 4.0}  # weight 1 for every other inspector
 MIN_CLEAN = 20
 DEFAULT_ALPHA = 0.05
 MIN_REFERENCES = 2
@@ -75,6 +82,7 @@ class ScanResult:
     alpha: float = DEFAULT_ALPHA
     references: ReferenceSet | None = None
     preset: str = DEFAULT_PRESET
+    shares: dict[str, float] = field(default_factory=dict)  # each inspector's share of alpha (empty: equal)
 
     @property
     def null(self) -> str:
@@ -87,8 +95,14 @@ class ScanResult:
 
     @property
     def p_value(self) -> float:
-        """The scan's p-value: Bonferroni's combination of the inspectors' model-level p-values."""
-        return combine_p_values([v.p_value for v in self.verdicts.values()])
+        """The scan's p-value: weighted Bonferroni's combination of the inspectors' model-level p-values."""
+        return combine_p_values([v.p_value for v in self.verdicts.values()], self.share_list)
+
+    @property
+    def share_list(self) -> list[float]:
+        """Each inspector's share of alpha, in the order of ``verdicts`` (equal when ``shares`` is empty)."""
+        shares = self.shares or alpha_shares(list(self.verdicts))
+        return [shares[name] for name in self.verdicts]
 
     @property
     def suspected(self) -> list[int]:
@@ -121,6 +135,7 @@ class ScanResult:
             "clean_labeled": self.clean.labeled,
             "infected": self.infected,
             "alpha": self.alpha,
+            "alpha_per_inspector": {name: round(self.alpha * share, 6) for name, share in self.shares.items()},
             "preset": self.preset,
             "null": self.null,
             "references": [] if self.references is None else list(self.references.files),
@@ -234,7 +249,8 @@ def scan_model(
     preset: str = DEFAULT_PRESET,
 ) -> ScanResult:
     """Scan ``model_path`` with the clean samples ``data`` (a folder, an .npz or a dataset name); the model is
-    flagged at the false-alarm rate ``alpha`` for all ``inspectors`` together (each runs at ``alpha / m``).
+    flagged at the false-alarm rate ``alpha`` for all ``inspectors`` together (each runs at its share of ``alpha``,
+    :data:`SCAN_WEIGHTS`).
 
     ``references``: none (default) for the normal null; the files of ``R >= 2`` clean models the defender trained
     itself for the reference null (loaded with this model's options, inspected here: the scan's ``seconds`` count
@@ -247,9 +263,11 @@ def scan_model(
         raise ConfigError(f"--alpha must lie between 0 and 1, got {alpha}")
     if not isinstance(references, ReferenceSet) and references:
         check_reference_count(len(references))
-    each = {"alpha": alpha / len(inspectors)}
+    shares = alpha_shares(list(inspectors), SCAN_WEIGHTS)
     chosen = [  # fail before work
-        DEFENSES.build(name, {**preset_params(preset, name), **each}, where=f"--inspectors {name}")
+        DEFENSES.build(
+            name, {**preset_params(preset, name), "alpha": alpha * shares[name]}, where=f"--inspectors {name}"
+        )
         for name in inspectors
     ]
     shape = _int_list(input_shape, "--input-shape", 3) if isinstance(input_shape, str) else input_shape
@@ -293,8 +311,9 @@ def scan_model(
             to_inspect, by_name, clean.split, seed=seed, device=device, progress=progress
         )
     if reference_set is not None:
-        level = alpha / len(inspectors)
-        verdicts = {name: apply_reference(v, reference_set.nulls[name], level) for name, v in verdicts.items()}
+        verdicts = {
+            name: apply_reference(v, reference_set.nulls[name], alpha * shares[name]) for name, v in verdicts.items()
+        }
     strip_threshold, strip_details = None, {}
     if "strip" in DEFENSES:
         # STRIP draws its overlays from the clean samples: use fewer than its default 100 when they are few
@@ -314,6 +333,7 @@ def scan_model(
         alpha=alpha,
         references=reference_set,
         preset=preset,
+        shares=shares,
     )
 
 

@@ -2,7 +2,8 @@
 TrojAI layout, :mod:`.model_folders`), one CSV row per model.
 
 Columns: ``id``, ``layout``, ``format``, ``verdict`` (``backdoor``, ``clean`` or ``error``), ``score`` (the
-scan's model score, ``-log10`` of the Bonferroni combination ``m * min p`` before it is capped at 1, so higher is
+scan's model score, ``-log10`` of the weighted Bonferroni combination ``min p_i / share_i`` before it is capped at
+1, so higher is
 more suspicious and clean models do not all tie), ``p_value`` (the scan's), ``null`` (the law of the p-values:
 ``normal``, or ``reference`` with ``references``), ``preset`` (the inspectors' settings, :mod:`.presets`),
 ``flagged_labels`` (``;``-separated,
@@ -31,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..defenses.inspection.null import uncapped_combination
 from ..errors import BackdoorlabError, ConfigError
 from ..models.loading import detect_format
 from ..utils.files import write_atomic
@@ -68,9 +70,10 @@ def columns(inspectors: Sequence[str]) -> list[str]:
     return [*BASE_COLUMNS, *(f"{name}_{c}" for name in inspectors for c in PER_INSPECTOR)]
 
 
-def scan_score(p_values: Sequence[float]) -> float:
-    """``-log10(m * min p)`` over the ``m`` inspectors' p-values, not capped (p = 0 counts as 1e-300)."""
-    return -math.log10(max(len(p_values) * min(p_values), 1e-300))
+def scan_score(p_values: Sequence[float], shares: Sequence[float] | None = None) -> float:
+    """``-log10(min_i p_i / share_i)`` over the inspectors' p-values and shares of alpha (None: equal shares), not
+    capped (p = 0 counts as 1e-300)."""
+    return -math.log10(max(uncapped_combination(p_values, shares), 1e-300))
 
 
 def _truth(entry: ModelEntry) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def result_row(entry: ModelEntry, result: ScanResult) -> dict[str, Any]:
         "layout": entry.layout,
         "format": result.loaded.format,
         "verdict": "backdoor" if result.infected else "clean",
-        "score": round(scan_score([v.p_value for v in verdicts.values()]), 6),
+        "score": round(scan_score([v.p_value for v in verdicts.values()], result.share_list), 6),
         "p_value": f"{result.p_value:.6g}",
         "null": result.null,
         "preset": result.preset,

@@ -99,7 +99,8 @@ def strip_table(results: Sequence[DomainResults]) -> Table:
 def neural_cleanse_table(results: Sequence[DomainResults]) -> Table:
     """Neural Cleanse on each domain: the anomaly index of the clean and attacked models (the largest index below
     the median, mean ± 95% CI over seeds), the target label's own index, in how many seeds the model (clean) or the
-    target label (attacked) was flagged (index > 2), and in how many the target's reversed trigger was the smallest
+    target label (attacked) was flagged (by the inspector's decision: at its false-alarm rate alpha, or at the papers'
+    cutoff 2 when the config sets ``cutoff: 2``), and in how many the target's reversed trigger was the smallest
     of all labels."""
     headers = ["domain", "ours: dataset / model", "clean: anomaly index", "clean: flagged"]
     for title, _ in ATTACKS:
@@ -149,7 +150,8 @@ def markdown(results: Sequence[DomainResults]) -> str:
         "## STRIP (FAR at the FRR target; FRR measured on clean test inputs; ROC-AUC of the entropy)",
         strip_table(results).markdown(),
         _tags(STRIP_PAPER.values()),
-        "## Neural Cleanse (anomaly index; flagged when > 2)",
+        "## Neural Cleanse (anomaly index; flagged by the run's decision: at the stated false-alarm rate alpha, or "
+        "above the papers' cutoff 2 where the config sets it; the paper's rows used 2)",
         neural_cleanse_table(results).markdown(),
         _tags(NC_PAPER.values()),
         "## Findings",

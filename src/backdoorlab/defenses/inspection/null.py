@@ -22,8 +22,8 @@ and all of them a pooled standard deviation (``K (R - 1)`` degrees of freedom). 
 ``t = (mean_k - profile_k) / (sd * sqrt(1 + 1/R))`` (positive: smaller than that label usually is), its one-sided
 p-value is multiplied by K (Bonferroni over labels) and the model's p-value is the smallest label p-value.
 
-Several inspectors in one decision: :func:`combine_p_values` (Bonferroni: the model is flagged when the smallest
-inspector p-value times their count is at most ``alpha``; valid whatever their dependence).
+Several inspectors in one decision: :func:`combine_p_values` (Bonferroni, weighted by :func:`alpha_shares`: the
+model is flagged when some inspector's p-value is at most its share of ``alpha``; valid whatever their dependence).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,10 +45,12 @@ from .verdict import (
     anomaly_index,
     below_median,
     flagged_labels,
+    leave_one_out_deviation,
     left_tail_deviation,
+    studentized_deviations,
 )
 
-IndexKind = Literal["mad", "left_tail"]
+IndexKind = Literal["mad", "left_tail", "loo"]
 IndexScale = Literal["linear", "log"]
 NULL_DRAWS = 100_000  # p-values resolve to 1e-5; the 0.95 quantile to about +-0.02
 NULL_SEED = 20_190_519
@@ -64,18 +66,22 @@ def _row_median(s: torch.Tensor) -> torch.Tensor:
 def batched_scores(x: torch.Tensor, kind: IndexKind) -> torch.Tensor:
     """Model score (largest index among labels below the median, 0 when none) of each row of ``x`` (N, K).
 
-    The batched twin of :func:`.verdict.anomaly_index` (``mad``) and :func:`.verdict.left_tail_deviation`
-    (``left_tail``) for rows without ties (continuous draws)."""
+    The batched twin of :func:`.verdict.anomaly_index` (``mad``), :func:`.verdict.left_tail_deviation`
+    (``left_tail``) and :func:`.verdict.leave_one_out_deviation` (``loo``) for rows without ties (continuous
+    draws)."""
     s = x.sort(dim=1).values
     median = _row_median(s)
     below = median - s  # >= 0 on the left half
-    if kind == "mad":
-        mad = _row_median((s - median).abs().sort(dim=1).values)
+    if kind == "loo":
+        index = studentized_deviations(s)
     else:
-        left = (s.shape[1] + 1) // 2  # values at or below the median (no ties)
-        mad = _row_median(below[:, :left].flip(1))
-    index = below / (MAD_CONSISTENCY * mad)
-    return torch.where(s < median, index, torch.zeros_like(index)).max(dim=1).values
+        if kind == "mad":
+            mad = _row_median((s - median).abs().sort(dim=1).values)
+        else:
+            left = (s.shape[1] + 1) // 2  # values at or below the median (no ties)
+            mad = _row_median(below[:, :left].flip(1))
+        index = below / (MAD_CONSISTENCY * mad)
+    return torch.where(s < median, index, torch.zeros_like(index)).max(dim=1).values.clamp_min(0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -83,7 +89,7 @@ def null_maxima(kind: IndexKind, k: int, draws: int = NULL_DRAWS, seed: int = NU
     """Sorted (draws,) model scores of K i.i.d. standard-normal statistics (cached per kind, K, draws, seed)."""
     if k < 3:
         raise ConfigError(f"the MAD outlier test needs at least 3 labels, got {k}")
-    gen = torch.Generator().manual_seed(seed + 1_000 * k + (kind == "left_tail"))
+    gen = torch.Generator().manual_seed(seed + 1_000 * k + {"mad": 0, "left_tail": 1, "loo": 2}[kind])
     parts = [
         batched_scores(torch.randn(min(_CHUNK, draws - i), k, generator=gen, dtype=torch.float64), kind)
         for i in range(0, draws, _CHUNK)
@@ -106,11 +112,32 @@ def tail_p_values(kind: IndexKind, k: int, values: torch.Tensor) -> torch.Tensor
     return ((1 + at_least).double() / (len(null) + 1)).view(v.shape)
 
 
-def combine_p_values(p_values: Sequence[float]) -> float:
-    """Bonferroni's combination of several tests of one model: ``min(1, m * min p)``."""
+def alpha_shares(names: Sequence[str], weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Each test's share of ``alpha`` in a weighted Bonferroni decision: ``w_i / sum w`` (weight 1 for names not
+    in ``weights``; equal shares when ``weights`` is None). The shares sum to 1."""
+    if not names:
+        raise ConfigError("no inspector to share alpha between")
+    raw = {name: float((weights or {}).get(name, 1.0)) for name in names}
+    total = sum(raw.values())
+    return {name: w / total for name, w in raw.items()}
+
+
+def combine_p_values(p_values: Sequence[float], shares: Sequence[float] | None = None) -> float:
+    """(Weighted) Bonferroni's combination of several tests of one model: ``min(1, min_i p_i / share_i)``, which
+    is ``min(1, m * min p)`` for equal shares (None). The model is flagged at ``alpha`` iff some test's p-value is
+    at most its share of ``alpha``; valid whatever the tests' dependence."""
+    return min(1.0, uncapped_combination(p_values, shares))
+
+
+def uncapped_combination(p_values: Sequence[float], shares: Sequence[float] | None = None) -> float:
+    """``min_i p_i / share_i`` before the cap at 1 (equal shares when None): a model score that still orders
+    models whose combined p-value is 1."""
     if not p_values:
         raise ConfigError("no inspector p-value to combine")
-    return min(1.0, len(p_values) * min(float(p) for p in p_values))
+    shares = [1 / len(p_values)] * len(p_values) if shares is None else list(shares)
+    if len(shares) != len(p_values) or min(shares) <= 0:
+        raise ConfigError(f"{len(p_values)} p-values need as many positive shares, got {shares}")
+    return min(float(p) / w for p, w in zip(p_values, shares, strict=True))
 
 
 def _t_sf(t: torch.Tensor, df: int) -> torch.Tensor:
@@ -164,7 +191,7 @@ class ReferenceNull:
         return (k * _t_sf(self.scores(statistic), self.degrees_of_freedom)).clamp(max=1.0)
 
 
-INDEX_FUNCTIONS = {"mad": anomaly_index, "left_tail": left_tail_deviation}
+INDEX_FUNCTIONS = {"mad": anomaly_index, "left_tail": left_tail_deviation, "loo": leave_one_out_deviation}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ trigger. Both then test the per-label sizes for a low outlier with a median-abso
   can be flagged (``mad_outlier_detection.py`` in bolunwang/backdoor).
 - :func:`left_tail_deviation`, DeepInspect's double-MAD variant: ``(median - x) / (1.4826 * MAD_left)`` where
   ``MAD_left`` is the median of ``|x - median|`` over the values at or below the median only.
+- :func:`leave_one_out_deviation`, ours (issue 17): ``(mean of the others - x) / sd of the others``, the
+  externally studentized deviation of Grubbs' outlier test. The scale comes from all K - 1 other labels instead of
+  a median of deviations, whose estimate from K = 10 values is noisy: a low outlier needs an index near 4.7
+  (MAD) to be flagged at alpha 0.025 but near 4.1 (this one), and real targets get larger values of this one.
 
 The papers flag a label when it lies below the median and its index exceeds 2, a per-label test. The verdict's
 decision is for the whole model instead, at a stated false-alarm rate ``alpha``: the cutoff and the p-values come
@@ -78,6 +82,31 @@ def left_tail_deviation(values: torch.Tensor | list[float]) -> torch.Tensor:
     left = v[v <= median]
     mad_left = _median((left - median).abs())
     return (median - v) / _scaled(mad_left, median)
+
+
+def studentized_deviations(x: torch.Tensor) -> torch.Tensor:
+    """``(mean of the others - x_k) / sd of the others`` for each entry k along the last dim of ``x`` (..., K),
+    K >= 3 (sd with K - 2 degrees of freedom, floored so that identical values give large finite values)."""
+    k = x.shape[-1]
+    centred = x - x.mean(dim=-1, keepdim=True)  # keeps the sums of squares well conditioned
+    others_mean = -centred / (k - 1)  # the others sum to -centred_k
+    others_sq = (centred**2).sum(dim=-1, keepdim=True) - centred**2
+    var = (others_sq - (k - 1) * others_mean**2) / (k - 2)
+    floor = 1e-12 * x.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    return (others_mean - centred) / var.clamp_min(0).sqrt().clamp_min(floor)
+
+
+def leave_one_out_deviation(values: torch.Tensor | list[float]) -> torch.Tensor:
+    """Each label's distance below the other labels in their own standard deviations (Grubbs' studentized
+    deviation): ``(mean_{j != k} x_j - x_k) / sd_{j != k} x_j``.
+
+    Args:
+        values: (K,) per-label statistic, K >= 3.
+
+    Returns:
+        (K,) float64, positive for labels below the others (the suspicious side).
+    """
+    return studentized_deviations(_as_vector(values))
 
 
 def _median(v: torch.Tensor) -> torch.Tensor:
