@@ -113,8 +113,10 @@ def test_lite_finds_a_planted_trigger() -> None:
         "planted",
         {},
     )
+    # the paper's double-MAD left tail: here the labels above the median spread widely, which widens the
+    # leave-one-out index's scale (p 0.10) but not the left-tail MAD's (p 0.02)
     outcome = evaluate_defense(
-        DeepInspect(lite=True, **DIGITS), backdoor.model, backdoor, EvaluationContext(ds, device="cpu")
+        DeepInspect(lite=True, index="paper", **DIGITS), backdoor.model, backdoor, EvaluationContext(ds, device="cpu")
     )
     verdict = outcome.artifacts["verdict"]
     assert verdict.suspected[:1] == [TARGET] and outcome.metrics["target_ranked_first"] == 1.0

@@ -8,6 +8,7 @@ import torch
 
 from backdoorlab.defenses.inspection.null import (
     ReferenceNull,
+    alpha_shares,
     apply_reference,
     batched_scores,
     combine_p_values,
@@ -134,13 +135,22 @@ def test_apply_reference_rewrites_the_decision_only() -> None:
 def test_inspectors_combine_by_bonferroni() -> None:
     assert combine_p_values([0.03, 0.5]) == pytest.approx(0.06)
     assert combine_p_values([0.9, 0.8, 0.7]) == 1.0
+    # weighted: flagged iff some p-value is at most its share of alpha
+    assert combine_p_values([0.03, 0.5], [0.8, 0.2]) == pytest.approx(0.0375)
+    assert combine_p_values([0.5, 0.009], [0.8, 0.2]) == pytest.approx(0.045)
+    assert alpha_shares(["neural_cleanse", "deepinspect"], {"neural_cleanse": 4}) == pytest.approx(
+        {"neural_cleanse": 0.8, "deepinspect": 0.2}
+    )
+    assert alpha_shares(["a", "b", "c"]) == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    with pytest.raises(ConfigError, match="as many positive shares"):
+        combine_p_values([0.1, 0.2], [1.0])
     with pytest.raises(ConfigError, match="no inspector"):
         combine_p_values([])
     with pytest.raises(ConfigError, match="at least 2 clean reference models"):
         ReferenceNull.from_statistics([torch.ones(10)])
 
 
-def test_scan_splits_alpha_between_its_inspectors(monkeypatch) -> None:
+def test_scan_shares_alpha_four_to_one_between_its_inspectors(monkeypatch) -> None:
     from backdoorlab.audit import scan as scan_module
 
     built = []
@@ -153,8 +163,10 @@ def test_scan_splits_alpha_between_its_inspectors(monkeypatch) -> None:
     monkeypatch.setattr(scan_module.DEFENSES, "build", spy)
     with pytest.raises(ConfigError, match="stop after building"):
         scan_module.scan_model("m.onnx", "digits", inspectors=["neural_cleanse", "deepinspect"], alpha=0.05)
-    assert built == [("neural_cleanse", {"alpha": 0.025})]
-    assert real_build("deepinspect", {"alpha": 0.025}).alpha == 0.025
+    assert built[0][0] == "neural_cleanse" and built[0][1]["alpha"] == pytest.approx(0.04)
+    shares = scan_module.alpha_shares(["neural_cleanse", "deepinspect"], scan_module.SCAN_WEIGHTS)
+    assert 0.05 * shares["deepinspect"] == pytest.approx(0.01)
+    assert real_build("deepinspect", {"alpha": 0.01}).alpha == 0.01
 
 
 def test_log_scale_tests_the_logarithm_of_the_sizes() -> None:

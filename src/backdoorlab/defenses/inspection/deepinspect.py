@@ -17,9 +17,10 @@ There is no official code; this follows the paper's three steps as summarised in
    reach their label.
 3. **Anomaly detection**: per class, the mean L1 of G's perturbations; a Trojan target needs an abnormally
    small one. Only labels whose trigger reached them (success >= ``success_threshold`` when measured) are
-   counted; the others are reported as unreached (``Verdict.unreached``), never as small. Deviation factor with
-   the double-MAD left tail (:func:`.verdict.left_tail_deviation`); the paper flags the model when some class
-   exceeds 2 (alpha = 0.05, per label); the decision here is for the whole model at ``alpha`` (:mod:`.null`).
+   counted; the others are reported as unreached (``Verdict.unreached``), never as small. The paper's deviation
+   factor is the double-MAD left tail (:func:`.verdict.left_tail_deviation`, ``index: paper``) and flags the model
+   when some class exceeds 2 (alpha = 0.05, per label); the decision here is for the whole model at ``alpha``
+   (:mod:`.null`), by default with the leave-one-out index on log sizes (:class:`.base.Inspector`).
 
 The generator (as plain state: :func:`generator_state` / :func:`generator_from_state`), perturbation sizes and
 success rates per class are kept in ``Verdict.details``, so a verdict saves and loads without unpickling code.

@@ -114,7 +114,8 @@ class CostSchedule:
 
 @DEFENSES.register("neural_cleanse")
 class NeuralCleanse(Inspector):
-    """Neural Cleanse trigger reverse engineering + MAD anomaly index.
+    """Neural Cleanse trigger reverse engineering + outlier test (the paper's MAD anomaly index with ``index:
+    paper``; the decision at ``alpha`` uses the leave-one-out index by default, :class:`.base.Inspector`).
 
     Defaults are the reference code's (``gtsrb_visualize_example.py``) unless said otherwise, with
     ``early_stop_patience`` 25 = 5 x patience. ``early_stop_threshold`` 0.99 is the class default of
