@@ -10,10 +10,11 @@ digits, ``tdc_cnn`` and ``badnet_cnn``, TDC patch and blended triggers, random t
   is measured.
 
 Every model is scanned once (``scan-population``, TorchScript files, the defender's clean ``val`` split of the
-dataset) with each inspector of ``BENCH_POP_INSPECTORS`` (default: the scan's inspectors, plus ``tabor`` and
-``k_arm`` when they are registered). Per inspector, and for ``scan`` (the scan's default inspectors combined by
-weighted Bonferroni, from the same verdicts): ROC-AUC with a bootstrap 95% interval, PR-AUC, FPR at 95% TPR,
-flagged clean / trojaned models at ``alpha`` 0.05 (p <= alpha; the scan's p = m * min p), target-label accuracy
+dataset) with each inspector of ``BENCH_POP_INSPECTORS`` (default: the scan's inspectors, plus ``tabor``,
+``k_arm`` and ``bti_dbf`` when they are registered). Per inspector, and for ``scan`` (the scan's default
+inspectors combined by weighted Bonferroni, from the same verdicts): ROC-AUC with a bootstrap 95% interval, PR-AUC,
+FPR at 95% TPR, flagged clean / trojaned models at ``alpha`` 0.05 (p <= alpha; the scan's p = min p_i / share_i),
+target-label accuracy
 (the most suspicious label is the target, over trojaned models), seconds per model (the scan: the sum of its
 inspectors'; STRIP's calibration is not counted), and the cross-entropy (eps 1e-12, TrojAI's) and Brier score of
 the calibrated probability on the scored population (a constant 0.5 gives 0.693 and 0.25). ROC curves go to
@@ -54,7 +55,8 @@ def inspectors() -> list[str]:
     named = os.environ.get("BENCH_POP_INSPECTORS")
     if named:
         return [n.strip() for n in named.split(",") if n.strip()]
-    return [*INSPECTORS, *(n for n in ("tabor", "k_arm") if n in DEFENSES and n not in INSPECTORS)]
+    field = ("tabor", "k_arm", "bti_dbf")
+    return [*INSPECTORS, *(n for n in field if n in DEFENSES and n not in INSPECTORS)]
 
 
 def presets() -> list[str]:
@@ -220,9 +222,36 @@ def speed_checks(by_preset: dict[str, dict[str, dict]]) -> list[list]:
     ]
 
 
+COLOUR_FILE = Path("runs/data/gtsrb10.npz")  # the colour population's data, a benchmark fixture
+
+
+def write_colour_file(path: Path = COLOUR_FILE) -> None:
+    """GTSRB-10 (bench_attacks' colour set: 3,000 train and 2,000 test images of GTSRB's 10 most frequent classes)
+    as an ``.npz`` with ``x_train, y_train, x_test, y_test, classes`` (uint8 NHWC), for ``npz:`` configs."""
+    from backdoorlab.data import load_dataset
+
+    from .bench_attacks import COLOUR_FILE as SOURCE
+    from .bench_attacks import frequent_classes
+
+    ds = frequent_classes(load_dataset(f"npz:{SOURCE}"), 10, (3000, 500, 2000))
+    as_bytes = lambda x: (x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()  # noqa: E731
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        x_train=as_bytes(ds.train.x),
+        y_train=ds.train.y.numpy(),
+        x_test=as_bytes(ds.test.x),
+        y_test=ds.test.y.numpy(),
+        classes=np.array(ds.classes),
+    )
+
+
 def main() -> bool:
     start = time.perf_counter()
-    cfg = load_config(Path(os.environ.get("BENCH_POP_CONFIG", ROOT / "configs" / "digits-tdc-population.yaml")))
+    config_path = Path(os.environ.get("BENCH_POP_CONFIG", ROOT / "configs" / "digits-tdc-population.yaml"))
+    if str(COLOUR_FILE) in config_path.read_text() and not COLOUR_FILE.exists():
+        write_colour_file()
+    cfg = load_config(config_path)
     out = Path(os.environ.get("BENCH_POP_OUT", "runs/bench-population"))
     names = inspectors()
     calib_n, scored_n = int(os.environ.get("BENCH_POP_CALIB_N", 10)), int(os.environ.get("BENCH_POP_N", 20))
