@@ -10,11 +10,11 @@ digits, ``tdc_cnn`` and ``badnet_cnn``, TDC patch and blended triggers, random t
   is measured.
 
 Every model is scanned once (``scan-population``, TorchScript files, the defender's clean ``val`` split of the
-dataset) with each inspector of ``BENCH_POP_INSPECTORS`` (default: the scan's inspectors, plus ``tabor``,
-``k_arm`` and ``bti_dbf`` when they are registered). Per inspector, and for ``scan`` (the scan's default
-inspectors combined by weighted Bonferroni, from the same verdicts): ROC-AUC with a bootstrap 95% interval, PR-AUC,
-FPR at 95% TPR, flagged clean / trojaned models at ``alpha`` 0.05 (p <= alpha; the scan's p = min p_i / share_i),
-target-label accuracy
+dataset) with each inspector of ``BENCH_POP_INSPECTORS`` (default: the scan's inspectors, plus ``tabor`` and
+``k_arm`` when they are registered; not ``bti_dbf``, which masks an inner layer and so needs an eager module). Per
+inspector, and for ``scan`` (the scan's default inspectors combined by weighted Bonferroni, from the same
+verdicts): ROC-AUC with a bootstrap 95% interval, PR-AUC, FPR at 95% TPR, flagged clean / trojaned models at
+``alpha`` 0.05 (p <= alpha; the scan's p = min p_i / share_i), target-label accuracy
 (the most suspicious label is the target, over trojaned models), seconds per model (the scan: the sum of its
 inspectors'; STRIP's calibration is not counted), and the cross-entropy (eps 1e-12, TrojAI's) and Brier score of
 the calibrated probability on the scored population (a constant 0.5 gives 0.693 and 0.25). ROC curves go to
@@ -55,7 +55,7 @@ def inspectors() -> list[str]:
     named = os.environ.get("BENCH_POP_INSPECTORS")
     if named:
         return [n.strip() for n in named.split(",") if n.strip()]
-    field = ("tabor", "k_arm", "bti_dbf")
+    field = ("tabor", "k_arm")  # not bti_dbf: it needs the layers of an eager module, the files are TorchScript
     return [*INSPECTORS, *(n for n in field if n in DEFENSES and n not in INSPECTORS)]
 
 

@@ -79,3 +79,10 @@ def test_planted_target_ranked_first() -> None:
     for seed in (0, 1):
         v = BtiDbf().inspect(planted_digits(), ds.val, seed=seed, device="cpu", progress=False)
         assert v.ranking[0] == TARGET and v.details["reference_target"] == TARGET
+
+
+def test_a_torchscript_file_is_refused_in_one_line() -> None:
+    model = clean_digits()
+    traced = torch.jit.trace(model, digits().val.x[:2])
+    with pytest.raises(ConfigError, match="not a TorchScript, torch.export or ONNX file"):
+        BtiDbf(**TINY).inspect(traced, digits().val, device="cpu")

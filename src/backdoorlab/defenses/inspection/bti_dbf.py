@@ -189,6 +189,11 @@ class BtiDbf(Inspector):
         assert clean is not None
         if int(clean.y.unique().numel()) < 2:
             raise ConfigError(f"{self.name} needs clean images of at least 2 classes")
+        if isinstance(model, torch.jit.ScriptModule) or not any(True for _ in model.named_modules()):
+            raise ConfigError(
+                f"{self.name} reads and masks an inner layer's features, which needs a PyTorch module with its layers "
+                "(a backdoorlab checkpoint or safetensors with --arch), not a TorchScript, torch.export or ONNX file"
+            )
         site = find_site(model, self.layer)
         gen = make_generator(seed)
         with FeatureTap(model, site) as tap:
