@@ -3,6 +3,8 @@ planted digits trigger's target ranked first (at the defaults, about 1 s per ins
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -82,7 +84,8 @@ def test_planted_target_ranked_first() -> None:
 
 
 def test_a_torchscript_file_is_refused_in_one_line() -> None:
-    model = clean_digits()
-    traced = torch.jit.trace(model, digits().val.x[:2])
-    with pytest.raises(ConfigError, match="not a TorchScript, torch.export or ONNX file"):
-        BtiDbf(**TINY).inspect(traced, digits().val, device="cpu")
+    # wrapped as the model-file loader wraps foreign modules
+    traced = torch.jit.trace(clean_digits(), digits().val.x[:2])
+    wrapped = torch.nn.Sequential(OrderedDict(net=traced)).requires_grad_(False)
+    with pytest.raises(ConfigError, match="not a TorchScript file"):
+        BtiDbf(**TINY).inspect(wrapped, digits().val, device="cpu")

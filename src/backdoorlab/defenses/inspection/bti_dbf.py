@@ -189,10 +189,10 @@ class BtiDbf(Inspector):
         assert clean is not None
         if int(clean.y.unique().numel()) < 2:
             raise ConfigError(f"{self.name} needs clean images of at least 2 classes")
-        if isinstance(model, torch.jit.ScriptModule) or not any(True for _ in model.named_modules()):
+        if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
             raise ConfigError(
                 f"{self.name} reads and masks an inner layer's features, which needs a PyTorch module with its layers "
-                "(a backdoorlab checkpoint or safetensors with --arch), not a TorchScript, torch.export or ONNX file"
+                "(a backdoorlab checkpoint, a pickled module or safetensors with --arch), not a TorchScript file"
             )
         site = find_site(model, self.layer)
         gen = make_generator(seed)
