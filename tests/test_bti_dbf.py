@@ -3,6 +3,7 @@ planted digits trigger's target ranked first (at the defaults, about 1 s per ins
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import pytest
@@ -85,7 +86,7 @@ def test_planted_target_ranked_first() -> None:
 
 def test_a_torchscript_file_is_refused_in_one_line() -> None:
     # wrapped as the model-file loader wraps foreign modules
-    traced = torch.jit.trace(clean_digits(), digits().val.x[:2])
+    traced = torch.jit.trace(copy.deepcopy(clean_digits()), digits().val.x[:2])  # the cached model stays trainable
     wrapped = torch.nn.Sequential(OrderedDict(net=traced)).requires_grad_(False)
     with pytest.raises(ConfigError, match="not a TorchScript file"):
         BtiDbf(**TINY).inspect(wrapped, digits().val, device="cpu")
