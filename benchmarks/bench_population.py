@@ -39,7 +39,7 @@ import torch
 from backdoorlab.audit.scan import INSPECTORS, SCAN_WEIGHTS
 from backdoorlab.audit.scan_population import scan_population, scan_score
 from backdoorlab.defenses import DEFENSES
-from backdoorlab.defenses.inspection.null import alpha_shares
+from backdoorlab.defenses.inspection.null import alpha_shares, combine_p_values
 from backdoorlab.experiments.config import load_config
 from backdoorlab.experiments.model_files import write_population
 from backdoorlab.metrics import model_detection_metrics, roc_auc
@@ -94,7 +94,7 @@ def method_scores(rows: list[dict], method: str) -> tuple[np.ndarray, np.ndarray
     first = p.argmin(axis=1)
     top = np.array([float(r[f"{INSPECTORS[j]}_top_label"]) for r, j in zip(rows, first, strict=True)])
     seconds = np.array([sum(float(r[f"{n}_seconds"]) for n in INSPECTORS) for r in rows])
-    return score, np.minimum(1.0, (p / np.array(shares)).min(axis=1)), top, seconds
+    return score, np.array([combine_p_values(list(ps), shares) for ps in p]), top, seconds
 
 
 def truth(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
