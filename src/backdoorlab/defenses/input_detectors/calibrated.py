@@ -70,6 +70,7 @@ class CalibratedDetector(InputDetector):
     _model: nn.Module | None = PrivateAttr(None)
     _device: torch.device = PrivateAttr(default_factory=lambda: torch.device("cpu"))
     _seed: int = PrivateAttr(0)
+    _num_outputs: int = PrivateAttr(0)
     _threshold: float | None = PrivateAttr(None)
     _clean_scores: torch.Tensor | None = PrivateAttr(None)
 
@@ -81,7 +82,7 @@ class CalibratedDetector(InputDetector):
         if len(clean) == 0:
             raise ConfigError(f"{self.name} needs clean images to calibrate on, got none")
         dev = resolve_device(device)
-        check_num_outputs(model, clean, num_classes, dev)
+        self._num_outputs = check_num_outputs(model, clean, num_classes, dev)
         self._model, self._device, self._seed = model, dev, int(seed)
         self._threshold = self._clean_scores = None
 

@@ -1,4 +1,4 @@
-"""Sequential STRIP: STRIP that stops drawing overlays once an input is clearly on one side of the boundary.
+"""Sequential STRIP: STRIP that stops drawing overlays once an input's side of the boundary is settled.
 
 Most inputs are clear after a few perturbed copies: a trojaned input's copies all have near-zero entropy, a clean
 input's mean entropy sits far above the boundary. Drawing the N overlays in small rounds and stopping with a
@@ -12,11 +12,10 @@ from typing import ClassVar
 
 import torch
 from pydantic import Field, PrivateAttr
-from scipy.stats import norm
 
 from ...utils.seeding import make_generator
 from ..base import DEFENSES
-from .outputs import entropy_bits, model_log_probabilities
+from .betting import WithoutReplacementMeanTest
 from .strip import STRIP
 
 
@@ -24,40 +23,53 @@ from .strip import STRIP
 class SequentialSTRIP(STRIP):
     """STRIP with early stopping. ``score(x)`` is the negated running mean entropy at the input's stop.
 
-    ``fit`` is STRIP's (full N = ``n_overlays`` copies per clean image, the same boundary). At run time each input
-    draws the same overlays as STRIP would (same seed, same order) but in rounds of ``round_size``. After n
-    copies, with running mean m and sample std s of their entropies, the input stops when
-    |m - boundary| > z * max(s, ``min_std``) / sqrt(n), z = Phi^-1(1 - alpha / (2 R)), R the number of looks
-    before the cap; at the cap (N copies) the decision is plain STRIP's.
+    ``fit`` is STRIP's (N = ``n_overlays`` copies per clean image, the same boundary b). At run time each input
+    draws exactly the overlays STRIP would (same seed, same N pool images), in rounds of ``round_size``; their
+    order among the N is uniformly random. Its N copies' entropies are thus a finite population whose mean is full
+    STRIP's statistic, sampled without replacement, and two rules stop an input early:
 
-    The bound on the added error: under the normal approximation to the mean of n entropies (drawn without
-    replacement from the pool, which only narrows their spread), each look wrongly excludes the input's true
-    mean entropy mu(x) (over all overlays of the pool) with probability at most alpha / R, so by the union bound
-    over the R looks an input stops on the wrong side of the boundary relative to mu(x) with probability at most
-    ``alpha``. Per input class, FAR and FRR therefore exceed those of the test that knows mu(x) by at most alpha
-    (approximately: the normal approximation is weakest for small n and near-constant entropies, which
-    ``min_std`` guards). Defaults are ours: rounds of 10, alpha 0.005, ``min_std`` 0.05 bits. Measured on MNIST-5k
-    (docs/input-detectors.md) the approximation does not hold: clean entropies there are skewed (mostly near 0,
-    now and then high) and the boundary is ~0.014 bits, so the FRR rose by up to 2 points over STRIP's.
+    1. A sequential test by betting (:class:`~.betting.WithoutReplacementMeanTest`, Waudby-Smith & Ramdas) of
+       "mean of the N entropies <= b" and of ">= b", entropies in [0, log2 K]. After each round an input whose
+       test rejected one side stops on the other. Whatever the entropies, an input stops on the side opposite to
+       full STRIP's decision with probability at most ``alpha``: FAR and FRR each move by at most ``alpha`` in
+       expectation (a mean exactly at b aside). No normal approximation: the skewed entropies of MNIST broke that.
+    2. ``first_round_flag``: after the first round an input is flagged when the largest entropy of its copies is
+       below tau. tau is set in ``fit`` on the clean calibration images that full STRIP passes (mean >= b): the
+       smallest first-round maximum among them, over ``calibration_orders`` random orders of each image's N copies
+       (a lower, so safer, threshold than one order gives). By exchangeability, a clean input that full STRIP
+       would pass is flagged here with probability at most 1 / (n + 1), n the number of such calibration images
+       (the calibration copies exclude the image itself from its overlays; the run-time ones need not). This rule
+       exists because the test of rule 1 cannot flag early when b is small against log2 K: a trojaned input's
+       entropies near 0 are also consistent with a population that hides a few high-entropy copies.
 
-    ``overlays_used_`` holds the copies each input of the last ``score`` call needed.
+    An input that neither rule stops takes all N copies and gets STRIP's decision. The entropy reported for an
+    input stopped early is its running mean, moved to the boundary when that lies on the other side of the stop's
+    decision (so ``predict`` follows the decision). Defaults are ours: rounds of 10, alpha 0.005 (the issue's
+    half-point bound on the added FAR / FRR), 20 calibration orders; bets as :class:`~.betting.WithoutReplacementMeanTest`.
+
+    ``overlays_used_`` holds the copies each input of the last ``score`` call drew; ``first_round_tau_`` is tau.
     """
 
     name: ClassVar[str] = "sequential_strip"
 
-    round_size: int = Field(10, ge=2, description="overlays drawn per input in each round (at least 2 for a std)")
+    round_size: int = Field(10, ge=1, description="overlays drawn per input in each round")
     alpha: float = Field(
         0.005,
         gt=0,
         lt=1,
-        description="bound on the probability that an input stops early on the wrong side of the boundary "
-        "relative to its mean entropy over all overlays (normal approximation, union bound over the rounds)",
+        description="bound on the probability that the betting test stops an input on the side opposite to full "
+        "STRIP's decision",
     )
-    min_std: float = Field(
-        0.05, ge=0, description="floor (bits) on the per-input std of the entropies used by the stopping rule"
+    first_round_flag: bool = Field(
+        True, description="flag an input after the first round when all its entropies are below the clean tau"
+    )
+    calibration_orders: int = Field(
+        20, ge=1, le=1000, description="random orders of each clean image's copies over which tau is the minimum"
     )
 
     _used: torch.Tensor | None = PrivateAttr(None)
+    _tau: float = PrivateAttr(0.0)
+    _upper: float = PrivateAttr(math.log2(2))
 
     @property
     def overlays_used_(self) -> torch.Tensor:
@@ -65,34 +77,52 @@ class SequentialSTRIP(STRIP):
         self._require_fit()
         return self._used if self._used is not None else torch.empty(0, dtype=torch.long)
 
+    @property
+    def first_round_tau_(self) -> float:
+        """tau (bits): after the first round, inputs whose copies' entropies are all below it are flagged."""
+        self._require_fit()
+        return self._tau
+
+    def _fit_copies(self, entropies: torch.Tensor) -> None:
+        self._upper = math.log2(max(2, int(self._num_outputs)))
+        passed = entropies[entropies.mean(dim=1) >= self.boundary_]
+        first = min(self.round_size, self.n_overlays)
+        if not self.first_round_flag or len(passed) == 0 or first >= self.n_overlays:
+            self._tau = 0.0
+            return
+        gen = make_generator(self._seed + 1)
+        tau = math.inf
+        for _ in range(self.calibration_orders):
+            order = torch.rand(passed.shape, generator=gen).argsort(dim=1)[:, :first]
+            tau = min(tau, float(passed.gather(1, order).amax(dim=1).min()))
+        self._tau = tau
+
     def _score(self, x: torch.Tensor) -> torch.Tensor:
-        model, pool, cap, r = self._model, self._pool, self.n_overlays, self.round_size
-        looks = max(1, math.ceil(cap / r) - 1)
-        z = float(norm.ppf(1 - self.alpha / (2 * looks)))
-        boundary = self.boundary_
-        gen = make_generator(self._seed)
-        per_chunk = max(1, self.batch_size // cap)
-        index = torch.cat(
-            [self._overlay_index(len(x[s : s + per_chunk]), s, gen, False) for s in range(0, len(x), per_chunk)]
-        )
-        total = torch.zeros(len(x), dtype=torch.float64)
-        squares = torch.zeros(len(x), dtype=torch.float64)
-        used = torch.zeros(len(x), dtype=torch.long)
+        cap, boundary = self.n_overlays, self.boundary_
+        index = self._overlay_indices(len(x), exclude_self=False)
+        test = WithoutReplacementMeanTest(len(x), cap, boundary, self._upper, alpha=self.alpha)
+        flagged = torch.zeros(len(x), dtype=torch.bool)
+        decided = torch.zeros(len(x), dtype=torch.bool)
         active = torch.arange(len(x))
         while len(active):
-            n0 = int(used[active[0]])
-            n1 = min(cap, n0 + r)
-            idx = index[active, n0:n1]
-            copies = self._superimpose(x[active][:, None], pool[idx]).flatten(0, 1)
-            log_p = model_log_probabilities(model, copies, self.output, batch_size=self.batch_size, device=self._device)
-            h = entropy_bits(log_p).double().view(len(active), n1 - n0)
-            total[active] += h.sum(1)
-            squares[active] += (h**2).sum(1)
-            used[active] = n1
+            n0 = int(test.seen[active[0]])
+            n1 = min(cap, n0 + self.round_size)
+            h = self._entropies_with(x[active], index[active, n0:n1])
+            test.update(active, h)
             if n1 >= cap:
+                flagged[active] = test.mean(active) < boundary
                 break
-            mean = total[active] / n1
-            std = ((squares[active] / n1 - mean**2).clamp_min(0) * n1 / (n1 - 1)).sqrt().clamp_min(self.min_std)
-            active = active[(mean - boundary).abs() <= z * std / math.sqrt(n1)]
-        self._used = used
-        return -(total / used.clamp_min(1)).float()
+            flag = test.below[active] & ~test.above[active]
+            if n0 == 0:
+                flag |= h.amax(dim=1) < self._tau
+            stop = flag | (test.above[active] & ~test.below[active])
+            flagged[active[flag]] = True
+            decided[active[stop]] = True
+            active = active[~stop]
+        self._used = test.seen.clone()
+        entropy = test.mean(torch.arange(len(x)))
+        b = torch.tensor(boundary, dtype=torch.float64)
+        early = decided & (test.seen < cap)
+        entropy = torch.where(early & flagged, entropy.minimum(b - 1e-6 * b.abs().clamp_min(1)), entropy)
+        entropy = torch.where(early & ~flagged, entropy.maximum(b), entropy)
+        return -entropy.float()
