@@ -243,7 +243,10 @@ def throughput(seed: int) -> list[dict]:
 
 
 def throughput_targets(rows: list[dict]) -> list[list[object]]:
-    print("\nSTRIP at N = 100, MNIST-5k badnet_cnn, 200 random test inputs (100 clean, 100 triggered); ms per input, best of 3")
+    print(
+        "\nSTRIP at N = 100, MNIST-5k badnet_cnn, 200 random test inputs (100 clean, 100 triggered); "
+        "ms per input, best of 3"
+    )
     print_table(
         [
             "attack",

@@ -46,7 +46,8 @@ def test_certain_decisions_need_no_bet():
     assert test.above.tolist() == [True, False] and test.below.tolist() == [False, False]
     test.update(torch.arange(2), torch.zeros(2, 1))
     assert test.below.tolist() == [False, True]  # 4 values left cannot bring 5 bits
-    assert test.seen.tolist() == [6, 6] and torch.allclose(test.mean(torch.arange(2)), torch.tensor([5 / 6, 0.0]).double())
+    assert test.seen.tolist() == [6, 6]
+    assert torch.allclose(test.mean(torch.arange(2)), torch.tensor([5 / 6, 0.0], dtype=torch.float64))
 
 
 def test_rejects_overfeeding_and_bad_parameters():

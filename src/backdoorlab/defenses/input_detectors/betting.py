@@ -22,14 +22,15 @@ class WithoutReplacementMeanTest:
     is then a nonnegative supermartingale under H_low, so by Ville's inequality it ever reaches 1 / ``alpha`` with
     probability at most ``alpha``. ``above`` marks rows where it did (mu > boundary is accepted). H_high: mu >= boundary
     mirrors it (bets 1 + lambda (m_t - x_t)) and sets ``below``. When m_t leaves [0, upper] the hypothesis is
-    impossible given the values seen, and it is rejected outright (a mean exactly at the boundary counts as above). The guarantee needs no assumption on the values'
-    distribution beyond their range and the random order: a row gets the wrong mark with probability <= ``alpha``.
+    impossible given the values seen, and it is rejected outright (a mean exactly at the boundary counts as above).
+    The guarantee needs no assumption on the values' distribution beyond their range and the random order: a row
+    gets the wrong mark with probability <= ``alpha``.
 
     Bets (ours, any predictable choice keeps the guarantee): the predictable plug-in of Waudby-Smith & Ramdas,
     lambda_t = sqrt(2 ln(1 / alpha) / (var t ln(1 + t))), on the side the running mean (with one pseudo-value at the
     boundary) points to, var and that mean taken from the values before the current ``update`` call (so a round of
-    values is bet on at once, vectorised), capped at ``cap`` / m_t (H_low) or ``cap`` / (upper - m_t) (H_high) so that no single
-    value can take more than that share of the wealth; var_{t-1} is the running variance with a prior of
+    values is bet on at once, vectorised), capped at ``cap`` / m_t (H_low) or ``cap`` / (upper - m_t) (H_high) so
+    that no single value can take more than that share of the wealth; var is the running variance with a prior of
     ``prior_var`` (weight one value).
     """
 
@@ -103,5 +104,6 @@ class WithoutReplacementMeanTest:
         lam_high = torch.where(guess < need, size, zero)
         # caps keep every factor 1 + lambda (...) >= 1 - cap > 0 for values in [0, upper]
         lam_low = torch.minimum(lam_low, self.cap / need.clamp_min(1e-12)).where(need > 0, zero)
-        lam_high = torch.minimum(lam_high, self.cap / (self.upper - need).clamp_min(1e-12)).where(need < self.upper, zero)
+        room = (self.upper - need).clamp_min(1e-12)
+        lam_high = torch.minimum(lam_high, self.cap / room).where(need < self.upper, zero)
         return lam_low, lam_high

@@ -45,7 +45,8 @@ class SequentialSTRIP(STRIP):
     An input that neither rule stops takes all N copies and gets STRIP's decision. The entropy reported for an
     input stopped early is its running mean, moved to the boundary when that lies on the other side of the stop's
     decision (so ``predict`` follows the decision). Defaults are ours: rounds of 10, alpha 0.005 (the issue's
-    half-point bound on the added FAR / FRR), 20 calibration orders; bets as :class:`~.betting.WithoutReplacementMeanTest`.
+    half-point bound on the added FAR / FRR), 20 calibration orders; the bets are those of
+    :class:`~.betting.WithoutReplacementMeanTest`.
 
     ``overlays_used_`` holds the copies each input of the last ``score`` call drew; ``first_round_tau_`` is tau.
     """
