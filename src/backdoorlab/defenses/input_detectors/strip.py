@@ -160,10 +160,13 @@ class STRIP(CalibratedDetector):
         # the copies are made where the model runs: on a GPU, building them on the CPU cost more than the model
         pool, x = self._pool.to(self._device), x.to(self._device)
         per_pass = max(1, self.batch_size // k, COPY_BYTES // (k * x[0].numel() * x.element_size()))
+        buffer = pool.new_empty((min(per_pass, len(x)) * k, *pool.shape[1:]))  # reused: fresh pages cost time
         out = []
         for start in range(0, len(x), per_pass):
             rows = index[start : start + per_pass].to(pool.device)
-            copies = self._superimpose(x[start : start + per_pass, None], pool[rows]).flatten(0, 1)
+            gathered = torch.index_select(pool, 0, rows.flatten(), out=buffer[: rows.numel()])
+            copies = self._superimpose(x[start : start + per_pass, None], gathered.view(*rows.shape, *pool.shape[1:]))
+            copies = copies.flatten(0, 1)
             log_p = model_log_probabilities(model, copies, self.output, batch_size=self.batch_size, device=self._device)
             out.append(entropy_bits(log_p).view(len(rows), k))
         return torch.cat(out)
