@@ -16,10 +16,12 @@
    point of STRIP's. Timings need an idle machine.
 
 Environment: ``BENCH_SEEDS`` (default 3); ``BENCH_DETECTOR_PARTS`` (default ``matrix,scale_up,throughput``);
-``BENCH_DETECTOR_SETS`` (default ``mnist,colour``); ``BENCH_DETECTOR_ATTACKS`` (comma-separated labels, default
-all); ``BENCH_EPOCHS`` (training epochs; default the default run's 20 on MNIST-5k, bench_attacks' 15 on colour);
-``BENCH_TEST_LIMIT`` (score at most this many clean and triggered test inputs; default all); ``BENCH_MODEL_CACHE``
-(a default run's model cache folder: its seed-0 MNIST-5k backdoors are used instead of training them again).
+``BENCH_DETECTOR_SETS`` (default ``mnist,colour``); ``BENCH_DETECTOR_CONFIG`` (an experiment config whose attacks
+replace the default run's, e.g. ``configs/mnist5k-field-attacks.yaml``); ``BENCH_DETECTOR_ATTACKS`` (comma-separated
+labels, default all); ``BENCH_EPOCHS`` (training epochs; default the default run's 20 on MNIST-5k, bench_attacks'
+15 on colour); ``BENCH_TEST_LIMIT`` (score at most this many clean and triggered test inputs, a seeded uniform
+sample; default all); ``BENCH_MODEL_CACHE`` (a default run's model cache folder: its seed-0 MNIST-5k backdoors are
+used instead of training them again).
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def _env_list(name: str, default: str) -> list[str]:
 
 
 def default_attacks() -> list[tuple[str, str, dict]]:
-    """(label, name, parameters) of the default run's attacks that carry a trigger."""
-    cfg = yaml.safe_load(DEFAULT_RUN.read_text())
+    """(label, name, parameters) of the attacks that carry a trigger in the default run's config, or in the config
+    that ``BENCH_DETECTOR_CONFIG`` names (e.g. configs/mnist5k-field-attacks.yaml for the field's attacks)."""
+    cfg = yaml.safe_load(Path(os.environ.get("BENCH_DETECTOR_CONFIG") or DEFAULT_RUN).read_text())
     out = []
     for entry in cfg["attacks"]:
         params = dict(entry)
