@@ -16,7 +16,8 @@
    point of STRIP's. Timings need an idle machine.
 
 Environment: ``BENCH_SEEDS`` (default 3); ``BENCH_DETECTOR_PARTS`` (default ``matrix,scale_up,throughput``);
-``BENCH_DETECTOR_SETS`` (default ``mnist,colour``); ``BENCH_DETECTOR_CONFIG`` (an experiment config whose attacks
+``BENCH_DETECTOR_SETS`` (default ``mnist,colour``); ``BENCH_DETECTORS`` (comma-separated, default all);
+``BENCH_DETECTOR_CONFIG`` (an experiment config whose attacks
 replace the default run's, e.g. ``configs/mnist5k-field-attacks.yaml``); ``BENCH_DETECTOR_ATTACKS`` (comma-separated
 labels, default all); ``BENCH_EPOCHS`` (training epochs; default the default run's 20 on MNIST-5k, bench_attacks'
 15 on colour); ``BENCH_TEST_LIMIT`` (score at most this many clean and triggered test inputs, a seeded uniform
@@ -95,12 +96,17 @@ def _limit(split: Split, seed: int) -> Split:
     return split.subset(torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n])
 
 
+def chosen_detectors() -> list[str]:
+    """``BENCH_DETECTORS`` (comma-separated registered names), default all of ``DETECTORS``."""
+    return _env_list("BENCH_DETECTORS", ",".join(DETECTORS))
+
+
 def detector_rows(ds: Dataset, model, triggered: Split, seed: int) -> dict[str, dict[str, float]]:
     """ROC-AUC, TPR at 5% FPR, and FPR / TPR at each detector's own threshold."""
     clean = _limit(ds.test, seed).x
     trig = _limit(triggered, seed).x
     out = {}
-    for name in DETECTORS:
+    for name in chosen_detectors():
         start = time.perf_counter()
         det = DEFENSES.build(name, {}).fit(model, ds.val, seed=seed, num_classes=ds.num_classes)
         c, a = det.score(clean), det.score(trig)
@@ -181,18 +187,18 @@ def print_matrix(results: dict) -> None:
         print(f"\n{title}; rows: set / attack, columns: detectors (defaults, fitted on val); below 0.5 AUC = wrong way")
         rows = []
         for (set_label, attack), runs in results.items():
-            rows.append([f"{set_label} {attack}", *(fmt([r[d][key] for r in runs]) for d in DETECTORS)])
-        print_table(["set / attack", *DETECTORS], rows)
+            rows.append([f"{set_label} {attack}", *(fmt([r[d][key] for r in runs]) for d in chosen_detectors())])
+        print_table(["set / attack", *chosen_detectors()], rows)
     print("\nFPR on clean test / TPR on triggered test at each detector's own threshold (set on val)")
     rows = []
     for (set_label, attack), runs in results.items():
-        cells = [f"{fmt([r[d]['fpr'] for r in runs])} / {fmt([r[d]['tpr'] for r in runs])}" for d in DETECTORS]
+        cells = [f"{fmt([r[d]['fpr'] for r in runs])} / {fmt([r[d]['tpr'] for r in runs])}" for d in chosen_detectors()]
         rows.append([f"{set_label} {attack}", *cells])
-    print_table(["set / attack", *DETECTORS], rows)
+    print_table(["set / attack", *chosen_detectors()], rows)
     wrong = [
         f"{d} on {s} {a}"
         for (s, a), runs in results.items()
-        for d in DETECTORS
+        for d in chosen_detectors()
         if sum(r[d]["auc"] for r in runs) / len(runs) < 0.5
     ]
     print("\nscore runs the wrong way (ROC-AUC < 0.5; never flipped): " + (", ".join(wrong) or "none"))
@@ -200,7 +206,7 @@ def print_matrix(results: dict) -> None:
 
 def scale_up_targets(results: dict) -> list[list[object]]:
     sets = {s: runs for (s, a), runs in results.items() if a == "badnets-all2one"}
-    if not sets:
+    if not sets or "scale_up" not in chosen_detectors():
         return [["SCALE-UP on BadNets", "–", "reported", "not run"]]
     print("\nSCALE-UP on BadNets all-to-one at T = 0.5 (global normalisation, fitted on val):")
     out = []

@@ -156,8 +156,29 @@ def test_sequential_strip_stops_early_on_clear_inputs_and_agrees_with_strip():
     trig = TRIGGER(test.x)
     assert torch.equal(seq.predict(trig), full.predict(trig))
     assert (seq.overlays_used_ == 10).all()  # zero entropy: decided after one round
+    assert 0 < seq.first_round_tau_ <= seq.boundary_
     agree = (seq.predict(test.x) == full.predict(test.x)).float().mean()
     assert agree >= 0.99 and seq.overlays_used_.float().mean() < 50
+
+
+class UnsureAboveOneTwo(nn.Module):
+    """Corner trigger -> class 0 at entropy ~0; otherwise entropy ~0.03 bit, or log2(10) bits when pixel (0, 0)
+    of the (superimposed) input exceeds 1.2: clean mean entropies spread so widely that STRIP's normal-fit
+    boundary falls below 0, while every clean copy keeps an entropy above the triggered ones'."""
+
+    def forward(self, x):
+        sure = 8.0 * nn.functional.one_hot(torch.ones(len(x), dtype=torch.long), 10).float()
+        out = torch.where((x[:, 0, 0, 0] > 1.2)[:, None], torch.zeros_like(sure), sure)
+        trojan = 30 * nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+        return torch.where((x[:, 0, -1, -1] >= 0.99)[:, None], trojan, out)
+
+
+def test_sequential_strip_flags_nothing_early_when_strip_can_flag_nothing():
+    model, clean, test = UnsureAboveOneTwo(), _clean(150), _clean(40, seed=1)
+    with pytest.warns(UserWarning, match="no input can be flagged"):
+        seq = SequentialSTRIP(n_overlays=40).fit(model, clean, seed=0)
+    assert seq.boundary_ <= 0 and seq.first_round_tau_ <= seq.boundary_
+    assert not seq.predict(TRIGGER(test.x)).any()  # as STRIP: nothing can be flagged
 
 
 def test_sequential_strip_in_one_round_is_strip():

@@ -36,11 +36,13 @@ class SequentialSTRIP(STRIP):
     2. ``first_round_flag``: after the first round an input is flagged when the largest entropy of its copies is
        below tau. tau is set in ``fit`` on the clean calibration images that full STRIP passes (mean >= b): the
        smallest first-round maximum among them, over ``calibration_orders`` random orders of each image's N copies
-       (a lower, so safer, threshold than one order gives). By exchangeability, a clean input that full STRIP
-       would pass is flagged here with probability at most 1 / (n + 1), n the number of such calibration images
-       (the calibration copies exclude the image itself from its overlays; the run-time ones need not). This rule
-       exists because the test of rule 1 cannot flag early when b is small against log2 K: a trojaned input's
-       entropies near 0 are also consistent with a population that hides a few high-entropy copies.
+       (a lower, so safer, threshold than one order gives), and never above b (so a flagged input's running mean is
+       below b too, and nothing is flagged when full STRIP can flag nothing, b <= 0). By exchangeability, a clean
+       input that full STRIP would pass is flagged here with probability at most 1 / (n + 1), n the number of such
+       calibration images (the calibration copies exclude the image itself from its overlays; the run-time ones
+       need not). This rule exists because the test of rule 1 cannot flag early when b is small against log2 K: a
+       trojaned input's entropies near 0 are also consistent with a population that hides a few high-entropy
+       copies.
 
     An input that neither rule stops takes all N copies and gets STRIP's decision. The entropy reported for an
     input stopped early is its running mean, moved to the boundary when that lies on the other side of the stop's
@@ -96,7 +98,9 @@ class SequentialSTRIP(STRIP):
         for _ in range(self.calibration_orders):
             order = torch.rand(passed.shape, generator=gen).argsort(dim=1)[:, :first]
             tau = min(tau, float(passed.gather(1, order).amax(dim=1).min()))
-        self._tau = tau
+        # never above the boundary: a flag then also has its running mean below it, and with a boundary <= 0 (full
+        # STRIP can flag nothing) nothing is flagged early either
+        self._tau = min(tau, self.boundary_)
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         cap, boundary = self.n_overlays, self.boundary_
