@@ -11,9 +11,8 @@
    BackdoorBox issue #84 (a user's run of its SCALE-UP on CIFAR-10 ResNet-18: TPR 97.96%, FPR 20.99%, AUC 0.924).
 3. Throughput at N = 100 on BadNets all-to-one and Blend: STRIP, sequential STRIP, ART's STRIP and the model alone
    on the same 200 inputs (100 clean, 100 triggered, each a seeded uniform sample of its test set), alternated three
-   times, best kept; sequential STRIP's FAR /
-   FRR beside full STRIP's. Targets: STRIP <= 1.15x the model alone; sequential >= 5x ART; FAR and FRR within 0.5
-   point of STRIP's. Timings need an idle machine.
+   times, best kept; sequential STRIP's FAR / FRR beside full STRIP's. Targets: STRIP <= 1.15x the model alone;
+   sequential >= 5x ART; FAR and FRR within 0.5 point of STRIP's. Timings need an idle machine.
 
 Environment: ``BENCH_SEEDS`` (default 3); ``BENCH_DETECTOR_PARTS`` (default ``matrix,scale_up,throughput``);
 ``BENCH_DETECTOR_SETS`` (default ``mnist,colour``); ``BENCH_DETECTORS`` (comma-separated, default all);
@@ -88,12 +87,16 @@ def settings() -> list[tuple[str, Dataset, str, TrainingConfig]]:
     return out
 
 
+def _random_rows(total: int, count: int, seed: int) -> torch.Tensor:
+    """``count`` of ``range(total)`` drawn uniformly without replacement, seeded. The splits are sorted by class, so
+    their first rows are one class (the first 100 clean MNIST-5k test images are all of the target class)."""
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count]
+
+
 def _limit(split: Split, seed: int) -> Split:
-    """At most ``BENCH_TEST_LIMIT`` inputs of ``split``, a seeded uniform sample (the splits are sorted by class)."""
+    """At most ``BENCH_TEST_LIMIT`` inputs of ``split``, a seeded uniform sample."""
     n = int(os.environ.get("BENCH_TEST_LIMIT", 0)) or len(split)
-    if n >= len(split):
-        return split
-    return split.subset(torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n])
+    return split if n >= len(split) else split.subset(_random_rows(len(split), n, seed))
 
 
 def chosen_detectors() -> list[str]:
@@ -225,12 +228,6 @@ def scale_up_targets(results: dict) -> list[list[object]]:
     return out
 
 
-def _sample(x: torch.Tensor, count: int, seed: int) -> torch.Tensor:
-    """``count`` rows of ``x`` drawn uniformly without replacement (the splits are sorted by class: their first 100
-    clean images are all of the target class, an unrepresentative load)."""
-    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:count]]
-
-
 def _timed(calls: dict, inputs: int) -> dict[str, float]:
     seconds: dict[str, list[float]] = {key: [] for key in calls}
     for _ in range(3):
@@ -258,9 +255,7 @@ def throughput(seed: int) -> list[dict]:
             row[f"{key}_far"] = 1 - float(det.predict(trig).float().mean())
             row[f"{key}_frr"] = float(det.predict(ds.test.x).float().mean())
         row["seq_overlays_clean"] = float(seq.overlays_used_.float().mean())  # the last call: clean test
-        timed = torch.cat([_sample(ds.test.x, 100, seed), _sample(trig, 100, seed)])
-        seq.score(timed)
-        row["seq_overlays"] = float(seq.overlays_used_.float().mean())
+        timed = torch.cat([ds.test.x[_random_rows(len(ds.test), 100, seed)], trig[_random_rows(len(trig), 100, seed)]])
         calls = {
             "strip_ms": lambda d=full, t=timed: d.score(t),
             "seq_ms": lambda d=seq, t=timed: d.score(t),
@@ -270,6 +265,7 @@ def throughput(seed: int) -> list[dict]:
             art = ArtStrip(bd.model, ds.val.x, ds.input_shape, ds.num_classes, seed)
             calls["art_ms"] = lambda a=art, t=timed: a.flagged(t)
         row |= _timed(calls, len(timed))
+        row["seq_overlays"] = float(seq.overlays_used_.float().mean())  # its last call scored ``timed``
         rows.append(row)
     return rows
 

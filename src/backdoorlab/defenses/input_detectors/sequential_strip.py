@@ -72,7 +72,6 @@ class SequentialSTRIP(STRIP):
 
     _used: torch.Tensor | None = PrivateAttr(None)
     _tau: float = PrivateAttr(0.0)
-    _upper: float = PrivateAttr(math.log2(2))
 
     @property
     def overlays_used_(self) -> torch.Tensor:
@@ -87,7 +86,6 @@ class SequentialSTRIP(STRIP):
         return self._tau
 
     def _fit_copies(self, entropies: torch.Tensor) -> None:
-        self._upper = math.log2(max(2, int(self._num_outputs)))
         passed = entropies[entropies.mean(dim=1) >= self.boundary_]
         first = min(self.round_size, self.n_overlays)
         if not self.first_round_flag or len(passed) == 0 or first >= self.n_overlays:
@@ -105,7 +103,8 @@ class SequentialSTRIP(STRIP):
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         cap, boundary = self.n_overlays, self.boundary_
         index = self._overlay_indices(len(x), exclude_self=False)
-        test = WithoutReplacementMeanTest(len(x), cap, boundary, self._upper, alpha=self.alpha)
+        most = math.log2(max(2, self._num_outputs))  # the largest entropy of K classes, in bits
+        test = WithoutReplacementMeanTest(len(x), cap, boundary, most, alpha=self.alpha)
         flagged = torch.zeros(len(x), dtype=torch.bool)
         decided = torch.zeros(len(x), dtype=torch.bool)
         active = torch.arange(len(x))
@@ -127,7 +126,7 @@ class SequentialSTRIP(STRIP):
         self._used = test.seen.clone()
         entropy = test.mean(torch.arange(len(x)))
         b = torch.tensor(boundary, dtype=torch.float64)
-        early = decided & (test.seen < cap)
-        entropy = torch.where(early & flagged, entropy.minimum(b - 1e-6 * b.abs().clamp_min(1)), entropy)
-        entropy = torch.where(early & ~flagged, entropy.maximum(b), entropy)
+        # ``decided`` marks early stops only: an input that reached the cap got the plain mean's decision
+        entropy = torch.where(decided & flagged, entropy.minimum(b - 1e-6 * b.abs().clamp_min(1)), entropy)
+        entropy = torch.where(decided & ~flagged, entropy.maximum(b), entropy)
         return -entropy.float()
