@@ -228,15 +228,24 @@ def frequent_classes(full: Dataset, k: int, sizes: tuple[int, int, int], seed: i
     return Dataset(f"{full.name}[{k} classes]", *parts, tuple(full.classes[i] for i in top.tolist()))
 
 
+def colour_set(epochs: int = 15) -> tuple[Dataset, str, TrainingConfig] | None:
+    """The colour set of the method issues: GTSRB-10 (the 10 most frequent classes of ``COLOUR_FILE``, 3,000
+    train / 500 val / 2,000 test images, seed 0), ``cnn_small``, this benchmark's recipe (Adam lr 1e-3, weight
+    decay 5e-4, ``epochs`` epochs); None when the shared data file is absent."""
+    if not COLOUR_FILE.is_file():
+        return None
+    gtsrb10 = frequent_classes(load_dataset(f"npz:{COLOUR_FILE}"), 10, (3000, 500, 2000))
+    return gtsrb10, "cnn_small", TrainingConfig(epochs=epochs, lr=1e-3, weight_decay=5e-4)
+
+
 def settings() -> list[Setting]:
     out = [Setting("mnist", "MNIST-5k", load_dataset("mnist5k"), "badnet_cnn", TrainingConfig())]
-    if COLOUR_FILE.is_file():
-        gtsrb10 = frequent_classes(load_dataset(f"npz:{COLOUR_FILE}"), 10, (3000, 500, 2000))
+    colour = colour_set()
+    if colour is not None:
         refool = {}  # the reference code's selection: 16 rounds of 2 epochs
         if REFLECTION_FILE.is_file():  # natural photos as reflections, as the paper's PascalVOC ones
             refool["pool"] = f"npz:{REFLECTION_FILE}"
-        training = TrainingConfig(epochs=15, lr=1e-3, weight_decay=5e-4)
-        out.append(Setting("colour", "GTSRB-10 (colour)", gtsrb10, "cnn_small", training, refool))
+        out.append(Setting("colour", "GTSRB-10 (colour)", *colour, refool))
     else:
         print(f"colour part skipped: {COLOUR_FILE} not found (the shared data folder beside the repository)")
     return out

@@ -1,13 +1,34 @@
-"""Data detectors, filter-and-retrain, DPA and ABL (issue 20): MNIST-5k, ``badnet_cnn`` (TrainingConfig defaults),
-BadNets 3x3 white square, all-to-one -> 0, at the poison rates of ``BENCH_RATES`` (default 0.01,0.1).
+"""Issue 20: data detectors, filter-and-retrain, ``scan-data``'s false alarms, DPA and ABL.
 
-Per rate and seed: each detector (AC, SS, SPECTRE, SCAn; their defaults) is fitted on the backdoored model, the
-poisoned training set and the clean val split; TPR / FPR / ROC-AUC / PR-AUC against the true poison, then CA / ASR
-of a network retrained on the kept samples. Then DPA (k = ``BENCH_DPA_K``, default 50) on the same poisoned set:
-CA of the vote, ASR, certified accuracy and the median certified radius, with its time; and ABL (paper defaults).
-Targets (issue 20, for SCAn, the detector ``scan-data`` uses, chosen before measuring): ROC-AUC >= 0.95 and ASR
-after retraining <= 10% at 1%. The leaderboard's AC / SS ASR after filtering (BackdoorBench, CIFAR-10, PreAct-ResNet18)
-are printed beside ours: they are not ours. Seeds from BENCH_SEEDS (default 1 here: CPU time).
+Parts (``BENCH_DATA_PARTS``, default ``grid,far,dpa,abl``):
+
+1. **grid**: MNIST-5k (``badnet_cnn``, TrainingConfig defaults, 40 epochs) and the colour set (GTSRB-10,
+   ``cnn_small``, bench_attacks' recipe), BadNets (3x3 white square), Blend and Adaptive-Blend, all-to-one -> 0,
+   at the poison rates of ``BENCH_RATES`` (default 0.005,0.01,0.05,0.1), seeds from ``BENCH_SEEDS`` (default 3).
+   Adaptive-Blend keeps its paper's 1:1 ratio of cover to poison samples (cover_rate = poison_rate). Each detector
+   (AC, SS, SPECTRE, SCAn, their defaults: SS and SPECTRE assume eps = 0.1 whatever the true rate) is fitted on
+   the backdoored model, the poisoned training set and the clean val split; TPR / FPR / ROC-AUC against the true
+   poison, then CA / ASR of a network retrained on the samples it keeps (same recipe and seed). Retraining the
+   colour networks costs about 90 s each on one core, so ``BENCH_RETRAIN_COLOUR`` (default ``scan``: the detector
+   ``scan-data`` uses) names the detectors retrained there; the others are scored for detection only.
+   ``BENCH_RETRAIN_MNIST`` (default all four) does the same on MNIST-5k. Each cell's rows are saved under
+   ``runs/bench-data-detectors/`` (or ``BENCH_DATA_OUT``) and reused by a later run (delete it to measure again).
+   Target (issue 20, SCAn with its own removal rule, chosen before measuring): at 1% BadNets on MNIST-5k,
+   ROC-AUC >= 0.95 and ASR after retraining <= 10%. The leaderboard's ASR after AC / SS filtering (BackdoorBench,
+   CIFAR-10, PreAct-ResNet18; field.md) is printed beside ours: it is not ours.
+2. **far**: ``scan-data``'s false-alarm rate (its exit code 1, "poison found") on clean data: ``BENCH_FAR_RUNS``
+   (default 10) clean training sets per source, each a seeded 90% sample of the clean MNIST-5k training split or of
+   the 1,797 8x8 digits, written as a uint8 NHWC ``.npz`` the way a user writes one, scanned by ``scan_data``
+   without a model (it trains ``badnet_cnn`` with that seed). Rate with its Clopper-Pearson 95% interval.
+3. **dpa**: DPA (k = ``BENCH_DPA_K``, default 50) on BadNets-poisoned MNIST-5k (10%, every seed) and on the full
+   MNIST training set of ``../shared/data/mnist.npz`` (10%, seed 0): CA and ASR of the vote, certified accuracy at
+   radius r, the median certified radius and the training time.
+4. **abl**: ABL (paper defaults) on MNIST-5k BadNets and Blend at 10%, every seed: CA / ASR beside the
+   undefended model's and the leaderboard's (BadNets 83.32 / 0.00 on CIFAR-10, not ours), and the precision of
+   its isolated 1%.
+
+``BENCH_WORKERS`` (default 2) cells run in spawned processes at one torch thread each. Quality figures only: the
+time columns are comparable only when nothing else ran on the machine.
 """
 
 from __future__ import annotations
@@ -15,54 +36,366 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.stats import beta
 
-from backdoorlab.attacks import ATTACKS
-from backdoorlab.data import load_dataset
+from backdoorlab.attacks import ATTACKS, Attack, Backdoor
+from backdoorlab.audit.scan_data import scan_data
+from backdoorlab.data import Split, load_dataset
 from backdoorlab.defenses import DEFENSES
-from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense, measure_model
+from backdoorlab.experiments.data_evaluation import (
+    defender_dataset,
+    evaluate_data_detector,
+    evaluate_training_defense,
+)
+from backdoorlab.experiments.evaluation import EvaluationContext, make_probes, measure_model
 from backdoorlab.experiments.model_source import ModelSource, Setting
+from backdoorlab.metrics import mean_ci
 from backdoorlab.models import TrainingConfig
+from backdoorlab.utils.seeding import make_generator
 
-from .common import bench_seeds
+from .bench_attacks import colour_set
+from .common import bench_seeds, bench_workers, check, map_in_workers, print_table
 
-LEADERBOARD_ASR = {  # BackdoorBench, BadNets, ASR left after filter + retrain (field.md)
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT.parent / "shared" / "data"
+OUT = Path(os.environ.get("BENCH_DATA_OUT", ROOT / "runs" / "bench-data-detectors"))
+DETECTORS = ("activation_clustering", "spectral_signatures", "spectre", "scan")
+SHORT = {"activation_clustering": "AC", "spectral_signatures": "SS", "spectre": "SPECTRE", "scan": "SCAn"}
+ATTACK_NAMES = {"BadNets": "badnets", "Blend": "blend", "Adaptive-Blend": "adaptive_blend"}
+LEADERBOARD_ASR = {  # BackdoorBench, BadNets, ASR (%) left after filter + retrain (field.md); not ours
     "activation_clustering": {0.005: 2.3, 0.01: 27.2, 0.1: 86.2},
     "spectral_signatures": {0.005: 7.9, 0.01: 74.2, 0.1: 92.4},
 }
-DETECTORS = ("scan", "spectral_signatures", "spectre", "activation_clustering")
+LEADERBOARD_ABL = {"BadNets": (83.32, 0.00)}  # BackdoorBench CIFAR-10 CA / ASR (%), not ours
+SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [v for v in os.environ.get(name, default).split(",") if v]
+
+
+def setting(key: str) -> Setting:
+    """The benchmark setting ``mnist`` or ``colour``."""
+    if key == "mnist":
+        return Setting(load_dataset("mnist5k"), "badnet_cnn", TrainingConfig())
+    colour = colour_set()
+    if colour is None:
+        raise FileNotFoundError("the colour set needs ../shared/data/gtsrb.npz")
+    return Setting(*colour)
+
+
+def attack_at(label: str, rate: float) -> Attack:
+    """``label``'s attack at poison rate ``rate``; Adaptive-Blend with as many cover samples as poisons."""
+    params = {"poison_rate": rate}
+    if label == "Adaptive-Blend":
+        params["cover_rate"] = rate
+    return ATTACKS.build(ATTACK_NAMES[label], params)
+
+
+def _numbers(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One backdoored model of the grid and the detectors to retrain after."""
+
+    set_key: str
+    attack: str
+    rate: float
+    seed: int
+    retrain: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return OUT / "grid" / f"{self.set_key}-{self.attack}-{self.rate}-{self.seed}.json"
+
+
+def run_cell(cell: Cell) -> dict:
+    """Backdoor, then each detector (retrained where ``cell.retrain`` says); rows saved to ``cell.path``."""
+    if cell.path.is_file():
+        saved = json.loads(cell.path.read_text())
+        if set(cell.retrain) <= set(saved["retrained"]):
+            return saved
+    s = setting(cell.set_key)
+    ds = s.dataset
+    source = ModelSource(OUT / "models", device="auto", progress=False)
+    bd = source.backdoor(s, attack_at(cell.attack, cell.rate), cell.seed)
+    rows = {"(none)": _numbers(measure_model(bd.model, bd, ds.test))}
+    ctx = EvaluationContext(ds, seed=cell.seed, device="auto", architecture=s.architecture, training=s.training)
+    for name in DETECTORS:
+        start = time.perf_counter()
+        out = evaluate_data_detector(DEFENSES.build(name, {}), bd.model, bd, ctx, retrain=name in cell.retrain)
+        rows[name] = _numbers(out.metrics) | {"seconds": time.perf_counter() - start}
+    result = {"retrained": list(cell.retrain), "rows": rows}
+    cell.path.parent.mkdir(parents=True, exist_ok=True)
+    cell.path.write_text(json.dumps(result))
+    return result
+
+
+def _cells() -> list[Cell]:
+    rates = [float(r) for r in _env_list("BENCH_RATES", "0.005,0.01,0.05,0.1")]
+    attacks = _env_list("BENCH_DATA_ATTACKS", ",".join(ATTACK_NAMES))
+    sets = [k for k in _env_list("BENCH_DATA_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
+    retrain = {
+        "mnist": tuple(_env_list("BENCH_RETRAIN_MNIST", ",".join(DETECTORS))),
+        "colour": tuple(_env_list("BENCH_RETRAIN_COLOUR", "scan")),
+    }
+    return [Cell(k, a, r, seed, retrain[k]) for k in sets for a in attacks for r in rates for seed in bench_seeds(3)]
+
+
+def _values(results: list[tuple[Cell, dict]], method: str, key: str) -> list[float]:
+    return [r["rows"][method][key] for _, r in results if key in r["rows"][method]]
+
+
+def _cell_text(values: list[float], digits: int = 3) -> str:
+    """Mean ± 95% CI of ``values`` (one value alone; "-" for none)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    mean, ci = mean_ci(values)
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def grid() -> bool:
+    cells = _cells()
+    results = list(zip(cells, map_in_workers(run_cell, cells, bench_workers(2)), strict=True))
+    met = True
+    for set_key in dict.fromkeys(c.set_key for c in cells):
+        for label in dict.fromkeys(c.attack for c in cells):
+            rows = []
+            for rate in dict.fromkeys(c.rate for c in cells):
+                here = [(c, r) for c, r in results if (c.set_key, c.attack, c.rate) == (set_key, label, rate)]
+                rows.append(
+                    [
+                        f"{rate:.1%}",
+                        "(none)",
+                        "",
+                        "",
+                        "",
+                        _cell_text(_values(here, "(none)", "clean_accuracy")),
+                        _cell_text(_values(here, "(none)", "asr")),
+                        "",
+                    ]
+                )
+                for name in DETECTORS:
+                    board = LEADERBOARD_ASR.get(name, {}).get(rate) if label == "BadNets" else None
+                    rows.append(
+                        [
+                            "",
+                            SHORT[name],
+                            _cell_text(_values(here, name, "tpr")),
+                            _cell_text(_values(here, name, "fpr")),
+                            _cell_text(_values(here, name, "roc_auc")),
+                            _cell_text(_values(here, name, "clean_accuracy")),
+                            _cell_text(_values(here, name, "asr")),
+                            "" if board is None else f"{board:.1f}",
+                        ]
+                    )
+            print(f"\n{SET_LABELS[set_key]}, {label}, seeds {sorted({c.seed for c in cells})} (mean ± 95% CI)")
+            print_table(
+                ["rate", "detector", "TPR", "FPR", "ROC-AUC", "CA after", "ASR after", "LB ASR % (not ours)"], rows
+            )
+    target = [
+        r
+        for c, r in results
+        if (c.set_key, c.attack, c.rate) == ("mnist", "BadNets", 0.01) and "asr" in r["rows"]["scan"]
+    ]
+    if target:
+        auc = float(np.mean([r["rows"]["scan"]["roc_auc"] for r in target]))
+        asr = float(np.mean([r["rows"]["scan"]["asr"] for r in target]))
+        rows = [
+            check("SCAn ROC-AUC, MNIST-5k BadNets 1%", auc, ">= 0.95", auc >= 0.95),
+            check("SCAn ASR after retraining, same", asr, "<= 0.10", asr <= 0.10),
+        ]
+        print()
+        print_table(["target", "value", "bound", "status"], rows)
+        met = auc >= 0.95 and asr <= 0.10
+    return met
+
+
+def _clopper_pearson(k: int, n: int) -> tuple[float, float]:
+    low = 0.0 if k == 0 else float(beta.ppf(0.025, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(0.975, k + 1, n - k))
+    return low, high
+
+
+def _clean_sources() -> dict[str, Split]:
+    out = {"MNIST-5k": load_dataset("mnist5k").train}
+    digits = DATA_DIR / "digits.npz"
+    if digits.is_file():
+        with np.load(digits) as z:
+            x = torch.from_numpy(z["x"]).float().div(16).unsqueeze(1)
+            out["digits"] = Split(x, torch.from_numpy(z["y"]).long())
+    return out
+
+
+def far_job(job: tuple[str, int]) -> dict:
+    """Scan one seeded 90% sample of a clean source (written as a user's uint8 NHWC .npz) without a model."""
+    name, seed = job
+    path = OUT / "far" / f"{name}-{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    data = _clean_sources()[name]
+    rows = torch.randperm(len(data), generator=make_generator(seed))[: int(0.9 * len(data))].sort().values
+    sample = data.subset(rows)
+    npz = OUT / "far" / f"{name}-{seed}.npz"
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    x = (sample.x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    np.savez(npz, x=x, y=sample.y.numpy())
+    start = time.perf_counter()
+    found, _ = scan_data(str(npz), seed=seed, device="auto")
+    npz.unlink()
+    result = {
+        "poison_found": bool(found.suspicious_classes),
+        "classes": list(found.suspicious_classes),
+        "flagged": int(found.flagged.sum()),
+        "seconds": time.perf_counter() - start,
+    }
+    path.write_text(json.dumps(result))
+    return result
+
+
+def far() -> bool:
+    runs = int(os.environ.get("BENCH_FAR_RUNS", 10))
+    jobs = [(name, seed) for name in _clean_sources() for seed in range(runs)]
+    results = map_in_workers(far_job, jobs, bench_workers(2))
+    rows = []
+    for name in dict.fromkeys(n for n, _ in jobs):
+        mine = [r for (n, _), r in zip(jobs, results, strict=True) if n == name]
+        alarms = sum(r["poison_found"] for r in mine)
+        low, high = _clopper_pearson(alarms, len(mine))
+        classes = sum(len(r["classes"]) for r in mine)
+        rows.append(
+            [
+                name,
+                len(mine),
+                f"{alarms}/{len(mine)} = {alarms / len(mine):.2f} [{low:.2f}, {high:.2f}]",
+                f"{classes}/{10 * len(mine)}",
+                f"{np.mean([r['flagged'] for r in mine]):.1f}",
+            ]
+        )
+    print("\nscan-data on clean data (no model given: it trains badnet_cnn), default detector SCAn")
+    print_table(
+        ["clean source (90% samples)", "scans", "poison found (CP 95%)", "classes flagged", "samples flagged"], rows
+    )
+    return True
+
+
+def dpa_job(job: tuple[str, int]) -> dict:
+    """DPA trained on BadNets-poisoned (10%) ``mnist5k`` or full ``mnist``: CA / ASR of the vote, certified
+    accuracy, median certified radius, training time. No backdoored single network is trained (not needed)."""
+    name, seed = job
+    path = OUT / "dpa" / f"{name}-{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    ds = load_dataset("mnist5k") if name == "MNIST-5k" else load_dataset(f"npz:{DATA_DIR / 'mnist.npz'}")
+    k = int(os.environ.get("BENCH_DPA_K", 50))
+    attack = ATTACKS.build("badnets", {"poison_rate": 0.1})
+    trigger, rule = attack.make_trigger(ds), attack.target_rule(ds)
+    poisoned = attack.poison(ds.train, attack.train_trigger(trigger), rule, seed)
+    probes = Backdoor(None, trigger, rule, attack.name, attack.model_dump(), "badnet_cnn", poisoned.poisoned_indices)
+    dpa = DEFENSES.build("dpa", {"partitions": k})
+    start = time.perf_counter()
+    voted = dpa.train(
+        poisoned.split, defender_dataset(ds, poisoned.split), "badnet_cnn", TrainingConfig(), seed=seed, device="auto"
+    )
+    seconds = time.perf_counter() - start
+    figures, _ = dpa.figures(voted, make_probes(probes, ds.test).as_mapping(), device="auto")
+    result = _numbers(measure_model(voted, probes, ds.test)) | _numbers(figures)
+    result |= {"seconds": seconds, "k": k, "train": len(ds.train)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
+def dpa() -> bool:
+    jobs = [("MNIST-5k", seed) for seed in bench_seeds(3)]
+    if (DATA_DIR / "mnist.npz").is_file():
+        jobs.append(("MNIST (60k)", 0))
+    results = map_in_workers(dpa_job, jobs, bench_workers(2))
+    rows = []
+    for name in dict.fromkeys(n for n, _ in jobs):
+        mine = [r for (n, _), r in zip(jobs, results, strict=True) if n == name]
+        radii = sorted(int(k.removeprefix("certified_accuracy_r")) for k in mine[0] if k.startswith("certified_acc"))
+        shown = [r for r in radii if r in (1, 2, 5, 10, 20, 50, 100)]
+        rows.append(
+            [
+                name,
+                f"{mine[0]['train']} / {mine[0]['k']}",
+                len(mine),
+                _cell_text([r["clean_accuracy"] for r in mine]),
+                _cell_text([r["asr"] for r in mine]),
+                *(_cell_text([m[f"certified_accuracy_r{r}"] for m in mine]) for r in shown),
+                _cell_text([r["median_certified_radius"] for r in mine], 1),
+                _cell_text([r["seconds"] for r in mine], 0),
+            ]
+        )
+    print("\nDPA, badnet_cnn base networks (TrainingConfig defaults), BadNets 10% poisoned training set")
+    print_table(
+        ["set", "train / k", "seeds", "CA (vote)", "ASR", *(f"cert. acc r={r}" for r in shown), "median radius", "s"],
+        rows,
+    )
+    return True
+
+
+def abl_job(job: tuple[str, int]) -> dict:
+    """ABL (paper defaults) on MNIST-5k poisoned by ``label`` at 10%; the undefended model beside it."""
+    label, seed = job
+    path = OUT / "abl" / f"{label}-{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    s = setting("mnist")
+    bd = ModelSource(OUT / "models", device="auto", progress=False).backdoor(s, attack_at(label, 0.1), seed)
+    ctx = EvaluationContext(s.dataset, seed=seed, device="auto", architecture=s.architecture, training=s.training)
+    out = evaluate_training_defense(DEFENSES.build("abl", {}), bd.model, bd, ctx)
+    result = {"none": _numbers(measure_model(bd.model, bd, s.dataset.test)), "abl": _numbers(out.metrics)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
+def abl() -> bool:
+    jobs = [(label, seed) for label in ("BadNets", "Blend") for seed in bench_seeds(3)]
+    results = map_in_workers(abl_job, jobs, bench_workers(2))
+    rows = []
+    for label in ("BadNets", "Blend"):
+        mine = [r for (n, _), r in zip(jobs, results, strict=True) if n == label]
+        board = LEADERBOARD_ABL.get(label)
+        rows.append(
+            [
+                label,
+                _cell_text([r["none"]["clean_accuracy"] for r in mine]),
+                _cell_text([r["none"]["asr"] for r in mine]),
+                _cell_text([r["abl"]["clean_accuracy"] for r in mine]),
+                _cell_text([r["abl"]["asr"] for r in mine]),
+                _cell_text([r["abl"].get("isolation_precision", float("nan")) for r in mine]),
+                _cell_text([r["abl"]["train_seconds"] for r in mine], 0),
+                "" if board is None else f"{board[0]:.2f} / {board[1]:.2f}",
+            ]
+        )
+    print("\nABL on MNIST-5k (badnet_cnn), 10% poisoning, all-to-one -> 0")
+    print_table(
+        ["attack", "CA none", "ASR none", "CA ABL", "ASR ABL", "isolation precision", "s", "LB CA / ASR % (not ours)"],
+        rows,
+    )
+    return True
+
+
+PARTS = {"grid": grid, "far": far, "dpa": dpa, "abl": abl}
 
 
 def main() -> bool:
-    ds = load_dataset("mnist5k")
-    training = TrainingConfig()
-    setting = Setting(ds, "badnet_cnn", training)
-    source = ModelSource(os.environ.get("BENCH_CACHE", ".bench_cache"), device="auto", progress=False)
-    rates = [float(r) for r in os.environ.get("BENCH_RATES", "0.01,0.1").split(",")]
-    methods = os.environ.get("BENCH_METHODS", ",".join(DETECTORS) + ",dpa,abl").split(",")
-    k = int(os.environ.get("BENCH_DPA_K", 50))
-    met = True
-    for seed in bench_seeds(1):
-        for rate in rates:
-            bd = source.backdoor(setting, ATTACKS.build("badnets", {"poison_rate": rate}), seed)
-            before = measure_model(bd.model, bd, ds.test)
-            print(f"rate {rate} seed {seed}: backdoored CA {before['clean_accuracy']:.4f} ASR {before['asr']:.4f}")
-            ctx = EvaluationContext(ds, seed=seed, device="auto", architecture="badnet_cnn", training=training)
-            for name in methods:
-                params = {"partitions": k} if name == "dpa" else {}
-                start = time.perf_counter()
-                out = evaluate_defense(DEFENSES.build(name, params), bd.model, bd, ctx)
-                row = {"method": name, "rate": rate, "seed": seed, "seconds": time.perf_counter() - start}
-                row |= {m: round(float(v), 4) for m, v in out.metrics.items()}
-                if name in LEADERBOARD_ASR:
-                    row["leaderboard_asr_pct_not_ours"] = LEADERBOARD_ASR[name].get(rate)
-                print(json.dumps(row), flush=True)
-                if name == "scan" and rate == 0.01:
-                    ok = row["roc_auc"] >= 0.95 and row["asr"] <= 0.10
-                    met &= ok
-                    print(f"target (SCAn at 1%: ROC-AUC >= 0.95, ASR <= 10%): {'met' if ok else 'NOT met'}")
-    return met
+    ok = True
+    for part in _env_list("BENCH_DATA_PARTS", ",".join(PARTS)):
+        ok &= PARTS[part]()
+    return ok
 
 
 if __name__ == "__main__":

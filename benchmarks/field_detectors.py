@@ -41,11 +41,11 @@ from backdoorlab.experiments.evaluation import make_probes, measure_model
 from backdoorlab.metrics import roc_auc, tpr_at_fpr
 from backdoorlab.models import TrainingConfig
 
+from .bench_attacks import COLOUR_FILE, colour_set
 from .common import bench_seeds, check, fmt, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = ROOT / "src" / "backdoorlab" / "configs" / "default.yaml"
-COLOUR_FILE = ROOT.parent / "shared" / "data" / "gtsrb.npz"
 DETECTORS = ("strip", "sequential_strip", "feature_squeezing", "scale_up", "teco", "ibd_psc", "badexpert")
 BACKDOORBOX_84 = {"tpr": 0.9796, "fpr": 0.2099, "auc": 0.924}
 N_OVERLAYS = 100
@@ -76,12 +76,9 @@ def settings() -> list[tuple[str, Dataset, str, TrainingConfig]]:
     chosen = _env_list("BENCH_DETECTOR_SETS", "mnist,colour")
     if "mnist" in chosen:
         out.append(("MNIST-5k", load_dataset("mnist5k"), "badnet_cnn", TrainingConfig(epochs=int(epochs or 20))))
-    if "colour" in chosen and COLOUR_FILE.is_file():
-        from .bench_attacks import frequent_classes
-
-        gtsrb10 = frequent_classes(load_dataset(f"npz:{COLOUR_FILE}"), 10, (3000, 500, 2000))
-        training = TrainingConfig(epochs=int(epochs or 15), lr=1e-3, weight_decay=5e-4)
-        out.append(("GTSRB-10", gtsrb10, "cnn_small", training))
+    colour = colour_set(int(epochs or 15)) if "colour" in chosen else None
+    if colour is not None:
+        out.append(("GTSRB-10", *colour))
     elif "colour" in chosen:
         print(f"colour set skipped: {COLOUR_FILE} not found")
     return out

@@ -95,9 +95,17 @@ def _against(model: nn.Module, after: dict[str, float], backdoor: Backdoor | Non
 
 
 def evaluate_data_detector(
-    detector: DataDetector, model: nn.Module, backdoor: Backdoor | None, ctx: EvaluationContext
+    detector: DataDetector,
+    model: nn.Module,
+    backdoor: Backdoor | None,
+    ctx: EvaluationContext,
+    *,
+    retrain: bool = True,
 ) -> DefenseOutcome:
-    """Detection rates against the true poison, then filter and retrain: CA / ASR / RA / DER / RIR."""
+    """Detection rates against the true poison, then filter and retrain: CA / ASR / RA / DER / RIR.
+
+    ``retrain=False`` stops after the detection rates (a benchmark's detection-only cells: no network is trained).
+    """
     ds = ctx.dataset
     train, poison = training_set(backdoor, ds, ctx.seed)
     start = time.perf_counter()
@@ -106,18 +114,20 @@ def evaluate_data_detector(
     metrics |= {"detect_seconds": time.perf_counter() - start, "suspicious_classes": len(detection.suspicious_classes)}
     if detector.has_dataset_test:
         metrics["poison_found"] = float(bool(detection.suspicious_classes))
-    architecture, training = _setting(ctx, backdoor)
-    kept = train.subset((~detection.flagged).nonzero().flatten())
-    retrained = train_new_model(
-        architecture, ds, training, split=kept, seed=ctx.seed, device=str(ctx.device), progress=ctx.progress
-    )
-    metrics |= _against(model, measure_model(retrained, backdoor, ds.test, device=ctx.device), backdoor, ctx)
     artifacts = {
         "scores": detection.scores,
         "flagged": detection.flagged,
         "poisoned": poison,
         "class_statistics": {k: v.tolist() for k, v in detection.class_statistics.items()},
     }
+    if not retrain:
+        return DefenseOutcome(metrics, artifacts)
+    architecture, training = _setting(ctx, backdoor)
+    kept = train.subset((~detection.flagged).nonzero().flatten())
+    retrained = train_new_model(
+        architecture, ds, training, split=kept, seed=ctx.seed, device=str(ctx.device), progress=ctx.progress
+    )
+    metrics |= _against(model, measure_model(retrained, backdoor, ds.test, device=ctx.device), backdoor, ctx)
     return DefenseOutcome(metrics, artifacts)
 
 
