@@ -117,11 +117,11 @@ class Cell:
 
 
 def run_cell(cell: Cell) -> dict:
-    """Backdoor, then each detector (retrained where ``cell.retrain`` says); rows saved to ``cell.path``."""
-    if cell.path.is_file():
-        saved = json.loads(cell.path.read_text())
-        if set(cell.retrain) <= set(saved["retrained"]):
-            return saved
+    """Backdoor, then each detector (retrained where ``cell.retrain`` says); rows saved to ``cell.path``. A saved
+    cell is reused; its detectors already retrained are kept when more are asked."""
+    saved = json.loads(cell.path.read_text()) if cell.path.is_file() else {"retrained": [], "rows": {}}
+    if set(cell.retrain) <= set(saved["retrained"]):
+        return saved
     s = setting(cell.set_key)
     ds = s.dataset
     source = ModelSource(OUT / "models", device="auto", progress=False)
@@ -129,10 +129,13 @@ def run_cell(cell: Cell) -> dict:
     rows = {"(none)": _numbers(measure_model(bd.model, bd, ds.test))}
     ctx = EvaluationContext(ds, seed=cell.seed, device="auto", architecture=s.architecture, training=s.training)
     for name in DETECTORS:
+        if name in saved["retrained"]:
+            rows[name] = saved["rows"][name]
+            continue
         start = time.perf_counter()
         out = evaluate_data_detector(DEFENSES.build(name, {}), bd.model, bd, ctx, retrain=name in cell.retrain)
         rows[name] = _numbers(out.metrics) | {"seconds": time.perf_counter() - start}
-    result = {"retrained": list(cell.retrain), "rows": rows}
+    result = {"retrained": sorted(set(cell.retrain) | set(saved["retrained"])), "rows": rows}
     cell.path.parent.mkdir(parents=True, exist_ok=True)
     cell.path.write_text(json.dumps(result))
     return result

@@ -12,7 +12,7 @@ from backdoorlab.data import load_dataset
 from backdoorlab.defenses import DEFENSES
 from backdoorlab.defenses.data_detectors.scan import anomaly_index
 from backdoorlab.defenses.data_detectors.spectre import que_scores
-from backdoorlab.experiments.data_evaluation import detection_rows, training_set
+from backdoorlab.experiments.data_evaluation import detection_rows, evaluate_data_detector, training_set
 from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense
 from backdoorlab.models import TrainingConfig, train_new_model
 
@@ -123,3 +123,16 @@ def test_a_clean_model_has_no_poison_and_a_retrained_model(digits):
     ctx = EvaluationContext(digits, seed=0, device="cpu", architecture="badnet_cnn", training=TrainingConfig(epochs=1))
     out = evaluate_defense(DEFENSES.build("spectral_signatures", {}), model, None, ctx)
     assert "tpr" not in out.metrics and 0 < out.metrics["fpr"] < 0.2 and "clean_accuracy" in out.metrics
+
+
+def test_detection_only_cell_trains_no_network(digits, monkeypatch):
+    model = train_new_model("badnet_cnn", digits, TrainingConfig(epochs=1), seed=0, progress=False)
+    ctx = EvaluationContext(digits, seed=0, device="cpu", architecture="badnet_cnn", training=TrainingConfig(epochs=1))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a detection-only cell trained a network")
+
+    monkeypatch.setattr("backdoorlab.experiments.data_evaluation.train_new_model", no_training)
+    out = evaluate_data_detector(DEFENSES.build("spectral_signatures", {}), model, None, ctx, retrain=False)
+    assert out.metrics["removed"] > 0 and "clean_accuracy" not in out.metrics
+    assert out.artifacts["flagged"].shape == (len(digits.train),)
