@@ -31,18 +31,23 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import torch
-
 from backdoorlab.attacks import ATTACKS
-from backdoorlab.data import Dataset, Split, load_dataset
+from backdoorlab.data import Dataset, load_dataset
 from backdoorlab.metrics import backdoor_metrics, clean_accuracy
 from backdoorlab.models import TrainingConfig
-from backdoorlab.utils.seeding import make_generator
 
-from .common import bench_seeds, bench_workers, check, fmt, map_in_workers, print_table
+from .common import (
+    COLOUR_FILE,
+    bench_seeds,
+    bench_workers,
+    check,
+    colour_set,
+    fmt,
+    map_in_workers,
+    print_table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-COLOUR_FILE = ROOT.parent / "shared" / "data" / "gtsrb.npz"
 REFLECTION_FILE = ROOT.parent / "shared" / "data" / "cifar10_png5k.npz"
 FLIP_RATES = (0.1, 0.2, 0.4)
 
@@ -209,33 +214,6 @@ def report(s: Setting, results: list[tuple[int, SeedResult]]) -> list[list[objec
             for q in FLIP_RATES
         ),
     ]
-
-
-def frequent_classes(full: Dataset, k: int, sizes: tuple[int, int, int], seed: int = 0) -> Dataset:
-    """The ``k`` classes of ``full`` with most training images, relabelled 0..k-1, with ``sizes`` (train, val, test)
-    images drawn at random from each split."""
-    top = torch.bincount(full.train.y, minlength=full.num_classes).argsort(descending=True)[:k].sort().values
-    remap = torch.full((full.num_classes,), -1)
-    remap[top] = torch.arange(k)
-
-    def pick(split: Split, n: int, offset: int) -> Split:
-        rows = (remap[split.y] >= 0).nonzero().flatten()
-        rows = rows[torch.randperm(len(rows), generator=make_generator(seed + offset))[:n]].sort().values
-        return Split(split.x[rows], remap[split.y[rows]])
-
-    splits = (full.train, full.val, full.test)
-    parts = [pick(split, n, i) for i, (split, n) in enumerate(zip(splits, sizes, strict=True))]
-    return Dataset(f"{full.name}[{k} classes]", *parts, tuple(full.classes[i] for i in top.tolist()))
-
-
-def colour_set(epochs: int = 15) -> tuple[Dataset, str, TrainingConfig] | None:
-    """The colour set of the method issues: GTSRB-10 (the 10 most frequent classes of ``COLOUR_FILE``, 3,000
-    train / 500 val / 2,000 test images, seed 0), ``cnn_small``, this benchmark's recipe (Adam lr 1e-3, weight
-    decay 5e-4, ``epochs`` epochs); None when the shared data file is absent."""
-    if not COLOUR_FILE.is_file():
-        return None
-    gtsrb10 = frequent_classes(load_dataset(f"npz:{COLOUR_FILE}"), 10, (3000, 500, 2000))
-    return gtsrb10, "cnn_small", TrainingConfig(epochs=epochs, lr=1e-3, weight_decay=5e-4)
 
 
 def settings() -> list[Setting]:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from scipy.stats import beta
 
-from backdoorlab.attacks import ATTACKS, Attack, Backdoor
+from backdoorlab.attacks import ATTACKS, Backdoor
 from backdoorlab.audit.scan_data import scan_data
 from backdoorlab.data import Split, load_dataset
 from backdoorlab.defenses import DEFENSES
@@ -53,20 +53,28 @@ from backdoorlab.experiments.data_evaluation import (
     evaluate_training_defense,
 )
 from backdoorlab.experiments.evaluation import EvaluationContext, make_probes, measure_model
-from backdoorlab.experiments.model_source import ModelSource, Setting
-from backdoorlab.metrics import mean_ci
 from backdoorlab.models import TrainingConfig
 from backdoorlab.utils.seeding import make_generator
 
-from .bench_attacks import colour_set
-from .common import bench_seeds, bench_workers, check, map_in_workers, print_table
+from .common import (
+    POISONING_ATTACKS,
+    ROOT,
+    bench_models,
+    bench_seeds,
+    bench_setting,
+    bench_workers,
+    check,
+    ci_text,
+    colour_set,
+    map_in_workers,
+    poisoning_attack,
+    print_table,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data"
 OUT = Path(os.environ.get("BENCH_DATA_OUT", ROOT / "runs" / "bench-data-detectors"))
 DETECTORS = ("activation_clustering", "spectral_signatures", "spectre", "scan")
 SHORT = {"activation_clustering": "AC", "spectral_signatures": "SS", "spectre": "SPECTRE", "scan": "SCAn"}
-ATTACK_NAMES = {"BadNets": "badnets", "Blend": "blend", "Adaptive-Blend": "adaptive_blend"}
 LEADERBOARD_ASR = {  # BackdoorBench, BadNets, ASR (%) left after filter + retrain (field.md); not ours
     "activation_clustering": {0.005: 2.3, 0.01: 27.2, 0.1: 86.2},
     "spectral_signatures": {0.005: 7.9, 0.01: 74.2, 0.1: 92.4},
@@ -77,24 +85,6 @@ SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
 
 def _env_list(name: str, default: str) -> list[str]:
     return [v for v in os.environ.get(name, default).split(",") if v]
-
-
-def setting(key: str) -> Setting:
-    """The benchmark setting ``mnist`` or ``colour``."""
-    if key == "mnist":
-        return Setting(load_dataset("mnist5k"), "badnet_cnn", TrainingConfig())
-    colour = colour_set()
-    if colour is None:
-        raise FileNotFoundError("the colour set needs ../shared/data/gtsrb.npz")
-    return Setting(*colour)
-
-
-def attack_at(label: str, rate: float) -> Attack:
-    """``label``'s attack at poison rate ``rate``; Adaptive-Blend with as many cover samples as poisons."""
-    params = {"poison_rate": rate}
-    if label == "Adaptive-Blend":
-        params["cover_rate"] = rate
-    return ATTACKS.build(ATTACK_NAMES[label], params)
 
 
 def _numbers(metrics: dict) -> dict[str, float]:
@@ -122,10 +112,9 @@ def run_cell(cell: Cell) -> dict:
     saved = json.loads(cell.path.read_text()) if cell.path.is_file() else {"retrained": [], "rows": {}}
     if set(cell.retrain) <= set(saved["retrained"]):
         return saved
-    s = setting(cell.set_key)
+    s = bench_setting(cell.set_key)
     ds = s.dataset
-    source = ModelSource(OUT / "models", device="auto", progress=False)
-    bd = source.backdoor(s, attack_at(cell.attack, cell.rate), cell.seed)
+    bd = bench_models().backdoor(s, poisoning_attack(cell.attack, cell.rate), cell.seed)
     rows = {"(none)": _numbers(measure_model(bd.model, bd, ds.test))}
     ctx = EvaluationContext(ds, seed=cell.seed, device="auto", architecture=s.architecture, training=s.training)
     for name in DETECTORS:
@@ -143,7 +132,7 @@ def run_cell(cell: Cell) -> dict:
 
 def _cells() -> list[Cell]:
     rates = [float(r) for r in _env_list("BENCH_RATES", "0.005,0.01,0.05,0.1")]
-    attacks = _env_list("BENCH_DATA_ATTACKS", ",".join(ATTACK_NAMES))
+    attacks = _env_list("BENCH_DATA_ATTACKS", ",".join(POISONING_ATTACKS))
     sets = [k for k in _env_list("BENCH_DATA_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
     retrain = {
         "mnist": tuple(_env_list("BENCH_RETRAIN_MNIST", ",".join(DETECTORS))),
@@ -155,16 +144,6 @@ def _cells() -> list[Cell]:
 
 def _values(results: list[tuple[Cell, dict]], method: str, key: str) -> list[float]:
     return [r["rows"][method][key] for _, r in results if key in r["rows"][method]]
-
-
-def _cell_text(values: list[float], digits: int = 3) -> str:
-    """Mean ± 95% CI of ``values`` (one value alone; "-" for none)."""
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    mean, ci = mean_ci(values)
-    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
 def grid() -> bool:
@@ -183,8 +162,8 @@ def grid() -> bool:
                         "",
                         "",
                         "",
-                        _cell_text(_values(here, "(none)", "clean_accuracy")),
-                        _cell_text(_values(here, "(none)", "asr")),
+                        ci_text(_values(here, "(none)", "clean_accuracy")),
+                        ci_text(_values(here, "(none)", "asr")),
                         "",
                     ]
                 )
@@ -194,11 +173,11 @@ def grid() -> bool:
                         [
                             "",
                             SHORT[name],
-                            _cell_text(_values(here, name, "tpr")),
-                            _cell_text(_values(here, name, "fpr")),
-                            _cell_text(_values(here, name, "roc_auc")),
-                            _cell_text(_values(here, name, "clean_accuracy")),
-                            _cell_text(_values(here, name, "asr")),
+                            ci_text(_values(here, name, "tpr")),
+                            ci_text(_values(here, name, "fpr")),
+                            ci_text(_values(here, name, "roc_auc")),
+                            ci_text(_values(here, name, "clean_accuracy")),
+                            ci_text(_values(here, name, "asr")),
                             "" if board is None else f"{board:.1f}",
                         ]
                     )
@@ -334,11 +313,11 @@ def dpa() -> bool:
                 name,
                 f"{mine[0]['train']} / {mine[0]['k']}",
                 len(mine),
-                _cell_text([r["clean_accuracy"] for r in mine]),
-                _cell_text([r["asr"] for r in mine]),
-                *(_cell_text([m[f"certified_accuracy_r{r}"] for m in mine]) for r in shown),
-                _cell_text([r["median_certified_radius"] for r in mine], 1),
-                _cell_text([r["seconds"] for r in mine], 0),
+                ci_text([r["clean_accuracy"] for r in mine]),
+                ci_text([r["asr"] for r in mine]),
+                *(ci_text([m[f"certified_accuracy_r{r}"] for m in mine]) for r in shown),
+                ci_text([r["median_certified_radius"] for r in mine], 1),
+                ci_text([r["seconds"] for r in mine], 0),
             ]
         )
     print("\nDPA, badnet_cnn base networks (TrainingConfig defaults), BadNets 10% poisoned training set")
@@ -355,8 +334,8 @@ def abl_job(job: tuple[str, int]) -> dict:
     path = OUT / "abl" / f"{label}-{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    s = setting("mnist")
-    bd = ModelSource(OUT / "models", device="auto", progress=False).backdoor(s, attack_at(label, 0.1), seed)
+    s = bench_setting("mnist")
+    bd = bench_models().backdoor(s, poisoning_attack(label, 0.1), seed)
     ctx = EvaluationContext(s.dataset, seed=seed, device="auto", architecture=s.architecture, training=s.training)
     out = evaluate_training_defense(DEFENSES.build("abl", {}), bd.model, bd, ctx)
     result = {"none": _numbers(measure_model(bd.model, bd, s.dataset.test)), "abl": _numbers(out.metrics)}
@@ -375,12 +354,12 @@ def abl() -> bool:
         rows.append(
             [
                 label,
-                _cell_text([r["none"]["clean_accuracy"] for r in mine]),
-                _cell_text([r["none"]["asr"] for r in mine]),
-                _cell_text([r["abl"]["clean_accuracy"] for r in mine]),
-                _cell_text([r["abl"]["asr"] for r in mine]),
-                _cell_text([r["abl"].get("isolation_precision", float("nan")) for r in mine]),
-                _cell_text([r["abl"]["train_seconds"] for r in mine], 0),
+                ci_text([r["none"]["clean_accuracy"] for r in mine]),
+                ci_text([r["none"]["asr"] for r in mine]),
+                ci_text([r["abl"]["clean_accuracy"] for r in mine]),
+                ci_text([r["abl"]["asr"] for r in mine]),
+                ci_text([r["abl"].get("isolation_precision", float("nan")) for r in mine]),
+                ci_text([r["abl"]["train_seconds"] for r in mine], 0),
                 "" if board is None else f"{board[0]:.2f} / {board[1]:.2f}",
             ]
         )

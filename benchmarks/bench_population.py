@@ -230,8 +230,8 @@ def write_colour_file(path: Path = COLOUR_FILE) -> None:
     as an ``.npz`` with ``x_train, y_train, x_test, y_test, classes`` (uint8 NHWC), for ``npz:`` configs."""
     from backdoorlab.data import load_dataset
 
-    from .bench_attacks import COLOUR_FILE as SOURCE
-    from .bench_attacks import frequent_classes
+    from .common import COLOUR_FILE as SOURCE
+    from .common import frequent_classes
 
     ds = frequent_classes(load_dataset(f"npz:{SOURCE}"), 10, (3000, 500, 2000))
     as_bytes = lambda x: (x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()  # noqa: E731

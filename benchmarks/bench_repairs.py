@@ -1,80 +1,185 @@
-"""The repairs of issue 19 beside fine-tuning and Fine-Pruning: CA / ASR / RA / DER / retuned ASR per repair, the
+"""Issue 19: the repairs beside fine-tuning and Fine-Pruning: CA / ASR / RA / DER / retuned ASR per repair, the
 ranking by mean DER and its Spearman correlation with BackdoorBench's leaderboard ranking.
 
-Setting: MNIST-5k, ``badnet_cnn`` with the toolkit's default training, BadNets (3x3 square, target 0) at
-``POISON_RATES`` (default 10%); the defender holds the 500-image validation split. Every repair runs with its
-paper defaults except where ``BENCH_REPAIRS_FAST=1`` (the default here, for 2 CPU cores) shortens the two
-slowest: ANP to 500 iterations and SAU to 20 rounds (the printed table names the parameters used).
-``retuned_asr`` is measured on every repaired model (the evaluator's retuning check).
+Settings (``BENCH_REPAIR_SETS``, default ``mnist,colour``): MNIST-5k with ``badnet_cnn`` (TrainingConfig
+defaults) and the colour set (GTSRB-10, ``cnn_small``, bench_attacks' recipe). Attacks (``BENCH_REPAIR_ATTACKS``,
+default BadNets, Blend and Adaptive-Blend, the new attack with a poisoning rate: cover samples = poisons), all-to-one
+-> 0, at ``BENCH_POISON_RATES`` (default 0.1,0.01); seeds from ``BENCH_SEEDS`` (default 3). The backdoored models
+come from the benchmarks' shared model cache (common.bench_models: the data-detector benchmark trains the same
+ones). The defender holds the ``val`` split (500 images). Every repair runs with its paper defaults except where
+``BENCH_REPAIRS_FAST=1`` (the default, for 2 CPU cores) shortens the two slowest: ANP to 500 iterations and SAU to 20
+rounds (the table names the parameters used). ``retuned_asr`` is measured on every repaired model (the evaluator's
+retuning check). Each cell (setting, attack, rate, seed) is saved under ``runs/bench-repairs/`` (or
+``BENCH_REPAIR_OUT``) after every repair, and a later run resumes it.
 
-The leaderboard's mean DER at 10% poisoning (CIFAR-10, PreAct-ResNet18, 8 attacks; field.md 1.0) is a reference
-ranking, not a target: the correlation says whether our ranking on our setting agrees with it.
+Target (issue 19): ANP or I-BAU brings BadNets ASR below 10% at a clean-accuracy drop of at most 3 points on the
+colour set at 10% poisoning (means over seeds). The leaderboard's mean DER (CIFAR-10, PreAct-ResNet18, 8 attacks at
+10%, 10 at 1%; field.md 1.0) is a reference ranking, not a target: the correlation says whether our ranking on our
+settings agrees with it. ``BENCH_WORKERS`` (default 2) cells run in spawned processes at one torch thread each, so
+the seconds column is comparable only between rows of one run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from backdoorlab.attacks import BadNets
-from backdoorlab.data import load_dataset
 from backdoorlab.defenses import DEFENSES
 from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense, measure_model
-from backdoorlab.models import TrainingConfig
 
-from .common import bench_seeds, fmt, print_table
+from .common import (
+    POISONING_ATTACKS,
+    ROOT,
+    bench_models,
+    bench_seeds,
+    bench_setting,
+    bench_workers,
+    check,
+    ci_text,
+    colour_set,
+    map_in_workers,
+    poisoning_attack,
+    print_table,
+)
 
-LEADERBOARD_DER_10 = {"anp": 95.2, "i_bau": 88.0, "nad": 82.4, "fine_tuning": 81.1, "fine_pruning": 71.8, "clp": 64.8}
-POISON_RATES = tuple(float(r) for r in os.environ.get("BENCH_POISON_RATES", "0.1").split(","))
+LEADERBOARD_DER = {  # BackdoorBench CIFAR-10 PreAct-ResNet18 mean DER (%), field.md 1.0; not ours
+    0.1: {"anp": 95.2, "i_bau": 88.0, "nad": 82.4, "fine_tuning": 81.1, "fine_pruning": 71.8, "clp": 64.8},
+    0.01: {"anp": 75.1, "i_bau": 77.0, "nad": 58.8, "fine_tuning": 55.9, "fine_pruning": 59.0, "clp": 64.7},
+}
 FAST = os.environ.get("BENCH_REPAIRS_FAST", "1") == "1"
 REPAIRS = ("fine_tuning", "fine_pruning", "anp", "i_bau", "nad", "sau", "clp", "fst")
 FAST_PARAMS = {"anp": {"iterations": 500}, "sau": {"rounds": 20}}
 COLUMNS = ("clean_accuracy", "asr", "robust_accuracy", "der", "retuned_asr")
-GUARD = ("guard_lr_scale",)  # 1: the repair's own lr kept; 0.1: retried; 0: reverted to the input model
+SHOWN = ("CA", "ASR", "RA", "DER", "retuned ASR")
+GUARD = "guard_lr_scale"  # 1: the repair's own lr kept; 0.1: retried; 0: reverted to the input model
+OUT = Path(os.environ.get("BENCH_REPAIR_OUT", ROOT / "runs" / "bench-repairs"))
+SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [v for v in os.environ.get(name, default).split(",") if v]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One backdoored model and the repairs to run on it."""
+
+    set_key: str
+    attack: str
+    rate: float
+    seed: int
+    repairs: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return OUT / f"{self.set_key}-{self.attack}-{self.rate}-{self.seed}.json"
+
+
+def _params(name: str) -> dict:
+    return FAST_PARAMS.get(name, {}) if FAST else {}
+
+
+def run_cell(cell: Cell) -> dict:
+    """The undefended model's figures and each repair's, saved to ``cell.path`` after every repair."""
+    rows = json.loads(cell.path.read_text()) if cell.path.is_file() else {}
+    missing = [name for name in cell.repairs if name not in rows]
+    if not missing and "(none)" in rows:
+        return rows
+    s = bench_setting(cell.set_key)
+    bd = bench_models().backdoor(s, poisoning_attack(cell.attack, cell.rate), cell.seed)
+    rows["(none)"] = measure_model(bd.model, bd, s.dataset.test)
+    ctx = EvaluationContext(s.dataset, seed=cell.seed, device="auto", retune=True)
+    cell.path.parent.mkdir(parents=True, exist_ok=True)
+    for name in missing:
+        start = time.perf_counter()
+        metrics = evaluate_defense(DEFENSES.build(name, _params(name)), bd.model, bd, ctx).metrics
+        keep = {k: float(metrics[k]) for k in (*COLUMNS, GUARD) if k in metrics}
+        rows[name] = keep | {"seconds": time.perf_counter() - start}
+        cell.path.write_text(json.dumps(rows))
+    return rows
+
+
+def _cells() -> list[Cell]:
+    sets = [k for k in _env_list("BENCH_REPAIR_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
+    attacks = _env_list("BENCH_REPAIR_ATTACKS", ",".join(POISONING_ATTACKS))
+    rates = [float(r) for r in _env_list("BENCH_POISON_RATES", "0.1,0.01")]
+    repairs = tuple(_env_list("BENCH_REPAIRS", ",".join(REPAIRS)))
+    # seed-major: a run cut short still covers every setting
+    return [Cell(k, a, r, s, repairs) for s in bench_seeds(3) for k in sets for a in attacks for r in rates]
+
+
+def _values(results: list[dict], name: str, key: str) -> list[float]:
+    return [r[name][key] for r in results if name in r and key in r[name]]
+
+
+def ranking(mean_der: dict[str, float], rate: float) -> None:
+    """Print the repairs by mean DER and the Spearman correlation with the leaderboard's ranking at ``rate``."""
+    order = sorted(mean_der, key=mean_der.get, reverse=True)
+    print("ranking by mean DER: " + " > ".join(f"{n} ({mean_der[n]:.3f})" for n in order))
+    board = LEADERBOARD_DER.get(rate, {})
+    shared = [n for n in order if n in board]
+    if len(shared) >= 3:
+        rho, p = spearmanr([mean_der[n] for n in shared], [board[n] for n in shared])
+        verdict = "agrees" if rho > 0.5 else "disagrees" if rho < 0 else "agrees weakly"
+        print(f"leaderboard at {rate:.0%} (CIFAR-10): " + " > ".join(sorted(shared, key=board.get, reverse=True)))
+        print(f"Spearman rho on {len(shared)} shared repairs = {rho:.3f} (p = {p:.3f}): our ranking {verdict}")
 
 
 def main() -> bool:
-    ds = load_dataset("mnist5k")
-    seeds = bench_seeds(1)
-    names = [n for n in os.environ.get("BENCH_REPAIRS", ",".join(REPAIRS)).split(",") if n]
-    for rate in POISON_RATES:
-        values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for seed in seeds:
-            bd = BadNets(poison_rate=rate).run(ds, "badnet_cnn", TrainingConfig(), seed=seed, progress=False)
-            for k, v in measure_model(bd.model, bd, ds.test).items():
-                values["(none)"][k].append(v)
-            ctx = EvaluationContext(ds, seed=seed, retune=True)
-            for name in names:
-                params = FAST_PARAMS.get(name, {}) if FAST else {}
-                start = time.perf_counter()
-                metrics = evaluate_defense(DEFENSES.build(name, params), bd.model, bd, ctx).metrics
-                values[name]["seconds"].append(time.perf_counter() - start)
-                for k in (*COLUMNS, *GUARD):
-                    if k in metrics:  # the guard's figures exist for the repairs that train
-                        values[name][k].append(metrics[k])
-                print(f"  seed {seed} {name}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in COLUMNS), flush=True)
-        print(f"\nMNIST-5k, badnet_cnn, BadNets {rate:.0%}, seeds {seeds} (mean ± 95% CI where >1 seed)")
-        rows = []
-        for name, cols in values.items():
-            params = FAST_PARAMS.get(name, {}) if FAST else {}
-            label = name + (f" {params}" if params else "")
-            rows.append([label, *(fmt(cols[k]) if cols.get(k) else "-" for k in (*COLUMNS, *GUARD, "seconds"))])
-        print_table(["repair", *COLUMNS, *GUARD, "seconds"], rows)
-        ranking(values)
-    return True
+    cells = _cells()
+    results = list(zip(cells, map_in_workers(run_cell, cells, bench_workers(2)), strict=True))
+    repairs = list(cells[0].repairs) if cells else []
+    target = []
+    for set_key in dict.fromkeys(c.set_key for c in cells):
+        for rate in dict.fromkeys(c.rate for c in cells):
+            der_by_repair: dict[str, list[float]] = {n: [] for n in repairs}
+            for label in dict.fromkeys(c.attack for c in cells):
+                here = [r for c, r in results if (c.set_key, c.attack, c.rate) == (set_key, label, rate)]
+                seeds = sorted(c.seed for c in cells if (c.set_key, c.attack, c.rate) == (set_key, label, rate))
+                rows = [["(none)", *(ci_text(_values(here, "(none)", k)) for k in COLUMNS[:3]), "", "", "", ""]]
+                for name in repairs:
+                    der_by_repair[name] += _values(here, name, "der")
+                    rows.append(
+                        [
+                            name + (f" {_params(name)}" if _params(name) else ""),
+                            *(ci_text(_values(here, name, k)) for k in COLUMNS),
+                            ci_text(_values(here, name, GUARD), 1),
+                            ci_text(_values(here, name, "seconds"), 0),
+                        ]
+                    )
+                print(f"\n{SET_LABELS[set_key]}, {label} {rate:.0%}, seeds {seeds} (mean ± 95% CI)")
+                print_table(["repair", *SHOWN, "guard lr scale", "s"], rows)
+                if set_key == "colour" and label == "BadNets" and rate == 0.1:
+                    ca = _values(here, "(none)", "clean_accuracy")
+                    for name in ("anp", "i_bau"):
+                        if _values(here, name, "asr"):
+                            asr = sum(_values(here, name, "asr")) / len(here)
+                            drop = (sum(ca) - sum(_values(here, name, "clean_accuracy"))) / len(here)
+                            target.append((name, asr, drop))
+            print(f"\n{SET_LABELS[set_key]} at {rate:.0%}, all attacks:")
+            ranking({n: sum(v) / len(v) for n, v in der_by_repair.items() if v}, rate)
+    met = any(asr < 0.10 and drop <= 0.03 for _, asr, drop in target)
+    if target:
+        rows = [
+            r
+            for name, asr, drop in target
+            for r in (
+                check(f"colour BadNets 10%: {name} ASR", asr, "< 0.10", asr < 0.10),
+                check(f"colour BadNets 10%: {name} CA drop", drop, "<= 0.03", drop <= 0.03),
+            )
+        ]
+        print()
+        print_table(["target (ANP or I-BAU meets both)", "value", "bound", "status"], rows)
+    return met
 
 
-def ranking(values) -> None:
-    mean_der = {n: sum(v["der"]) / len(v["der"]) for n, v in values.items() if v.get("der")}
-    order = sorted(mean_der, key=mean_der.get, reverse=True)
-    print("\nranking by mean DER: " + " > ".join(f"{n} ({mean_der[n]:.3f})" for n in order))
-    shared = [n for n in order if n in LEADERBOARD_DER_10]
-    if len(shared) >= 3:
-        rho, p = spearmanr([mean_der[n] for n in shared], [LEADERBOARD_DER_10[n] for n in shared])
-        board = " > ".join(sorted(shared, key=LEADERBOARD_DER_10.get, reverse=True))
-        verdict = "agrees" if rho > 0.5 else "disagrees" if rho < 0 else "agrees weakly"
-        print(f"leaderboard (CIFAR-10 10%): {board}")
-        print(f"Spearman rho on {len(shared)} shared repairs = {rho:.3f} (p = {p:.3f}): our ranking {verdict}")
+if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
+    main()

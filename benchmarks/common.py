@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 
+import torch
+
+from backdoorlab.attacks import ATTACKS, Attack
+from backdoorlab.data import Dataset, Split, load_dataset
+from backdoorlab.experiments.model_source import ModelSource, Setting
 from backdoorlab.metrics import mean_ci
+from backdoorlab.models import TrainingConfig
+from backdoorlab.utils.seeding import make_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOUR_FILE = ROOT.parent / "shared" / "data" / "gtsrb.npz"
+POISONING_ATTACKS = {"BadNets": "badnets", "Blend": "blend", "Adaptive-Blend": "adaptive_blend"}
 
 
 def bench_seeds(default: int = 3) -> list[int]:
@@ -55,3 +68,76 @@ def fmt(values: Sequence[float]) -> str:
 
 def check(name: str, value: float, target: str, ok: bool) -> list[object]:
     return [name, f"{value:.4f}", target, "ok" if ok else "MISSED"]
+
+
+def ci_text(values: Sequence[float], digits: int = 3) -> str:
+    """Mean ± 95% CI of ``values`` (one value alone; "-" for none)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    mean, ci = mean_ci(list(values))
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def saved_json(path: Path, compute: Callable[[], dict]) -> dict:
+    """The JSON at ``path`` when it exists, else ``compute()`` written there (a benchmark cell, resumable)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
+def frequent_classes(full: Dataset, k: int, sizes: tuple[int, int, int], seed: int = 0) -> Dataset:
+    """The ``k`` classes of ``full`` with most training images, relabelled 0..k-1, with ``sizes`` (train, val, test)
+    images drawn at random from each split."""
+    top = torch.bincount(full.train.y, minlength=full.num_classes).argsort(descending=True)[:k].sort().values
+    remap = torch.full((full.num_classes,), -1)
+    remap[top] = torch.arange(k)
+
+    def pick(split: Split, n: int, offset: int) -> Split:
+        rows = (remap[split.y] >= 0).nonzero().flatten()
+        rows = rows[torch.randperm(len(rows), generator=make_generator(seed + offset))[:n]].sort().values
+        return Split(split.x[rows], remap[split.y[rows]])
+
+    splits = (full.train, full.val, full.test)
+    parts = [pick(split, n, i) for i, (split, n) in enumerate(zip(splits, sizes, strict=True))]
+    return Dataset(f"{full.name}[{k} classes]", *parts, tuple(full.classes[i] for i in top.tolist()))
+
+
+def colour_set(epochs: int = 15) -> tuple[Dataset, str, TrainingConfig] | None:
+    """The colour set of the method issues: GTSRB-10 (the 10 most frequent classes of ``COLOUR_FILE``, 3,000
+    train / 500 val / 2,000 test images, seed 0), ``cnn_small``, bench_attacks' recipe (Adam lr 1e-3, weight
+    decay 5e-4, ``epochs`` epochs); None when the shared data file is absent."""
+    if not COLOUR_FILE.is_file():
+        return None
+    gtsrb10 = frequent_classes(load_dataset(f"npz:{COLOUR_FILE}"), 10, (3000, 500, 2000))
+    return gtsrb10, "cnn_small", TrainingConfig(epochs=epochs, lr=1e-3, weight_decay=5e-4)
+
+
+def bench_setting(key: str) -> Setting:
+    """The method issues' settings: ``mnist`` (MNIST-5k, ``badnet_cnn``, TrainingConfig defaults) or ``colour``."""
+    if key == "mnist":
+        return Setting(load_dataset("mnist5k"), "badnet_cnn", TrainingConfig())
+    colour = colour_set()
+    if colour is None:
+        raise FileNotFoundError(f"the colour set needs {COLOUR_FILE}")
+    return Setting(*colour)
+
+
+def bench_models(path: str | Path | None = None) -> ModelSource:
+    """The benchmarks' shared model cache (``BENCH_MODELS``, default runs/bench-models): a backdoored model of the
+    same setting, attack, parameters and seed is trained once for every benchmark that uses it."""
+    folder = path or os.environ.get("BENCH_MODELS") or ROOT / "runs" / "bench-models"
+    return ModelSource(folder, device="auto", progress=False)
+
+
+def poisoning_attack(label: str, rate: float) -> Attack:
+    """``label``'s attack (a key of POISONING_ATTACKS) at poison rate ``rate``; Adaptive-Blend with as many cover
+    samples as poisons (its paper's 1:1 regime)."""
+    params = {"poison_rate": rate}
+    if label == "Adaptive-Blend":
+        params["cover_rate"] = rate
+    return ATTACKS.build(POISONING_ATTACKS[label], params)

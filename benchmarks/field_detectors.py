@@ -41,8 +41,7 @@ from backdoorlab.experiments.evaluation import make_probes, measure_model
 from backdoorlab.metrics import roc_auc, tpr_at_fpr
 from backdoorlab.models import TrainingConfig
 
-from .bench_attacks import COLOUR_FILE, colour_set
-from .common import bench_seeds, check, fmt, print_table
+from .common import COLOUR_FILE, bench_seeds, check, colour_set, fmt, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = ROOT / "src" / "backdoorlab" / "configs" / "default.yaml"
