@@ -69,6 +69,7 @@ from .common import (
     map_in_workers,
     poisoning_attack,
     print_table,
+    saved_json,
 )
 
 DATA_DIR = ROOT.parent / "shared" / "data"
@@ -222,27 +223,25 @@ def _clean_sources() -> dict[str, Split]:
 def far_job(job: tuple[str, int]) -> dict:
     """Scan one seeded 90% sample of a clean source (written as a user's uint8 NHWC .npz) without a model."""
     name, seed = job
-    path = OUT / "far" / f"{name}-{seed}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    data = _clean_sources()[name]
-    rows = torch.randperm(len(data), generator=make_generator(seed))[: int(0.9 * len(data))].sort().values
-    sample = data.subset(rows)
-    npz = OUT / "far" / f"{name}-{seed}.npz"
-    npz.parent.mkdir(parents=True, exist_ok=True)
-    x = (sample.x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
-    np.savez(npz, x=x, y=sample.y.numpy())
-    start = time.perf_counter()
-    found, _ = scan_data(str(npz), seed=seed, device="auto")
-    npz.unlink()
-    result = {
-        "poison_found": bool(found.suspicious_classes),
-        "classes": list(found.suspicious_classes),
-        "flagged": int(found.flagged.sum()),
-        "seconds": time.perf_counter() - start,
-    }
-    path.write_text(json.dumps(result))
-    return result
+
+    def scan() -> dict:
+        data = _clean_sources()[name]
+        rows = torch.randperm(len(data), generator=make_generator(seed))[: int(0.9 * len(data))].sort().values
+        sample = data.subset(rows)
+        npz = OUT / "far" / f"{name}-{seed}.npz"
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(npz, x=(sample.x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy(), y=sample.y.numpy())
+        start = time.perf_counter()
+        found, _ = scan_data(str(npz), seed=seed, device="auto")
+        npz.unlink()
+        return {
+            "poison_found": bool(found.suspicious_classes),
+            "classes": list(found.suspicious_classes),
+            "flagged": int(found.flagged.sum()),
+            "seconds": time.perf_counter() - start,
+        }
+
+    return saved_json(OUT / "far" / f"{name}-{seed}.json", scan)
 
 
 def far() -> bool:
@@ -275,27 +274,26 @@ def dpa_job(job: tuple[str, int]) -> dict:
     """DPA trained on BadNets-poisoned (10%) ``mnist5k`` or full ``mnist``: CA / ASR of the vote, certified
     accuracy, median certified radius, training time. No backdoored single network is trained (not needed)."""
     name, seed = job
-    path = OUT / "dpa" / f"{name}-{seed}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    ds = load_dataset("mnist5k") if name == "MNIST-5k" else load_dataset(f"npz:{DATA_DIR / 'mnist.npz'}")
-    k = int(os.environ.get("BENCH_DPA_K", 50))
-    attack = ATTACKS.build("badnets", {"poison_rate": 0.1})
-    trigger, rule = attack.make_trigger(ds), attack.target_rule(ds)
-    poisoned = attack.poison(ds.train, attack.train_trigger(trigger), rule, seed)
-    probes = Backdoor(None, trigger, rule, attack.name, attack.model_dump(), "badnet_cnn", poisoned.poisoned_indices)
-    dpa = DEFENSES.build("dpa", {"partitions": k})
-    start = time.perf_counter()
-    voted = dpa.train(
-        poisoned.split, defender_dataset(ds, poisoned.split), "badnet_cnn", TrainingConfig(), seed=seed, device="auto"
-    )
-    seconds = time.perf_counter() - start
-    figures, _ = dpa.figures(voted, make_probes(probes, ds.test).as_mapping(), device="auto")
-    result = _numbers(measure_model(voted, probes, ds.test)) | _numbers(figures)
-    result |= {"seconds": seconds, "k": k, "train": len(ds.train)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result))
-    return result
+
+    def train() -> dict:
+        ds = load_dataset("mnist5k") if name == "MNIST-5k" else load_dataset(f"npz:{DATA_DIR / 'mnist.npz'}")
+        k = int(os.environ.get("BENCH_DPA_K", 50))
+        attack = ATTACKS.build("badnets", {"poison_rate": 0.1})
+        trigger, rule = attack.make_trigger(ds), attack.target_rule(ds)
+        poisoned = attack.poison(ds.train, attack.train_trigger(trigger), rule, seed)
+        probes = Backdoor(
+            None, trigger, rule, attack.name, attack.model_dump(), "badnet_cnn", poisoned.poisoned_indices
+        )
+        dpa = DEFENSES.build("dpa", {"partitions": k})
+        defender = defender_dataset(ds, poisoned.split)
+        start = time.perf_counter()
+        voted = dpa.train(poisoned.split, defender, "badnet_cnn", TrainingConfig(), seed=seed, device="auto")
+        seconds = time.perf_counter() - start
+        figures, _ = dpa.figures(voted, make_probes(probes, ds.test).as_mapping(), device="auto")
+        result = _numbers(measure_model(voted, probes, ds.test)) | _numbers(figures)
+        return result | {"seconds": seconds, "k": k, "train": len(ds.train)}
+
+    return saved_json(OUT / "dpa" / f"{name}-{seed}.json", train)
 
 
 def dpa() -> bool:
@@ -331,17 +329,15 @@ def dpa() -> bool:
 def abl_job(job: tuple[str, int]) -> dict:
     """ABL (paper defaults) on MNIST-5k poisoned by ``label`` at 10%; the undefended model beside it."""
     label, seed = job
-    path = OUT / "abl" / f"{label}-{seed}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    s = bench_setting("mnist")
-    bd = bench_models().backdoor(s, poisoning_attack(label, 0.1), seed)
-    ctx = EvaluationContext(s.dataset, seed=seed, device="auto", architecture=s.architecture, training=s.training)
-    out = evaluate_training_defense(DEFENSES.build("abl", {}), bd.model, bd, ctx)
-    result = {"none": _numbers(measure_model(bd.model, bd, s.dataset.test)), "abl": _numbers(out.metrics)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result))
-    return result
+
+    def train() -> dict:
+        s = bench_setting("mnist")
+        bd = bench_models().backdoor(s, poisoning_attack(label, 0.1), seed)
+        ctx = EvaluationContext(s.dataset, seed=seed, device="auto", architecture=s.architecture, training=s.training)
+        out = evaluate_training_defense(DEFENSES.build("abl", {}), bd.model, bd, ctx)
+        return {"none": _numbers(measure_model(bd.model, bd, s.dataset.test)), "abl": _numbers(out.metrics)}
+
+    return saved_json(OUT / "abl" / f"{label}-{seed}.json", train)
 
 
 def abl() -> bool:
