@@ -136,3 +136,15 @@ def test_detection_only_cell_trains_no_network(digits, monkeypatch):
     out = evaluate_data_detector(DEFENSES.build("spectral_signatures", {}), model, None, ctx, retrain=False)
     assert out.metrics["removed"] > 0 and "clean_accuracy" not in out.metrics
     assert out.artifacts["flagged"].shape == (len(digits.train),)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_collapsed_network_without_feature_variation_gets_finite_scores(name):
+    # a network trained into collapse (all ReLUs dead) gives the same features for every input: the methods
+    # that whiten or decompose used to divide by zero variances (FastICA returned NaN, MCD raised)
+    x, y, _, xc, yc = planted()
+    x, xc = torch.zeros_like(x), torch.zeros_like(xc)
+    found = DEFENSES.build(name, {}).detect(x, y, xc, yc, seed=0)
+    assert torch.isfinite(found.scores).all() and found.scores.shape == (len(y),)
+    if name in ("activation_clustering", "scan"):
+        assert not found.flagged.any() and found.suspicious_classes == ()

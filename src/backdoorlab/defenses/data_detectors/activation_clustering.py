@@ -25,7 +25,7 @@ from sklearn.decomposition import PCA, FastICA
 from sklearn.metrics import silhouette_score
 
 from ..base import DEFENSES
-from .base import DataDetector, Detection, class_indices
+from .base import DataDetector, Detection, class_indices, feature_rank
 
 
 @DEFENSES.register("activation_clustering")
@@ -70,8 +70,12 @@ class ActivationClustering(DataDetector):
         return Detection(torch.from_numpy(scores), torch.from_numpy(flagged), stats, suspicious)
 
     def _reduce(self, x: np.ndarray, seed: int) -> np.ndarray:
-        dims = min(self.nb_dims, x.shape[1])
+        """(n, d) features of one class -> (n, nb_dims), or fewer: at most the rank of the centred features (ICA's
+        whitening divides by each direction's variance); a class without variation -> one zero column."""
         centred = x - x.mean(axis=0)
+        dims = min(self.nb_dims, feature_rank(centred))
+        if dims == 0:
+            return np.zeros((len(x), 1))
         if self.reduce == "pca":
             return PCA(dims, random_state=seed).fit_transform(centred)
         return FastICA(dims, random_state=seed, max_iter=1000, tol=5e-3, whiten="unit-variance").fit_transform(centred)

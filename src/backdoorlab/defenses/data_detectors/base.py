@@ -126,6 +126,13 @@ class TrainingDefense(Defense):
         return {}, {}
 
 
+def feature_rank(centred: np.ndarray) -> int:
+    """Rank of a class's centred features (n, d): 0 when every feature is constant within the class (a collapsed
+    network's dead ReLUs). Methods that whiten or decompose cap their dimension at it: directions without
+    variance would be divided by zero."""
+    return int(np.linalg.matrix_rank(centred)) if centred.size and float(np.abs(centred).max()) > 0 else 0
+
+
 def class_indices(labels: torch.Tensor) -> dict[int, np.ndarray]:
     """Row indices of each class present in ``labels`` (N,)."""
     y = labels.numpy()
