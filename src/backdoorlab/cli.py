@@ -298,7 +298,8 @@ def scan_data(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Find poisoned training samples: exit 1 when SCAn's class test finds poison (false alarm 0.33% per clean
-    class), 0 otherwise, 2 on bad input."""
+    class under a normal null; measured on clean sets: 0/10 MNIST-5k, 2/10 8x8 digits), 0 otherwise, 2 on bad
+    input."""
     from .audit.scan_data import scan_data as run_scan
     from .audit.scan_data import write_data_scan
 

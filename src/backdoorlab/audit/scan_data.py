@@ -4,8 +4,10 @@ The data (an ``.npz`` with ``x``/``y`` or ``x_train``/``y_train``, or an image f
 class) is the training set to scan. The representations come from ``--model`` when given, else from a network the
 toolkit trains on the data (the one recipe). The default detector is SCAn, chosen before measuring because it
 alone carries a dataset-level test: a class is contaminated when its normalized statistic exceeds e, which under
-a normal null flags a clean class with probability 0.33% (about 3% for a clean 10-class set; rates measured on
-clean data in docs/data-detectors.md). "Poison found" (exit 1) is that test. Its global model needs clean data:
+a normal null flags a clean class with probability 0.33% (about 3% for a clean 10-class set). Measured on clean
+data (``python -m benchmarks data_detectors``, 10 seeded 90% samples each, no model given): 0 of 10 MNIST-5k scans
+and 2 of 10 scans of the 1,797 8x8 digits raised "poison found" (docs/data-detectors.md). The digits' rate
+(Clopper-Pearson 95% interval 0.03-0.56) is above the 3% the normal null predicts. "Poison found" (exit 1) is that test. Its global model needs clean data:
 ``--clean`` (a folder or ``.npz``), else the scanned data itself (a small poisoned minority then inflates the
 variation model a little: our departure from the paper, which assumes a clean set).
 
@@ -109,7 +111,8 @@ def scan_data(
         "flagged": int(found.flagged.sum()),
         "suspicious_classes": list(found.suspicious_classes),
         "poison_found": bool(found.suspicious_classes) if method.has_dataset_test else None,
-        "test": "SCAn class test at threshold e (false alarm 0.33% per clean class under a normal null)"
+        "test": "SCAn class test at threshold e (false alarm 0.33% per clean class under a normal null; measured "
+        "on clean sets, docs/data-detectors.md: 0 of 10 MNIST-5k scans, 2 of 10 scans of the 8x8 digits)"
         if method.has_dataset_test
         else "none: this detector removes a fixed share and makes no dataset-level decision",
         "class_statistics": {k: np.nan_to_num(v).round(4).tolist() for k, v in found.class_statistics.items()},
