@@ -7,9 +7,10 @@ alone carries a dataset-level test: a class is contaminated when its normalized 
 a normal null flags a clean class with probability 0.33% (about 3% for a clean 10-class set). Measured on clean
 data (``python -m benchmarks data_detectors``, 10 seeded 90% samples each, no model given): 0 of 10 MNIST-5k scans
 and 2 of 10 scans of the 1,797 8x8 digits raised "poison found" (docs/data-detectors.md). The digits' rate
-(Clopper-Pearson 95% interval 0.03-0.56) is above the 3% the normal null predicts. "Poison found" (exit 1) is that test. Its global model needs clean data:
-``--clean`` (a folder or ``.npz``), else the scanned data itself (a small poisoned minority then inflates the
-variation model a little: our departure from the paper, which assumes a clean set).
+(Clopper-Pearson 95% interval 0.03-0.56) is above the 3% the normal null predicts. "Poison found" (exit 1) is that
+test. Its global model needs clean data: ``--clean`` (a folder or ``.npz``), else the scanned data itself (a small
+poisoned minority then inflates the variation model a little: our departure from the paper, which assumes a clean
+set).
 
 Writes ``suspected.csv`` (index, label, score of each flagged sample, most suspicious first), ``summary.json`` and
 ``page.html`` (the most suspicious images), each atomically.

@@ -15,6 +15,7 @@ The paper's exclusionary re-classification needs retraining per class and is not
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -54,11 +55,12 @@ class ActivationClustering(DataDetector):
         scores, flagged = np.zeros(n), np.zeros(n, dtype=bool)
         classes = int(labels.max()) + 1
         smallest, silhouettes = np.full(classes, np.nan), np.full(classes, np.nan)
+        ica_failed = np.zeros(classes)
         x = features.numpy()
         for k, idx in class_indices(labels).items():
             if len(idx) <= max(self.nb_dims, self.nb_clusters):
                 continue
-            reduced = self._reduce(x[idx], seed)
+            reduced, ica_failed[k] = self._reduce(x[idx], seed)
             assign = KMeans(self.nb_clusters, n_init=10, random_state=seed).fit_predict(reduced)
             sizes = np.bincount(assign, minlength=self.nb_clusters) / len(idx)
             scores[idx] = 1.0 - sizes[assign]
@@ -66,19 +68,33 @@ class ActivationClustering(DataDetector):
             silhouettes[k] = silhouette_score(reduced, assign) if len(set(assign)) > 1 else 0.0
             flagged[idx] = self._poison_clusters(sizes, silhouettes[k])[assign]
         suspicious = tuple(int(k) for k in np.unique(labels.numpy()[flagged]))
-        stats = {"smallest_cluster": smallest, "silhouette": silhouettes}
+        stats = {"smallest_cluster": smallest, "silhouette": silhouettes, "ica_fell_back_to_pca": ica_failed}
         return Detection(torch.from_numpy(scores), torch.from_numpy(flagged), stats, suspicious)
 
-    def _reduce(self, x: np.ndarray, seed: int) -> np.ndarray:
-        """(n, d) features of one class -> (n, nb_dims), or fewer: at most the rank of the centred features (ICA's
-        whitening divides by each direction's variance); a class without variation -> one zero column."""
+    def _reduce(self, x: np.ndarray, seed: int) -> tuple[np.ndarray, bool]:
+        """(n, d) features of one class -> ((n, nb_dims) or fewer, whether ICA failed).
+
+        The dimension is at most the numerical rank of the centred features (whitening divides by each
+        direction's variance); a class without variation gives one zero column. FastICA runs on the PCA
+        projection to that dimension, which is the whitening FastICA does itself: on the raw penultimate features,
+        whose dead ReLUs make many columns constant, scikit-learn's FastICA returned NaN for 8 of 10 classes of a
+        colour-set model. Should it still return non-finite sources, the class falls back to the PCA projection,
+        the method's other reduction (ours; ART would raise)."""
         centred = x - x.mean(axis=0)
         dims = min(self.nb_dims, feature_rank(centred))
         if dims == 0:
-            return np.zeros((len(x), 1))
+            return np.zeros((len(x), 1)), False
+        pca = PCA(dims, random_state=seed).fit_transform(centred)
         if self.reduce == "pca":
-            return PCA(dims, random_state=seed).fit_transform(centred)
-        return FastICA(dims, random_state=seed, max_iter=1000, tol=5e-3, whiten="unit-variance").fit_transform(centred)
+            return pca, False
+        ica = FastICA(dims, random_state=seed, max_iter=1000, tol=5e-3, whiten="unit-variance")
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                sources = ica.fit_transform(pca)
+        except ValueError:  # scipy's SVD of a NaN mixing matrix
+            return pca, True
+        return (sources, False) if np.isfinite(sources).all() else (pca, True)
 
     def _poison_clusters(self, sizes: np.ndarray, silhouette: float) -> np.ndarray:
         """Bool per cluster: poison under the chosen analysis."""

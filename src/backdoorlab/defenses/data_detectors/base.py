@@ -126,11 +126,14 @@ class TrainingDefense(Defense):
         return {}, {}
 
 
-def feature_rank(centred: np.ndarray) -> int:
-    """Rank of a class's centred features (n, d): 0 when every feature is constant within the class (a collapsed
-    network's dead ReLUs). Methods that whiten or decompose cap their dimension at it: directions without
-    variance would be divided by zero."""
-    return int(np.linalg.matrix_rank(centred)) if centred.size and float(np.abs(centred).max()) > 0 else 0
+def feature_rank(centred: np.ndarray, rtol: float = 1e-5) -> int:
+    """Numerical rank of a class's centred features (n, d): singular values above ``rtol`` times the largest; 0 when
+    every feature is constant within the class (a collapsed network's dead ReLUs). Methods that whiten or
+    decompose cap their dimension at it: directions without variance would be divided by zero."""
+    if not centred.size or float(np.abs(centred).max()) == 0:
+        return 0
+    s = np.linalg.svd(centred, compute_uv=False)
+    return int((s > rtol * s[0]).sum())
 
 
 def class_indices(labels: torch.Tensor) -> dict[int, np.ndarray]:
