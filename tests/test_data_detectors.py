@@ -148,3 +148,13 @@ def test_a_collapsed_network_without_feature_variation_gets_finite_scores(name):
     assert torch.isfinite(found.scores).all() and found.scores.shape == (len(y),)
     if name in ("activation_clustering", "scan"):
         assert not found.flagged.any() and found.suspicious_classes == ()
+
+
+def test_spectre_falls_back_when_most_of_a_class_is_one_point():
+    # a half-collapsed network maps 90% of a class to one point: no robust covariance exists on that support
+    x, y, _, xc, yc = planted()
+    rows = np.flatnonzero(y.numpy() == 2)
+    x[rows[: int(0.9 * len(rows))]] = 0.0
+    found = DEFENSES.build("spectre", {}).detect(x, y, xc, yc, seed=0)
+    assert torch.isfinite(found.scores).all()
+    assert found.class_statistics["mcd_fell_back_to_sample_covariance"].tolist() == [0, 0, 1, 0]

@@ -39,12 +39,18 @@ def que_scores(z: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
     return (proj**2 @ weights) / weights.sum(), top
 
 
-def whiten(x: np.ndarray, support: float, seed: int) -> np.ndarray:
-    """``x`` (n, d) centred and whitened by a robust (MCD) estimate of its mean and covariance."""
-    mcd = MinCovDet(support_fraction=support, random_state=seed).fit(x)
-    eig, vec = np.linalg.eigh(mcd.covariance_)
+def whiten(x: np.ndarray, support: float, seed: int) -> tuple[np.ndarray, bool]:
+    """``x`` (n, d) centred and whitened by a robust (MCD) estimate of its mean and covariance, and whether the
+    estimate fell back to the sample mean and covariance: MCD raises when the samples of its best support are
+    all equal (a network that maps most of a class to one point), where no robust covariance exists (ours)."""
+    try:
+        mcd = MinCovDet(support_fraction=support, random_state=seed).fit(x)
+        location, covariance, fell_back = mcd.location_, mcd.covariance_, False
+    except ValueError:
+        location, covariance, fell_back = x.mean(axis=0), np.cov(x, rowvar=False).reshape(x.shape[1], -1), True
+    eig, vec = np.linalg.eigh(covariance)
     eig = np.maximum(eig, 1e-12 * max(float(eig.max()), 1e-30))
-    return (x - mcd.location_) @ vec / np.sqrt(eig)
+    return (x - location) @ vec / np.sqrt(eig), fell_back
 
 
 @DEFENSES.register("spectre")
@@ -63,6 +69,7 @@ class Spectre(DataDetector):
         x = features.numpy()
         raw = np.zeros(len(x))
         top = np.full(int(labels.max()) + 1, np.nan)
+        mcd_failed = np.zeros(len(top))
         support = max(0.5, 1.0 - self.removal_factor * self.epsilon)
         for k, idx in class_indices(labels).items():
             centred = x[idx] - x[idx].mean(axis=0)
@@ -71,7 +78,9 @@ class Spectre(DataDetector):
                 continue
             _, _, vt = np.linalg.svd(centred, full_matrices=False)
             reduced = centred @ vt[:dims].T
-            raw[idx], top[k] = que_scores(whiten(reduced, support, seed), self.alpha)
+            whitened, mcd_failed[k] = whiten(reduced, support, seed)
+            raw[idx], top[k] = que_scores(whitened, self.alpha)
         flagged = top_fraction_per_class(raw, labels, min(1.0, self.removal_factor * self.epsilon))
         scores = relative_to_class(raw, labels)
-        return Detection(torch.from_numpy(scores), torch.from_numpy(flagged), {"whitened_top_eigenvalue": top})
+        stats = {"whitened_top_eigenvalue": top, "mcd_fell_back_to_sample_covariance": mcd_failed}
+        return Detection(torch.from_numpy(scores), torch.from_numpy(flagged), stats)
