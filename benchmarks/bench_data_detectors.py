@@ -66,6 +66,7 @@ from .common import (
     check,
     ci_text,
     colour_set,
+    env_list,
     map_in_workers,
     poisoning_attack,
     print_table,
@@ -82,10 +83,6 @@ LEADERBOARD_ASR = {  # BackdoorBench, BadNets, ASR (%) left after filter + retra
 }
 LEADERBOARD_ABL = {"BadNets": (83.32, 0.00)}  # BackdoorBench CIFAR-10 CA / ASR (%), not ours
 SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
-
-
-def _env_list(name: str, default: str) -> list[str]:
-    return [v for v in os.environ.get(name, default).split(",") if v]
 
 
 def _numbers(metrics: dict) -> dict[str, float]:
@@ -132,12 +129,12 @@ def run_cell(cell: Cell) -> dict:
 
 
 def _cells() -> list[Cell]:
-    rates = [float(r) for r in _env_list("BENCH_RATES", "0.005,0.01,0.05,0.1")]
-    attacks = _env_list("BENCH_DATA_ATTACKS", ",".join(POISONING_ATTACKS))
-    sets = [k for k in _env_list("BENCH_DATA_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
+    rates = [float(r) for r in env_list("BENCH_RATES", "0.005,0.01,0.05,0.1")]
+    attacks = env_list("BENCH_DATA_ATTACKS", ",".join(POISONING_ATTACKS))
+    sets = [k for k in env_list("BENCH_DATA_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
     retrain = {
-        "mnist": tuple(_env_list("BENCH_RETRAIN_MNIST", ",".join(DETECTORS))),
-        "colour": tuple(_env_list("BENCH_RETRAIN_COLOUR", "scan")),
+        "mnist": tuple(env_list("BENCH_RETRAIN_MNIST", ",".join(DETECTORS))),
+        "colour": tuple(env_list("BENCH_RETRAIN_COLOUR", "scan")),
     }
     # seed-major: a run cut short still covers every attack and rate
     return [Cell(k, a, r, s, retrain[k]) for s in bench_seeds(3) for k in sets for a in attacks for r in rates]
@@ -372,7 +369,7 @@ PARTS = {"grid": grid, "far": far, "dpa": dpa, "abl": abl}
 
 def main() -> bool:
     ok = True
-    for part in _env_list("BENCH_DATA_PARTS", ",".join(PARTS)):
+    for part in env_list("BENCH_DATA_PARTS", ",".join(PARTS)):
         ok &= PARTS[part]()
     return ok
 

@@ -42,6 +42,7 @@ from .common import (
     check,
     ci_text,
     colour_set,
+    env_list,
     map_in_workers,
     poisoning_attack,
     print_table,
@@ -59,10 +60,6 @@ SHOWN = ("CA", "ASR", "RA", "DER", "retuned ASR")
 GUARD = "guard_lr_scale"  # 1: the repair's own lr kept; 0.1: retried; 0: reverted to the input model
 OUT = Path(os.environ.get("BENCH_REPAIR_OUT", ROOT / "runs" / "bench-repairs"))
 SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
-
-
-def _env_list(name: str, default: str) -> list[str]:
-    return [v for v in os.environ.get(name, default).split(",") if v]
 
 
 @dataclass(frozen=True)
@@ -105,10 +102,10 @@ def run_cell(cell: Cell) -> dict:
 
 
 def _cells() -> list[Cell]:
-    sets = [k for k in _env_list("BENCH_REPAIR_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
-    attacks = _env_list("BENCH_REPAIR_ATTACKS", ",".join(POISONING_ATTACKS))
-    rates = [float(r) for r in _env_list("BENCH_POISON_RATES", "0.1,0.01")]
-    repairs = tuple(_env_list("BENCH_REPAIRS", ",".join(REPAIRS)))
+    sets = [k for k in env_list("BENCH_REPAIR_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
+    attacks = env_list("BENCH_REPAIR_ATTACKS", ",".join(POISONING_ATTACKS))
+    rates = [float(r) for r in env_list("BENCH_POISON_RATES", "0.1,0.01")]
+    repairs = tuple(env_list("BENCH_REPAIRS", ",".join(REPAIRS)))
     # seed-major: a run cut short still covers every setting
     return [Cell(k, a, r, s, repairs) for s in bench_seeds(3) for k in sets for a in attacks for r in rates]
 

@@ -28,6 +28,11 @@ def bench_seeds(default: int = 3) -> list[int]:
     return list(range(int(os.environ.get("BENCH_SEEDS", default))))
 
 
+def env_list(name: str, default: str) -> list[str]:
+    """The comma-separated values of the environment variable ``name`` (``default`` when unset), empty ones dropped."""
+    return [v for v in os.environ.get(name, default).split(",") if v]
+
+
 def bench_workers(default: int = 1) -> int:
     """Worker processes from ``BENCH_WORKERS`` (default ``default``)."""
     return max(1, int(os.environ.get("BENCH_WORKERS", default)))

@@ -41,17 +41,13 @@ from backdoorlab.experiments.evaluation import make_probes, measure_model
 from backdoorlab.metrics import roc_auc, tpr_at_fpr
 from backdoorlab.models import TrainingConfig
 
-from .common import COLOUR_FILE, bench_seeds, check, colour_set, fmt, print_table
+from .common import COLOUR_FILE, bench_seeds, check, colour_set, env_list, fmt, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = ROOT / "src" / "backdoorlab" / "configs" / "default.yaml"
 DETECTORS = ("strip", "sequential_strip", "feature_squeezing", "scale_up", "teco", "ibd_psc", "badexpert")
 BACKDOORBOX_84 = {"tpr": 0.9796, "fpr": 0.2099, "auc": 0.924}
 N_OVERLAYS = 100
-
-
-def _env_list(name: str, default: str) -> list[str]:
-    return [v for v in os.environ.get(name, default).split(",") if v]
 
 
 def default_attacks() -> list[tuple[str, str, dict]]:
@@ -65,14 +61,14 @@ def default_attacks() -> list[tuple[str, str, dict]]:
         label = params.pop("label", name)
         if name != "label_flip":
             out.append((label, name, params))
-    chosen = _env_list("BENCH_DETECTOR_ATTACKS", "")
+    chosen = env_list("BENCH_DETECTOR_ATTACKS", "")
     return [a for a in out if not chosen or a[0] in chosen]
 
 
 def settings() -> list[tuple[str, Dataset, str, TrainingConfig]]:
     epochs = os.environ.get("BENCH_EPOCHS")
     out = []
-    chosen = _env_list("BENCH_DETECTOR_SETS", "mnist,colour")
+    chosen = env_list("BENCH_DETECTOR_SETS", "mnist,colour")
     if "mnist" in chosen:
         out.append(("MNIST-5k", load_dataset("mnist5k"), "badnet_cnn", TrainingConfig(epochs=int(epochs or 20))))
     colour = colour_set(int(epochs or 15)) if "colour" in chosen else None
@@ -97,7 +93,7 @@ def _limit(split: Split, seed: int) -> Split:
 
 def chosen_detectors() -> list[str]:
     """``BENCH_DETECTORS`` (comma-separated registered names), default all of ``DETECTORS``."""
-    return _env_list("BENCH_DETECTORS", ",".join(DETECTORS))
+    return env_list("BENCH_DETECTORS", ",".join(DETECTORS))
 
 
 def detector_rows(ds: Dataset, model, triggered: Split, seed: int) -> dict[str, dict[str, float]]:
@@ -314,7 +310,7 @@ def throughput_targets(rows: list[dict]) -> list[list[object]]:
 
 def main() -> bool:
     seeds = bench_seeds()
-    parts = _env_list("BENCH_DETECTOR_PARTS", "matrix,scale_up,throughput")
+    parts = env_list("BENCH_DETECTOR_PARTS", "matrix,scale_up,throughput")
     targets: list[list[object]] = []
     print(f"issue 21: input detectors of the field; seeds {seeds}; torch threads {torch.get_num_threads()}", flush=True)
     if "matrix" in parts or "scale_up" in parts:
