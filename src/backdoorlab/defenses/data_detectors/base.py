@@ -126,14 +126,20 @@ class TrainingDefense(Defense):
         return {}, {}
 
 
+def numerical_rank(singular_values: np.ndarray, rtol: float = 1e-5) -> int:
+    """How many of ``singular_values`` (descending) exceed ``rtol`` times the largest; 0 when all are 0."""
+    if not singular_values.size or float(singular_values[0]) <= 0:
+        return 0
+    return int((singular_values > rtol * singular_values[0]).sum())
+
+
 def feature_rank(centred: np.ndarray, rtol: float = 1e-5) -> int:
     """Numerical rank of a class's centred features (n, d): singular values above ``rtol`` times the largest; 0 when
     every feature is constant within the class (a collapsed network's dead ReLUs). Methods that whiten or
     decompose cap their dimension at it: directions without variance would be divided by zero."""
-    if not centred.size or float(np.abs(centred).max()) == 0:
+    if not centred.size:
         return 0
-    s = np.linalg.svd(centred, compute_uv=False)
-    return int((s > rtol * s[0]).sum())
+    return numerical_rank(np.linalg.svd(centred, compute_uv=False), rtol)
 
 
 def class_indices(labels: torch.Tensor) -> dict[int, np.ndarray]:

@@ -25,7 +25,7 @@ from pydantic import Field
 from sklearn.covariance import MinCovDet
 
 from ..base import DEFENSES
-from .base import DataDetector, Detection, class_indices, feature_rank, relative_to_class, top_fraction_per_class
+from .base import DataDetector, Detection, class_indices, numerical_rank, relative_to_class, top_fraction_per_class
 
 
 def que_scores(z: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
@@ -73,10 +73,10 @@ class Spectre(DataDetector):
         support = max(0.5, 1.0 - self.removal_factor * self.epsilon)
         for k, idx in class_indices(labels).items():
             centred = x[idx] - x[idx].mean(axis=0)
-            dims = min(self.dims, x.shape[1], len(idx) // 4, feature_rank(centred))
+            _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+            dims = min(self.dims, x.shape[1], len(idx) // 4, numerical_rank(singular))
             if dims < 1:  # too few samples, or no variation (a collapsed network): every score stays 0
                 continue
-            _, _, vt = np.linalg.svd(centred, full_matrices=False)
             reduced = centred @ vt[:dims].T
             whitened, mcd_failed[k] = whiten(reduced, support, seed)
             raw[idx], top[k] = que_scores(whitened, self.alpha)
