@@ -57,16 +57,17 @@ from backdoorlab.models import TrainingConfig
 from backdoorlab.utils.seeding import make_generator
 
 from .common import (
-    POISONING_ATTACKS,
     ROOT,
+    SET_LABELS,
+    GridPoint,
     bench_models,
     bench_seeds,
     bench_setting,
     bench_workers,
     check,
     ci_text,
-    colour_set,
     env_list,
+    grid_points,
     map_in_workers,
     poisoning_attack,
     print_table,
@@ -82,7 +83,6 @@ LEADERBOARD_ASR = {  # BackdoorBench, BadNets, ASR (%) left after filter + retra
     "spectral_signatures": {0.005: 7.9, 0.01: 74.2, 0.1: 92.4},
 }
 LEADERBOARD_ABL = {"BadNets": (83.32, 0.00)}  # BackdoorBench CIFAR-10 CA / ASR (%), not ours
-SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
 
 
 def _numbers(metrics: dict) -> dict[str, float]:
@@ -91,17 +91,14 @@ def _numbers(metrics: dict) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One backdoored model of the grid and the detectors to retrain after."""
+    """One point of the grid and the detectors to retrain after."""
 
-    set_key: str
-    attack: str
-    rate: float
-    seed: int
+    point: GridPoint
     retrain: tuple[str, ...]
 
     @property
     def path(self) -> Path:
-        return OUT / "grid" / f"{self.set_key}-{self.attack}-{self.rate}-{self.seed}.json"
+        return OUT / "grid" / f"{self.point.stem}.json"
 
 
 def run_cell(cell: Cell) -> dict:
@@ -110,11 +107,12 @@ def run_cell(cell: Cell) -> dict:
     saved = json.loads(cell.path.read_text()) if cell.path.is_file() else {"retrained": [], "rows": {}}
     if set(cell.retrain) <= set(saved["retrained"]):
         return saved
-    s = bench_setting(cell.set_key)
+    p = cell.point
+    s = bench_setting(p.set_key)
     ds = s.dataset
-    bd = bench_models().backdoor(s, poisoning_attack(cell.attack, cell.rate), cell.seed)
+    bd = bench_models().backdoor(s, poisoning_attack(p.attack, p.rate), p.seed)
     rows = {"(none)": _numbers(measure_model(bd.model, bd, ds.test))}
-    ctx = EvaluationContext(ds, seed=cell.seed, device="auto", architecture=s.architecture, training=s.training)
+    ctx = EvaluationContext(ds, seed=p.seed, device="auto", architecture=s.architecture, training=s.training)
     for name in DETECTORS:
         if name in saved["retrained"]:
             rows[name] = saved["rows"][name]
@@ -129,15 +127,12 @@ def run_cell(cell: Cell) -> dict:
 
 
 def _cells() -> list[Cell]:
-    rates = [float(r) for r in env_list("BENCH_RATES", "0.005,0.01,0.05,0.1")]
-    attacks = env_list("BENCH_DATA_ATTACKS", ",".join(POISONING_ATTACKS))
-    sets = [k for k in env_list("BENCH_DATA_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
     retrain = {
         "mnist": tuple(env_list("BENCH_RETRAIN_MNIST", ",".join(DETECTORS))),
         "colour": tuple(env_list("BENCH_RETRAIN_COLOUR", "scan")),
     }
-    # seed-major: a run cut short still covers every attack and rate
-    return [Cell(k, a, r, s, retrain[k]) for s in bench_seeds(3) for k in sets for a in attacks for r in rates]
+    points = grid_points("BENCH_DATA", "BENCH_RATES", "0.005,0.01,0.05,0.1")
+    return [Cell(p, retrain[p.set_key]) for p in points]
 
 
 def _values(results: list[tuple[Cell, dict]], method: str, key: str) -> list[float]:
@@ -148,11 +143,11 @@ def grid() -> bool:
     cells = _cells()
     results = list(zip(cells, map_in_workers(run_cell, cells, bench_workers(2)), strict=True))
     met = True
-    for set_key in dict.fromkeys(c.set_key for c in cells):
-        for label in dict.fromkeys(c.attack for c in cells):
+    for set_key in dict.fromkeys(c.point.set_key for c in cells):
+        for label in dict.fromkeys(c.point.attack for c in cells):
             rows = []
-            for rate in dict.fromkeys(c.rate for c in cells):
-                here = [(c, r) for c, r in results if (c.set_key, c.attack, c.rate) == (set_key, label, rate)]
+            for rate in dict.fromkeys(c.point.rate for c in cells):
+                here = [(c, r) for c, r in results if c.point.setting == (set_key, label, rate)]
                 rows.append(
                     [
                         f"{rate:.1%}",
@@ -179,15 +174,11 @@ def grid() -> bool:
                             "" if board is None else f"{board:.1f}",
                         ]
                     )
-            print(f"\n{SET_LABELS[set_key]}, {label}, seeds {sorted({c.seed for c in cells})} (mean ± 95% CI)")
+            print(f"\n{SET_LABELS[set_key]}, {label}, seeds {sorted({c.point.seed for c in cells})} (mean ± 95% CI)")
             print_table(
                 ["rate", "detector", "TPR", "FPR", "ROC-AUC", "CA after", "ASR after", "LB ASR % (not ours)"], rows
             )
-    target = [
-        r
-        for c, r in results
-        if (c.set_key, c.attack, c.rate) == ("mnist", "BadNets", 0.01) and "asr" in r["rows"]["scan"]
-    ]
+    target = [r for c, r in results if c.point.setting == ("mnist", "BadNets", 0.01) and "asr" in r["rows"]["scan"]]
     if target:
         auc = float(np.mean([r["rows"]["scan"]["roc_auc"] for r in target]))
         asr = float(np.mean([r["rows"]["scan"]["asr"] for r in target]))

@@ -33,16 +33,16 @@ from backdoorlab.defenses import DEFENSES
 from backdoorlab.experiments.evaluation import EvaluationContext, evaluate_defense, measure_model
 
 from .common import (
-    POISONING_ATTACKS,
     ROOT,
+    SET_LABELS,
+    GridPoint,
     bench_models,
-    bench_seeds,
     bench_setting,
     bench_workers,
     check,
     ci_text,
-    colour_set,
     env_list,
+    grid_points,
     map_in_workers,
     poisoning_attack,
     print_table,
@@ -59,22 +59,18 @@ COLUMNS = ("clean_accuracy", "asr", "robust_accuracy", "der", "retuned_asr")
 SHOWN = ("CA", "ASR", "RA", "DER", "retuned ASR")
 GUARD = "guard_lr_scale"  # 1: the repair's own lr kept; 0.1: retried; 0: reverted to the input model
 OUT = Path(os.environ.get("BENCH_REPAIR_OUT", ROOT / "runs" / "bench-repairs"))
-SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One backdoored model and the repairs to run on it."""
+    """One point of the grid and the repairs to run on it."""
 
-    set_key: str
-    attack: str
-    rate: float
-    seed: int
+    point: GridPoint
     repairs: tuple[str, ...]
 
     @property
     def path(self) -> Path:
-        return OUT / f"{self.set_key}-{self.attack}-{self.rate}-{self.seed}.json"
+        return OUT / f"{self.point.stem}.json"
 
 
 def _params(name: str) -> dict:
@@ -87,10 +83,11 @@ def run_cell(cell: Cell) -> dict:
     missing = [name for name in cell.repairs if name not in rows]
     if not missing and "(none)" in rows:
         return rows
-    s = bench_setting(cell.set_key)
-    bd = bench_models().backdoor(s, poisoning_attack(cell.attack, cell.rate), cell.seed)
+    p = cell.point
+    s = bench_setting(p.set_key)
+    bd = bench_models().backdoor(s, poisoning_attack(p.attack, p.rate), p.seed)
     rows["(none)"] = measure_model(bd.model, bd, s.dataset.test)
-    ctx = EvaluationContext(s.dataset, seed=cell.seed, device="auto", retune=True)
+    ctx = EvaluationContext(s.dataset, seed=p.seed, device="auto", retune=True)
     cell.path.parent.mkdir(parents=True, exist_ok=True)
     for name in missing:
         start = time.perf_counter()
@@ -102,12 +99,8 @@ def run_cell(cell: Cell) -> dict:
 
 
 def _cells() -> list[Cell]:
-    sets = [k for k in env_list("BENCH_REPAIR_SETS", "mnist,colour") if k == "mnist" or colour_set() is not None]
-    attacks = env_list("BENCH_REPAIR_ATTACKS", ",".join(POISONING_ATTACKS))
-    rates = [float(r) for r in env_list("BENCH_POISON_RATES", "0.1,0.01")]
     repairs = tuple(env_list("BENCH_REPAIRS", ",".join(REPAIRS)))
-    # seed-major: a run cut short still covers every setting
-    return [Cell(k, a, r, s, repairs) for s in bench_seeds(3) for k in sets for a in attacks for r in rates]
+    return [Cell(p, repairs) for p in grid_points("BENCH_REPAIR", "BENCH_POISON_RATES", "0.1,0.01")]
 
 
 def _values(results: list[dict], name: str, key: str) -> list[float]:
@@ -132,12 +125,12 @@ def main() -> bool:
     results = list(zip(cells, map_in_workers(run_cell, cells, bench_workers(2)), strict=True))
     repairs = list(cells[0].repairs) if cells else []
     target = []
-    for set_key in dict.fromkeys(c.set_key for c in cells):
-        for rate in dict.fromkeys(c.rate for c in cells):
+    for set_key in dict.fromkeys(c.point.set_key for c in cells):
+        for rate in dict.fromkeys(c.point.rate for c in cells):
             der_by_repair: dict[str, list[float]] = {n: [] for n in repairs}
-            for label in dict.fromkeys(c.attack for c in cells):
-                here = [r for c, r in results if (c.set_key, c.attack, c.rate) == (set_key, label, rate)]
-                seeds = sorted(c.seed for c in cells if (c.set_key, c.attack, c.rate) == (set_key, label, rate))
+            for label in dict.fromkeys(c.point.attack for c in cells):
+                here = [r for c, r in results if c.point.setting == (set_key, label, rate)]
+                seeds = sorted(c.point.seed for c in cells if c.point.setting == (set_key, label, rate))
                 rows = [["(none)", *(ci_text(_values(here, "(none)", k)) for k in COLUMNS[:3]), "", "", "", ""]]
                 for name in repairs:
                     der_by_repair[name] += _values(here, name, "der")

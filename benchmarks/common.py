@@ -6,6 +6,8 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from backdoorlab.utils.seeding import make_generator
 ROOT = Path(__file__).resolve().parents[1]
 COLOUR_FILE = ROOT.parent / "shared" / "data" / "gtsrb.npz"
 POISONING_ATTACKS = {"BadNets": "badnets", "Blend": "blend", "Adaptive-Blend": "adaptive_blend"}
+SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
 
 
 def bench_seeds(default: int = 3) -> list[int]:
@@ -112,14 +115,19 @@ def frequent_classes(full: Dataset, k: int, sizes: tuple[int, int, int], seed: i
     return Dataset(f"{full.name}[{k} classes]", *parts, tuple(full.classes[i] for i in top.tolist()))
 
 
+@cache
+def _gtsrb10() -> Dataset:
+    """GTSRB-10, loaded once per process (a benchmark worker builds many cells on it)."""
+    return frequent_classes(load_dataset(f"npz:{COLOUR_FILE}"), 10, (3000, 500, 2000))
+
+
 def colour_set(epochs: int = 15) -> tuple[Dataset, str, TrainingConfig] | None:
     """The colour set of the method issues: GTSRB-10 (the 10 most frequent classes of ``COLOUR_FILE``, 3,000
     train / 500 val / 2,000 test images, seed 0), ``cnn_small``, bench_attacks' recipe (Adam lr 1e-3, weight
     decay 5e-4, ``epochs`` epochs); None when the shared data file is absent."""
     if not COLOUR_FILE.is_file():
         return None
-    gtsrb10 = frequent_classes(load_dataset(f"npz:{COLOUR_FILE}"), 10, (3000, 500, 2000))
-    return gtsrb10, "cnn_small", TrainingConfig(epochs=epochs, lr=1e-3, weight_decay=5e-4)
+    return _gtsrb10(), "cnn_small", TrainingConfig(epochs=epochs, lr=1e-3, weight_decay=5e-4)
 
 
 def bench_setting(key: str) -> Setting:
@@ -146,3 +154,33 @@ def poisoning_attack(label: str, rate: float) -> Attack:
     if label == "Adaptive-Blend":
         params["cover_rate"] = rate
     return ATTACKS.build(POISONING_ATTACKS[label], params)
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One backdoored model of a method issue's grid: setting key, attack label, poison rate, seed."""
+
+    set_key: str
+    attack: str
+    rate: float
+    seed: int
+
+    @property
+    def setting(self) -> tuple[str, str, float]:
+        """(set key, attack, rate): the point without its seed, what a table row averages over."""
+        return self.set_key, self.attack, self.rate
+
+    @property
+    def stem(self) -> str:
+        """The file stem of the point's saved cell."""
+        return f"{self.set_key}-{self.attack}-{self.rate}-{self.seed}"
+
+
+def grid_points(prefix: str, rates_variable: str, default_rates: str) -> list[GridPoint]:
+    """The grid picked by ``{prefix}_SETS`` (default ``mnist,colour``; colour only when its file is there),
+    ``{prefix}_ATTACKS`` (default every POISONING_ATTACKS label), ``rates_variable`` (default ``default_rates``)
+    and ``BENCH_SEEDS`` (default 3), seed-major: a run cut short still covers every setting, attack and rate."""
+    sets = [k for k in env_list(f"{prefix}_SETS", "mnist,colour") if k == "mnist" or COLOUR_FILE.is_file()]
+    attacks = env_list(f"{prefix}_ATTACKS", ",".join(POISONING_ATTACKS))
+    rates = [float(r) for r in env_list(rates_variable, default_rates)]
+    return [GridPoint(k, a, r, s) for s in bench_seeds(3) for k in sets for a in attacks for r in rates]
