@@ -58,6 +58,8 @@ FAST_PARAMS = {"anp": {"iterations": 500}, "sau": {"rounds": 20}}
 COLUMNS = ("clean_accuracy", "asr", "robust_accuracy", "der", "retuned_asr")
 SHOWN = ("CA", "ASR", "RA", "DER", "retuned ASR")
 GUARD = "guard_lr_scale"  # 1: the repair's own lr kept; 0.1: retried; 0: reverted to the input model
+KNOBS = ("pruning_threshold", "pruned_fraction", "val_accuracy_drop")  # what a pruning repair chose, on clean val
+CURVES = ("anp_curve", "clp_curve")  # the main knob's sweep: val accuracy (the defender's) and test CA / ASR
 OUT = Path(os.environ.get("BENCH_REPAIR_OUT", ROOT / "runs" / "bench-repairs"))
 
 
@@ -91,9 +93,10 @@ def run_cell(cell: Cell) -> dict:
     cell.path.parent.mkdir(parents=True, exist_ok=True)
     for name in missing:
         start = time.perf_counter()
-        metrics = evaluate_defense(DEFENSES.build(name, _params(name)), bd.model, bd, ctx).metrics
-        keep = {k: float(metrics[k]) for k in (*COLUMNS, GUARD) if k in metrics}
-        rows[name] = keep | {"seconds": time.perf_counter() - start}
+        outcome = evaluate_defense(DEFENSES.build(name, _params(name)), bd.model, bd, ctx)
+        keep = {k: float(outcome.metrics[k]) for k in (*COLUMNS, GUARD, *KNOBS) if k in outcome.metrics}
+        curves = {k: outcome.artifacts[k] for k in CURVES if k in outcome.artifacts}
+        rows[name] = keep | curves | {"seconds": time.perf_counter() - start}
         cell.path.write_text(json.dumps(rows))
     return rows
 
