@@ -151,6 +151,7 @@ def test_grid_report_has_detection_and_rebuilds(tmp_path, capsys, monkeypatch):
     assert main(["run", str(cfg), "-o", str(tmp_path / "runs"), "--run-name", "g", "-q"]) == 0
     html = (tmp_path / "runs" / "g" / "report.html").read_text()
     assert "Input detectors" in html and "test_corner_detector" in html and "Run times" in html
+    assert "Trigger stealth" in html and "PSNR (dB)" in html  # the attack cells' stealth rows
     code = run_code()
     assert f"model sources sha256 {code.source_hash[:12]}" in html
     (tmp_path / "runs" / "g" / "report.html").unlink()

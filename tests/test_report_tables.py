@@ -11,6 +11,7 @@ from backdoorlab.report.tables import (
     main_table,
     matrix_table,
     other_metrics_table,
+    stealth_table,
     with_repair_rates,
 )
 
@@ -105,3 +106,16 @@ def test_detection_table_gains_pr_auc_and_tpr_at_fpr_where_rows_exist():
         ["mnist5k", "cnn", "badnets", "strip", "90.0", "2.0", "97.0", "–", "–"],
         ["mnist5k", "cnn", "blend", "strip", "50.0", "1.0", "–", "80.0", "30.0"],
     ]
+
+
+def test_stealth_table_has_one_line_per_attack_with_a_trigger():
+    stealthy = {"stealth_psnr": 30.0, "stealth_ssim": 0.9, "stealth_linf": 0.2, "stealth_l2": 1.5}
+    cells = UNDEFENDED + [
+        ("wanet", "none", 0, {"clean_accuracy": 0.98, "asr": 0.9, **stealthy}),
+        ("wanet", "none", 1, {"clean_accuracy": 0.98, "asr": 0.9, **stealthy, "stealth_psnr": 32.0}),
+        ("wanet", "fp", 0, {"clean_accuracy": 0.97, "stealth_psnr": 99.0}),  # a defense cell: not an attack's line
+    ]
+    table = stealth_table(rows_of(cells))
+    assert table.headers == ["dataset", "model", "attack", "PSNR (dB)", "SSIM", "L∞", "L2"]
+    assert len(table.rows) == 1 and table.rows[0][:3] == ["mnist5k", "cnn", "wanet"]
+    assert table.rows[0][3].startswith("31 ± ") and table.rows[0][4:] == ["0.9", "0.2", "1.5"]

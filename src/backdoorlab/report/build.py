@@ -29,7 +29,16 @@ from .plots import ExampleSet, examples_figure
 from .render import Section, write_report
 from .section_fine_pruning import table1_section
 from .sections import defense_sections
-from .tables import Table, detection_table, group_values, main_table, matrix_table, other_metrics_table, seeds_of
+from .tables import (
+    Table,
+    detection_table,
+    group_values,
+    main_table,
+    matrix_table,
+    other_metrics_table,
+    seeds_of,
+    stealth_table,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
@@ -226,6 +235,19 @@ def build_run_report(
         names = list(settings[0].classes) if settings and len({d for d, _ in examples}) == 1 else None
         examples_figure([e for _, e in examples], fig, names)
         sections.append(Section("Example images", figures=[fig]))
+    stealth = stealth_table(rows)
+    if stealth.rows:
+        sections.append(
+            Section(
+                "Trigger stealth",
+                paragraphs=[
+                    "Triggered against clean test inputs (at most 500 eligible images, pixels in [0, 1]): PSNR in dB "
+                    "and SSIM (scikit-image; higher is stealthier), L∞ and L2 distances (lower is stealthier); mean "
+                    "± 95% CI over seeds."
+                ],
+                tables=[stealth],
+            )
+        )
     sections.append(Section("Run times", tables=[_timing_table(rows, stage_seconds)]))
     write_tables(directory, rows)
     return write_report(directory, f"backdoorlab run {run}", headline(rows), sections)

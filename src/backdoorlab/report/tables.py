@@ -175,6 +175,25 @@ _TABLE_COLUMNS = (*MAIN_COLUMNS, *REPAIR_RATE_COLUMNS, *DETECTION_COLUMNS, *OPTI
 SHOWN_ELSEWHERE = {m for m, _ in _TABLE_COLUMNS} | {"threshold", "seconds"}
 
 
+STEALTH_COLUMNS = (
+    ("stealth_psnr", "PSNR (dB)"),
+    ("stealth_ssim", "SSIM"),
+    ("stealth_linf", "L∞"),
+    ("stealth_l2", "L2"),
+)
+
+
+def stealth_table(rows: Sequence[ResultRow]) -> Table:
+    """Per (dataset, model, attack): PSNR (dB), SSIM, L∞ and L2 of triggered against clean test inputs (pixels in
+    [0, 1]), mean ± 95% CI over seeds; attacks without a trigger (label flip) have no line."""
+    body = []
+    for (dataset, model, attack, defense), metrics in group_values(rows).items():
+        if defense == "none" and any(m in metrics for m, _ in STEALTH_COLUMNS):
+            cells = [format_cell(metrics.get(m, []), percent=False) for m, _ in STEALTH_COLUMNS]
+            body.append([dataset, model, attack, *cells])
+    return Table(["dataset", "model", "attack", *(t for _, t in STEALTH_COLUMNS)], body)
+
+
 def other_metrics_table(rows: Sequence[ResultRow]) -> Table:
     """Defense cells with figures that no other table shows (inspectors' verdicts, pruned fractions, ...)."""
     body = []
