@@ -27,7 +27,10 @@ SET_LABELS = {"mnist": "MNIST-5k", "colour": "GTSRB-10"}
 
 
 def bench_seeds(default: int = 3) -> list[int]:
-    """Seeds 0..N-1, N from ``BENCH_SEEDS`` (default 3)."""
+    """Seeds 0..N-1, N from ``BENCH_SEEDS`` (default 3); ``BENCH_SEED_LIST`` (e.g. ``2`` or ``1,2``) names them
+    instead, so two processes can share one grid's seeds."""
+    if os.environ.get("BENCH_SEED_LIST"):
+        return [int(s) for s in env_list("BENCH_SEED_LIST", "")]
     return list(range(int(os.environ.get("BENCH_SEEDS", default))))
 
 
