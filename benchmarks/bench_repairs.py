@@ -123,6 +123,34 @@ def ranking(mean_der: dict[str, float], rate: float) -> None:
         print(f"Spearman rho on {len(shared)} shared repairs = {rho:.3f} (p = {p:.3f}): our ranking {verdict}")
 
 
+def anp_sweep_rows(cells: list[tuple[Cell, dict]]) -> list[list[object]]:
+    """Per cell with ANP's curve: the threshold its clean-val rule chose and the ASR there, beside the lowest test
+    ASR of any threshold whose test CA stays within 3 points (the issue's bound). The second describes what the
+    masks hold; it chooses nothing."""
+    rows = []
+    for cell, result in cells:
+        curve = result.get("anp", {}).get("anp_curve")
+        if not curve or "asr" not in curve:
+            continue
+        chosen = result["anp"].get("pruning_threshold", 0.0)
+        at = min(range(len(curve["thresholds"])), key=lambda i: abs(curve["thresholds"][i] - chosen))
+        ca0 = curve["test_accuracy"][0]
+        within = [i for i, ca in enumerate(curve["test_accuracy"]) if ca >= ca0 - 0.03]
+        best = min(within, key=lambda i: curve["asr"][i])
+        p = cell.point
+        rows.append(
+            [
+                f"{SET_LABELS[p.set_key]} {p.attack} {p.rate:.0%} seed {p.seed}",
+                f"{chosen:.2f}",
+                f"{curve['asr'][at]:.3f}",
+                f"{curve['thresholds'][best]:.2f}",
+                f"{curve['asr'][best]:.3f}",
+                f"{ca0 - curve['test_accuracy'][best]:.3f}",
+            ]
+        )
+    return rows
+
+
 def main() -> bool:
     cells = _cells()
     results = list(zip(cells, map_in_workers(run_cell, cells, bench_workers(2)), strict=True))
@@ -156,6 +184,10 @@ def main() -> bool:
                             target.append((name, asr, drop))
             print(f"\n{SET_LABELS[set_key]} at {rate:.0%}, all attacks:")
             ranking({n: sum(v) / len(v) for n, v in der_by_repair.items() if v}, rate)
+    sweep = anp_sweep_rows(results)
+    if sweep:
+        print("\nANP's threshold: the clean-val rule's choice, and the lowest test ASR within 3 points of test CA")
+        print_table(["cell", "chosen", "ASR there", "best within 3 pts", "its ASR", "its CA drop"], sweep)
     met = any(asr < 0.10 and drop <= 0.03 for _, asr, drop in target)
     if target:
         rows = [
