@@ -117,12 +117,12 @@ def report(key: str, results: dict[int, dict[str, dict]]) -> list[list[object]]:
         if name in POISON_LABEL:
             bound = 0.95 if key == "mnist" else 0.90
             targets.append(check(f"{tag} {name} ASR", mean["asr"], f">= {bound}", mean["asr"] >= bound))
-            targets.append(check(f"{tag} {name} CA drop", max(gap), "<= 0.015", max(gap) <= 0.015))
+            targets.append(check(f"{tag} {name} CA drop (worst seed)", max(gap), "<= 0.015", max(gap) <= 0.015))
         else:
             targets.append(check(f"{tag} {name} ASR (reported)", mean["asr"], "reported", True))
     print(f"clean model CA: {fmt([results[seed][CLEAN]['clean_accuracy'] for seed in seeds])} (seeds {seeds})\n")
     print_table(
-        ["attack", "CA", "ASR", "CA drop (max)", "PSNR", "SSIM", "L-inf", "L2", "published CIFAR-10 CA / ASR", "s"],
+        ["attack", "CA", "ASR", "CA drop", "PSNR", "SSIM", "L-inf", "L2", "published CIFAR-10 CA / ASR", "s"],
         rows,
     )
     return targets
