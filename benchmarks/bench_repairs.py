@@ -10,7 +10,8 @@ ones). The defender holds the ``val`` split (500 images). Every repair runs with
 ``BENCH_REPAIRS_FAST=1`` (the default, for 2 CPU cores) shortens the two slowest: ANP to 500 iterations and SAU to 20
 rounds (the table names the parameters used). ``retuned_asr`` is measured on every repaired model (the evaluator's
 retuning check). Each cell (setting, attack, rate, seed) is saved under ``runs/bench-repairs/`` (or
-``BENCH_REPAIR_OUT``) after every repair, and a later run resumes it.
+``BENCH_REPAIR_OUT``) after every repair, and a later run resumes it; ``BENCH_REPAIRS_REPORT_ONLY=1`` prints the
+tables of the saved cells (partial ones included) and computes nothing.
 
 Target (issue 19): ANP or I-BAU brings BadNets ASR below 10% at a clean-accuracy drop of at most 3 points on the
 colour set at 10% poisoning (means over seeds). The leaderboard's mean DER (CIFAR-10, PreAct-ResNet18, 8 attacks at
@@ -53,6 +54,7 @@ LEADERBOARD_DER = {  # BackdoorBench CIFAR-10 PreAct-ResNet18 mean DER (%), fiel
     0.01: {"anp": 75.1, "i_bau": 77.0, "nad": 58.8, "fine_tuning": 55.9, "fine_pruning": 59.0, "clp": 64.7},
 }
 FAST = os.environ.get("BENCH_REPAIRS_FAST", "1") == "1"
+REPORT_ONLY = os.environ.get("BENCH_REPAIRS_REPORT_ONLY") == "1"  # print the saved cells, compute nothing
 REPAIRS = ("fine_tuning", "fine_pruning", "anp", "i_bau", "nad", "sau", "clp", "fst")
 FAST_PARAMS = {"anp": {"iterations": 500}, "sau": {"rounds": 20}}
 COLUMNS = ("clean_accuracy", "asr", "robust_accuracy", "der", "retuned_asr")
@@ -83,7 +85,7 @@ def run_cell(cell: Cell) -> dict:
     """The undefended model's figures and each repair's, saved to ``cell.path`` after every repair."""
     rows = json.loads(cell.path.read_text()) if cell.path.is_file() else {}
     missing = [name for name in cell.repairs if name not in rows]
-    if not missing and "(none)" in rows:
+    if (not missing and "(none)" in rows) or REPORT_ONLY:
         return rows
     p = cell.point
     s = bench_setting(p.set_key)
@@ -161,7 +163,7 @@ def main() -> bool:
             der_by_repair: dict[str, list[float]] = {n: [] for n in repairs}
             for label in dict.fromkeys(c.point.attack for c in cells):
                 here = [r for c, r in results if c.point.setting == (set_key, label, rate)]
-                seeds = sorted(c.point.seed for c in cells if c.point.setting == (set_key, label, rate))
+                seeds = sorted(c.point.seed for c, r in results if c.point.setting == (set_key, label, rate) and r)
                 rows = [["(none)", *(ci_text(_values(here, "(none)", k)) for k in COLUMNS[:3]), "", "", "", ""]]
                 for name in repairs:
                     der_by_repair[name] += _values(here, name, "der")
