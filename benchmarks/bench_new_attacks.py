@@ -28,11 +28,11 @@ from backdoorlab.metrics import backdoor_metrics, clean_accuracy
 from backdoorlab.stealth import stealth_metrics
 
 from .common import (
-    COLOUR_FILE,
     ROOT,
     SET_LABELS,
     bench_models,
     bench_seeds,
+    bench_sets,
     bench_setting,
     bench_workers,
     check,
@@ -65,10 +65,6 @@ def chosen_attacks() -> list[str]:
     if unknown:
         raise ValueError(f"BENCH_NEW_ATTACKS: unknown attack(s) {unknown}; choose from {[*POISON_LABEL, *REPORTED]}")
     return sorted(names, key=lambda n: ATTACKS.get(n).uses_clean_model)
-
-
-def chosen_sets() -> list[str]:
-    return [k for k in env_list("BENCH_ATTACK_SETS", "mnist,colour") if k == "mnist" or COLOUR_FILE.is_file()]
 
 
 def run_cell(job: tuple[str, int, str]) -> dict:
@@ -129,7 +125,7 @@ def report(key: str, results: dict[int, dict[str, dict]]) -> list[list[object]]:
 
 
 def main() -> bool:
-    seeds, names, sets = bench_seeds(), chosen_attacks(), chosen_sets()
+    seeds, names, sets = bench_seeds(), chosen_attacks(), bench_sets("BENCH_ATTACK_SETS")
     jobs = [(key, seed, CLEAN) for key in sets for seed in seeds]
     jobs += [(key, seed, name) for seed in seeds for key in sets for name in names]
     done = dict(zip(jobs, map_in_workers(run_cell, jobs, bench_workers()), strict=True))

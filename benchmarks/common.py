@@ -133,6 +133,11 @@ def colour_set(epochs: int = 15) -> tuple[Dataset, str, TrainingConfig] | None:
     return _gtsrb10(), "cnn_small", TrainingConfig(epochs=epochs, lr=1e-3, weight_decay=5e-4)
 
 
+def bench_sets(variable: str) -> list[str]:
+    """The setting keys named by ``variable`` (default ``mnist,colour``); ``colour`` only when its file is there."""
+    return [k for k in env_list(variable, "mnist,colour") if k == "mnist" or COLOUR_FILE.is_file()]
+
+
 def bench_setting(key: str) -> Setting:
     """The method issues' settings: ``mnist`` (MNIST-5k, ``badnet_cnn``, TrainingConfig defaults) or ``colour``."""
     if key == "mnist":
@@ -183,7 +188,7 @@ def grid_points(prefix: str, rates_variable: str, default_rates: str) -> list[Gr
     """The grid picked by ``{prefix}_SETS`` (default ``mnist,colour``; colour only when its file is there),
     ``{prefix}_ATTACKS`` (default every POISONING_ATTACKS label), ``rates_variable`` (default ``default_rates``)
     and ``BENCH_SEEDS`` (default 3), seed-major: a run cut short still covers every setting, attack and rate."""
-    sets = [k for k in env_list(f"{prefix}_SETS", "mnist,colour") if k == "mnist" or COLOUR_FILE.is_file()]
+    sets = bench_sets(f"{prefix}_SETS")
     attacks = env_list(f"{prefix}_ATTACKS", ",".join(POISONING_ATTACKS))
     rates = [float(r) for r in env_list(rates_variable, default_rates)]
     return [GridPoint(k, a, r, s) for s in bench_seeds(3) for k in sets for a in attacks for r in rates]
