@@ -16,7 +16,7 @@ from backdoorlab.attacks.trojannn import selected_layer, strongest_neurons
 from backdoorlab.data import Split, build_dataset
 from backdoorlab.errors import ConfigError
 from backdoorlab.models import TrainingConfig, build_model, train_model
-from backdoorlab.stealth import stealth_metrics
+from backdoorlab.stealth import stealth_metrics, trigger_stealth
 from backdoorlab.triggers import QuantizeTrigger, WarpTrigger, corner_checkerboard, sinusoid_trigger, trigger_from_state
 from backdoorlab.triggers.warping import identity_grid, warping_field
 from backdoorlab.utils.seeding import make_generator
@@ -181,6 +181,24 @@ def test_stealth_metrics_exact_values():
     assert same["psnr"] == 100 and same["ssim"] == pytest.approx(1.0) and same["l2"] == 0
     with pytest.raises(ValueError, match="equal"):
         stealth_metrics(x, x[:1])
+
+
+def test_trigger_stealth_counts_only_the_eligible_images_and_stops_at_n():
+    # class-0 images are untouched by this trigger's rule (target 0), so only classes 1-3 count
+    x = torch.full((8, 1, 4, 4), 0.5)
+    y = torch.tensor([0, 1, 0, 2, 3, 1, 0, 2])
+    seen: list[int] = []
+
+    def trigger(batch):
+        seen.append(len(batch))
+        return batch + 0.1 * torch.arange(1, len(batch) + 1).view(-1, 1, 1, 1)
+
+    rule = TargetRule("all_to_one", num_classes=4, target=0)
+    m = trigger_stealth(trigger, rule, Split(x, y), n=3)
+    assert seen == [3]  # the first 3 of the 5 eligible images
+    assert m["linf"] == pytest.approx(0.2, abs=1e-6)  # mean of 0.1, 0.2, 0.3
+    only_targets = Split(x[y == 0], y[y == 0])
+    assert trigger_stealth(trigger, rule, only_targets) == {}
 
 
 @pytest.mark.parametrize("name", ["wanet", "bpp"])

@@ -7,10 +7,18 @@ averaged), PSNR uses a data range of 1; identical pairs have an infinite PSNR, r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from .attacks.base import TargetRule
+    from .data import Split
+
 PSNR_CAP = 100.0  # dB reported for pairs that do not differ
+STEALTH_IMAGES = 500  # eligible test images a trigger's stealth figures are averaged over
 
 
 def psnr(clean: torch.Tensor, triggered: torch.Tensor) -> torch.Tensor:
@@ -47,3 +55,15 @@ def stealth_metrics(clean: torch.Tensor, triggered: torch.Tensor) -> dict[str, f
         "linf": float(diff.abs().amax(dim=1).mean()),
         "l2": float(diff.norm(dim=1).mean()),
     }
+
+
+def trigger_stealth(
+    trigger: Callable[[torch.Tensor], torch.Tensor],
+    target_rule: TargetRule,
+    test: Split,
+    n: int = STEALTH_IMAGES,
+) -> dict[str, float]:
+    """:func:`stealth_metrics` of ``trigger`` on the first ``n`` (default 500) *eligible* images of ``test``: those
+    whose label differs from their target, the images ASR is measured on. Empty when no image is eligible."""
+    x = test.x[target_rule.eligible(test.y)][:n]
+    return stealth_metrics(x, trigger(x)) if len(x) else {}

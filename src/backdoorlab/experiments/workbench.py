@@ -18,7 +18,7 @@ from ..data import Dataset, Split
 from ..defenses import Defense
 from ..metrics import attack_success_rate
 from ..models import predict
-from ..stealth import stealth_metrics
+from ..stealth import trigger_stealth
 from ..utils.device import resolve_device
 from .artifacts import portable
 from .config import ExperimentConfig
@@ -128,8 +128,7 @@ class Workbench:
         if bd.trigger is None:
             return m, {}
         m["asr_on_clean_model"] = attack_success_rate(clean, test, bd.trigger, bd.target_rule, device=self.device)
-        x = test.x[bd.target_rule.eligible(test.y)][:STEALTH_IMAGES]
-        m |= {f"stealth_{k}": v for k, v in stealth_metrics(x, bd.trigger(x)).items()} if len(x) else {}
+        m |= {f"stealth_{k}": v for k, v in trigger_stealth(bd.trigger, bd.target_rule, test).items()}
         return m, {"examples": example_images(bd, test, self.cfg.examples)}
 
     def _defense_cell(self, cell: Cell) -> tuple[dict[str, float], dict[str, Any]]:
@@ -152,9 +151,6 @@ class Workbench:
         )
         outcome = evaluate_defense(self.defenses[cell.defense], model, bd, ctx)
         return {k: float(v) for k, v in outcome.metrics.items()}, outcome.artifacts
-
-
-STEALTH_IMAGES = 500  # eligible test images the stealth rows (PSNR, SSIM, L-inf, L2) are averaged over
 
 
 def example_images(bd: Backdoor, split: Split, n: int) -> dict[str, Any]:
