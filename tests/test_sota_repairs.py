@@ -152,3 +152,28 @@ def test_a_repair_that_wrecks_the_model_is_retried_then_reverted_by_the_guard(na
     assert figures["guard_accuracy_after"] >= figures["guard_accuracy_before"] - 0.05
     assert figures["guard_lr_scale"] in (0.0, 0.1)  # the first try (lr 1.0) fell too far
     assert accuracy(repaired, digits.val, "cpu") == pytest.approx(figures["guard_accuracy_after"])
+
+
+def test_anp_and_clp_knob_curves_reach_the_report(digits, planted, tmp_path):
+    from types import SimpleNamespace
+
+    from backdoorlab.report.sections import defense_sections
+
+    ctx = EvaluationContext(digits, seed=0)
+    records = [
+        SimpleNamespace(
+            attack="badnets",
+            defense=name,
+            method=name,
+            seed=0,
+            outcome=evaluate_repair(DEFENSES.build(name, FAST_DEFENSES.get(name, {})), planted.model, planted, ctx),
+        )
+        for name in ("anp", "clp")
+    ]
+    anp, clp = defense_sections(records, tmp_path)
+    assert anp.title.startswith("ANP") and clp.title.startswith("CLP")
+    threshold = records[0].outcome.metrics["pruning_threshold"]
+    assert anp.tables[0].rows[0][1] == f"{threshold:.3g}"  # the value the repair chose, not a curve point
+    assert clp.tables[0].rows[0][1] == "3"  # CLP's u
+    assert [f.name for f in (*anp.figures, *clp.figures)] == ["anp_knob.png", "clp_knob.png"]
+    assert all(f.stat().st_size > 5000 for f in (*anp.figures, *clp.figures))

@@ -33,21 +33,22 @@ LINES = (
 )
 
 
-def group_records(records: Sequence) -> dict[GroupKey, list]:
-    """Records that carry a pruning curve, by (dataset, model, attack, defense label), in first-seen order."""
+def group_records(records: Sequence, artifact: str = "pruning") -> dict[GroupKey, list]:
+    """Records that carry the curve ``artifact`` (default ``pruning``), by (dataset, model, attack, defense label),
+    in first-seen order."""
     groups: dict[GroupKey, list] = defaultdict(list)
     for r in records:
-        if isinstance(r.outcome.artifacts.get("pruning"), dict):
+        if isinstance(r.outcome.artifacts.get(artifact), dict):
             groups[(getattr(r, "dataset", ""), getattr(r, "model", ""), r.attack, r.defense)].append(r)
     return groups
 
 
-def _title(key: GroupKey) -> str:
+def group_title(key: GroupKey) -> str:
     dataset, model, attack, defense = key
     return " · ".join(p for p in (dataset, model, attack, defense) if p)
 
 
-def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
+def panel_grid(n: int) -> tuple[plt.Figure, np.ndarray]:
     cols = min(3, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows), squeeze=False)
@@ -56,7 +57,7 @@ def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
     return fig, axes.flat
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     save_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
@@ -66,7 +67,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 def curves_figure(groups: dict[GroupKey, list], path: Path) -> Path:
     """One panel per group: test CA, validation CA and ASR (mean over seeds) against the pruned fraction, and
     the fraction the defense chose (dotted line, per seed)."""
-    fig, axes = _grid(len(groups))
+    fig, axes = panel_grid(len(groups))
     for ax, (key, recs) in zip(axes, groups.items(), strict=False):
         curves = [PruningCurve(**r.outcome.artifacts["pruning"]) for r in recs]
         x = np.array(curves[0].ratios)
@@ -78,16 +79,16 @@ def curves_figure(groups: dict[GroupKey, list], path: Path) -> Path:
             ax.axvline(c.pruned / c.channels, color="gray", linestyle="--", linewidth=0.8)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(f"fraction of {curves[0].layer} pruned ({curves[0].channels} channels)", fontsize=8)
-        ax.set_title(_title(key), fontsize=8)
+        ax.set_title(group_title(key), fontsize=8)
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle("Pruning by increasing clean activation (dashed: where the defense stopped)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def activations_figure(groups: dict[GroupKey, list], path: Path) -> Path:
     """Fine-Pruning's Fig. 4, one panel per group (first seed): mean activation of each channel on clean and on
     triggered test inputs, channels in the defender's pruning order (increasing clean activation on val)."""
-    fig, axes = _grid(len(groups))
+    fig, axes = panel_grid(len(groups))
     for ax, (key, recs) in zip(axes, groups.items(), strict=False):
         act = recs[0].outcome.artifacts.get("activations") or {}
         if "clean" not in act:
@@ -107,10 +108,10 @@ def activations_figure(groups: dict[GroupKey, list], path: Path) -> Path:
             ax.bar(idx + width / 2, np.array(act["triggered"])[order], width, color="crimson", label="triggered")
         ax.set_xlabel(f"channels of {act.get('layer', '?')}, in pruning order", fontsize=8)
         ax.set_ylabel("mean activation", fontsize=8)
-        ax.set_title(_title(key), fontsize=8)
+        ax.set_title(group_title(key), fontsize=8)
         ax.legend(fontsize=7)
     fig.suptitle("Mean activation per channel on clean vs triggered test inputs (Fine-Pruning Fig. 4)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def halving_text(curve: PruningCurve) -> str:
@@ -131,7 +132,7 @@ def summary_table(groups: dict[GroupKey, list], extra: Sequence[tuple[str, str]]
     body = []
     for key, recs in groups.items():
         cells = [format_cell([r.outcome.metrics[m] for r in recs if m in r.outcome.metrics]) for m, _ in columns]
-        body.append([_title(key), *cells, halving_text(PruningCurve(**recs[0].outcome.artifacts["pruning"]))])
+        body.append([group_title(key), *cells, halving_text(PruningCurve(**recs[0].outcome.artifacts["pruning"]))])
     return Table(["setting", *(f"{t} (%)" for _, t in columns), "ASR halved by pruning (first seed)"], body)
 
 
