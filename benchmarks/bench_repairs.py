@@ -153,6 +153,32 @@ def anp_sweep_rows(cells: list[tuple[Cell, dict]]) -> list[list[object]]:
     return rows
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summary_rows(results: list[tuple[Cell, dict]], set_key: str, repairs: list[str]) -> tuple[list[str], list[list]]:
+    """One set's whole grid in one table: per repair, "ASR after / DER" (means over seeds) of each (attack, rate),
+    then the mean DER per rate; the first row is the undefended "CA / ASR"."""
+    here = [(c.point, r) for c, r in results if c.point.set_key == set_key and r]
+    rates = list(dict.fromkeys(p.rate for p, _ in here))
+    settings = [(a, rate) for rate in rates for a in dict.fromkeys(p.attack for p, _ in here)]
+
+    def pair(name: str, first: str, second: str, setting: tuple[str, float]) -> str:
+        cells = [r for p, r in here if (p.attack, p.rate) == setting]
+        a, b = _mean(_values(cells, name, first)), _mean(_values(cells, name, second))
+        return "–" if a is None or b is None else f"{a:.3f} / {b:.3f}"
+
+    undefended = [pair("(none)", "clean_accuracy", "asr", s) for s in settings]
+    rows = [["(undefended CA / ASR)", *undefended, *([""] * len(rates))]]
+    for name in repairs:
+        ders = [_mean([v for p, r in here if p.rate == rate for v in _values([r], name, "der")]) for rate in rates]
+        mean_der = ["–" if d is None else f"{d:.3f}" for d in ders]
+        rows.append([name, *(pair(name, "asr", "der", s) for s in settings), *mean_der])
+    headers = ["repair", *(f"{a} {rate:.0%}" for a, rate in settings), *(f"mean DER {rate:.0%}" for rate in rates)]
+    return headers, rows
+
+
 def main() -> bool:
     cells = _cells()
     results = list(zip(cells, map_in_workers(run_cell, cells, bench_workers(2)), strict=True))
@@ -186,6 +212,9 @@ def main() -> bool:
                             target.append((name, asr, drop))
             print(f"\n{SET_LABELS[set_key]} at {rate:.0%}, all attacks:")
             ranking({n: sum(v) / len(v) for n, v in der_by_repair.items() if v}, rate)
+        headers, rows = summary_rows(results, set_key, repairs)
+        print(f"\n{SET_LABELS[set_key]}, the whole grid: ASR after the repair / DER, means over seeds")
+        print_table(headers, rows)
     sweep = anp_sweep_rows(results)
     if sweep:
         print("\nANP's threshold: the clean-val rule's choice, and the lowest test ASR within 3 points of test CA")
