@@ -9,8 +9,9 @@ to tune it away: the benchmark's figures stay the defaults'):
 - four times the recipe's epochs.
 
 Run: ``python -m benchmarks.attack_diagnostics`` with ``BENCH_DIAG_ATTACKS`` (default ``wanet,bpp``),
-``BENCH_DIAG_SET`` (``colour`` by default, or ``mnist``) and ``BENCH_DIAG_SEED`` (default 0). The models go to the
-benchmarks' shared cache (common.bench_models), so a second run only measures.
+``BENCH_DIAG_SET`` (``colour`` by default, or ``mnist``), ``BENCH_DIAG_SEED`` (default 0) and ``BENCH_DIAG_PROBES``
+(default all: ``defaults,negatives,shifts,epochs``; two processes can split them). The models go to the benchmarks'
+shared cache (common.bench_models), so a second run only measures.
 """
 
 from __future__ import annotations
@@ -29,27 +30,22 @@ from .common import bench_models, bench_setting, env_list, print_table
 NEGATIVES = {"wanet": "cross_ratio", "bpp": "neg_ratio", "input_aware": "cross_rate"}
 
 
-def variants(name: str, setting: Setting) -> list[tuple[str, dict, Setting]]:
-    """(label, attack parameters, setting) of the defaults and each one-change probe."""
+PROBES = ("defaults", "negatives", "shifts", "epochs")
+
+
+def variants(name: str, setting: Setting, probes: tuple[str, ...] = PROBES) -> list[tuple[str, dict, Setting]]:
+    """(label, attack parameters, setting) of the defaults and each one-change probe named in ``probes``."""
     tr = setting.training
-    out = [("defaults", {}, setting)]
+
+    def retrained(**update) -> Setting:
+        return Setting(setting.dataset, setting.architecture, tr.model_copy(update=update))
+
+    out = {"defaults": ("defaults", {}, setting)}
     if name in NEGATIVES:
-        out.append((f"{NEGATIVES[name]} = 0", {NEGATIVES[name]: 0.0}, setting))
-    out.append(
-        (
-            "no shift augmentation",
-            {},
-            Setting(setting.dataset, setting.architecture, tr.model_copy(update={"augment_shift": 0})),
-        )
-    )
-    out.append(
-        (
-            f"{4 * tr.epochs} epochs",
-            {},
-            Setting(setting.dataset, setting.architecture, tr.model_copy(update={"epochs": 4 * tr.epochs})),
-        )
-    )
-    return out
+        out["negatives"] = (f"{NEGATIVES[name]} = 0", {NEGATIVES[name]: 0.0}, setting)
+    out["shifts"] = ("no shift augmentation", {}, retrained(augment_shift=0))
+    out["epochs"] = (f"{4 * tr.epochs} epochs", {}, retrained(epochs=4 * tr.epochs))
+    return [out[p] for p in probes if p in out]
 
 
 def main() -> bool:
@@ -57,9 +53,13 @@ def main() -> bool:
     key = os.environ.get("BENCH_DIAG_SET", "colour")
     seed = int(os.environ.get("BENCH_DIAG_SEED", 0))
     setting, source = bench_setting(key), bench_models()
+    probes = tuple(env_list("BENCH_DIAG_PROBES", ",".join(PROBES)))
+    unknown = sorted(set(probes) - set(PROBES))
+    if unknown:
+        raise SystemExit(f"BENCH_DIAG_PROBES: unknown {', '.join(unknown)}; choose from {', '.join(PROBES)}")
     rows = []
     for name in env_list("BENCH_DIAG_ATTACKS", "wanet,bpp"):
-        for label, params, s in variants(name, setting):
+        for label, params, s in variants(name, setting, probes):
             start = time.perf_counter()
             bd = source.backdoor(s, ATTACKS.build(name, params), seed)
             m = measure_model(bd.model, bd, s.dataset.test)
