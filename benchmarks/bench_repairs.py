@@ -120,7 +120,9 @@ def ranking(mean_der: dict[str, float], rate: float) -> None:
     shared = [n for n in order if n in board]
     if len(shared) >= 3:
         rho, p = spearmanr([mean_der[n] for n in shared], [board[n] for n in shared])
-        verdict = "agrees" if rho > 0.5 else "disagrees" if rho < 0 else "agrees weakly"
+        verdict = (
+            "agrees" if rho > 0.5 else "agrees weakly" if rho >= 0.2 else "disagrees" if rho <= -0.2 else "is unrelated"
+        )
         print(f"leaderboard at {rate:.0%} (CIFAR-10): " + " > ".join(sorted(shared, key=board.get, reverse=True)))
         print(f"Spearman rho on {len(shared)} shared repairs = {rho:.3f} (p = {p:.3f}): our ranking {verdict}")
 
@@ -153,13 +155,19 @@ def anp_sweep_rows(cells: list[tuple[Cell, dict]]) -> list[list[object]]:
     return rows
 
 
+def meets_bar(before: dict, after: dict) -> bool:
+    """The issue's bar for a repair: ASR below 10% at a clean-accuracy drop of at most 3 points."""
+    return after["asr"] < 0.10 and before["clean_accuracy"] - after["clean_accuracy"] <= 0.03
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
 def summary_rows(results: list[tuple[Cell, dict]], set_key: str, repairs: list[str]) -> tuple[list[str], list[list]]:
     """One set's whole grid in one table: per repair, "ASR after / DER" (means over seeds) of each (attack, rate),
-    then the mean DER per rate; the first row is the undefended "CA / ASR"."""
+    the mean DER per rate, and in how many cells (setting x seed) with a backdoor to remove (undefended ASR at least
+    10%) the repair met the issue's bar (:func:`meets_bar`). The first row is the undefended "CA / ASR"."""
     here = [(c.point, r) for c, r in results if c.point.set_key == set_key and r]
     rates = list(dict.fromkeys(p.rate for p, _ in here))
     settings = [(a, rate) for rate in rates for a in dict.fromkeys(p.attack for p, _ in here)]
@@ -174,8 +182,12 @@ def summary_rows(results: list[tuple[Cell, dict]], set_key: str, repairs: list[s
     for name in repairs:
         ders = [_mean([v for p, r in here if p.rate == rate for v in _values([r], name, "der")]) for rate in rates]
         mean_der = ["–" if d is None else f"{d:.3f}" for d in ders]
-        rows.append([name, *(pair(name, "asr", "der", s) for s in settings), *mean_der])
+        ran = [r for _, r in here if name in r and r["(none)"]["asr"] >= 0.10]  # a backdoor to remove
+        met = sum(meets_bar(r["(none)"], r[name]) for r in ran)
+        rows.append([name, *(pair(name, "asr", "der", s) for s in settings), *mean_der, f"{met} of {len(ran)}"])
+    rows[0].append("")
     headers = ["repair", *(f"{a} {rate:.0%}" for a, rate in settings), *(f"mean DER {rate:.0%}" for rate in rates)]
+    headers.append("ASR < 10% within 3 pts")
     return headers, rows
 
 
