@@ -9,9 +9,10 @@ come from the benchmarks' shared model cache (common.bench_models: the data-dete
 ones). The defender holds the ``val`` split (500 images). Every repair runs with its paper defaults except where
 ``BENCH_REPAIRS_FAST=1`` (the default, for 2 CPU cores) shortens the two slowest: ANP to 500 iterations and SAU to 20
 rounds (the table names the parameters used). ``retuned_asr`` is measured on every repaired model (the evaluator's
-retuning check). Each cell (setting, attack, rate, seed) is saved under ``runs/bench-repairs/`` (or
-``BENCH_REPAIR_OUT``) after every repair, and a later run resumes it; ``BENCH_REPAIRS_REPORT_ONLY=1`` prints the
-tables of the saved cells (partial ones included) and computes nothing.
+retuning check). Each cell (setting, attack, rate, seed) is saved under ``runs/bench-repairs/`` (with
+``BENCH_REPAIRS_FAST=0``: ``runs/bench-repairs-full/``; or ``BENCH_REPAIR_OUT``) after every repair, and a later
+run resumes it; ``BENCH_REPAIRS_REPORT_ONLY=1`` prints the tables of the saved cells (partial ones included) and
+computes nothing.
 
 Target (issue 19): ANP or I-BAU brings BadNets ASR below 10% at a clean-accuracy drop of at most 3 points on the
 colour set at 10% poisoning (means over seeds). The leaderboard's mean DER (CIFAR-10, PreAct-ResNet18, 8 attacks at
@@ -62,7 +63,8 @@ SHOWN = ("CA", "ASR", "RA", "DER", "retuned ASR")
 GUARD = "guard_lr_scale"  # 1: the repair's own lr kept; 0.1: retried; 0: reverted to the input model
 KNOBS = ("pruning_threshold", "pruned_fraction", "val_accuracy_drop")  # what a pruning repair chose, on clean val
 CURVES = ("anp_curve", "clp_curve")  # the main knob's sweep: val accuracy (the defender's) and test CA / ASR
-OUT = Path(os.environ.get("BENCH_REPAIR_OUT", ROOT / "runs" / "bench-repairs"))
+# the papers' ANP and SAU budgets get their own cells, so neither run resumes the other's
+OUT = Path(os.environ.get("BENCH_REPAIR_OUT", ROOT / "runs" / ("bench-repairs" if FAST else "bench-repairs-full")))
 
 
 @dataclass(frozen=True)
