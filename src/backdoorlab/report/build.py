@@ -21,6 +21,7 @@ from ..experiments.config import ExperimentConfig, parse_config
 from ..experiments.evaluation import DefenseOutcome
 from ..experiments.grid import Cell, expand_cells
 from ..experiments.store import CellFailure, ResultRow, RunCode, SettingInfo, open_store
+from ..stealth import STEALTH_IMAGES
 from ..utils.files import write_atomic
 from .findings import findings_sections
 from .inspection import population_section, populations_from_records
@@ -241,9 +242,9 @@ def build_run_report(
             Section(
                 "Trigger stealth",
                 paragraphs=[
-                    "Triggered against clean test inputs (at most 500 eligible images, pixels in [0, 1]): PSNR in dB "
-                    "and SSIM (scikit-image; higher is stealthier), L∞ and L2 distances (lower is stealthier); mean "
-                    "± 95% CI over seeds."
+                    f"Triggered against clean test inputs (the first {STEALTH_IMAGES} whose label differs from the "
+                    "trigger's target, pixels in [0, 1]): PSNR in dB and SSIM (scikit-image; higher is stealthier), "
+                    "L∞ and L2 distances (lower is stealthier); mean ± 95% CI over seeds."
                 ],
                 tables=[stealth],
             )
