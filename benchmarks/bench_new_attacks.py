@@ -77,7 +77,8 @@ def run_cell(job: tuple[str, int, str]) -> dict:
     cell = saved_json(path, lambda: _measure(key, seed, name))
     if name != CLEAN and cell.get("stealth_images") != STEALTH_ON:
         # cells saved before stealth moved to the run's eligible images: recompute those four figures only
-        cell |= _stealth(bench_models().backdoor(bench_setting(key), ATTACKS.build(name, {}), seed), key)
+        setting = bench_setting(key)
+        cell |= _stealth(bench_models().backdoor(setting, ATTACKS.build(name, {}), seed), setting.dataset.test)
         path.write_text(json.dumps(cell))
     return cell
 
@@ -90,12 +91,13 @@ def _measure(key: str, seed: int, name: str) -> dict:
         return {"clean_accuracy": clean_accuracy(source.clean(setting, seed), test)}
     bd = source.backdoor(setting, ATTACKS.build(name, {}), seed)
     m = backdoor_metrics(bd.model, test, bd.trigger, bd.target_rule)
-    return m | _stealth(bd, key) | {"seconds": time.perf_counter() - start}
+    return m | _stealth(bd, test) | {"seconds": time.perf_counter() - start}
 
 
-def _stealth(bd, key: str) -> dict:
-    """The trigger's stealth figures, measured as the run's attack cells measure them (``stealth_images`` says so)."""
-    return trigger_stealth(bd.trigger, bd.target_rule, bench_setting(key).dataset.test) | {"stealth_images": STEALTH_ON}
+def _stealth(bd, test) -> dict:
+    """The trigger's stealth figures on ``test``, measured as the run's attack cells measure them (``stealth_images``
+    says so)."""
+    return trigger_stealth(bd.trigger, bd.target_rule, test) | {"stealth_images": STEALTH_ON}
 
 
 def report(key: str, results: dict[int, dict[str, dict]]) -> list[list[object]]:

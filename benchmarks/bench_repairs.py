@@ -64,6 +64,7 @@ GUARD = "guard_lr_scale"  # 1: the repair's own lr kept; 0.1: retried; 0: revert
 KNOBS = ("pruning_threshold", "pruned_fraction", "val_accuracy_drop")  # what a pruning repair chose, on clean val
 CURVES = ("anp_curve", "clp_curve")  # the main knob's sweep: val accuracy (the defender's) and test CA / ASR
 # the papers' ANP and SAU budgets get their own cells, so neither run resumes the other's
+ASR_BAR, DROP_BAR = 0.10, 0.03  # the issue's bar: ASR below 10% at a clean-accuracy drop of at most 3 points
 OUT = Path(os.environ.get("BENCH_REPAIR_OUT", ROOT / "runs" / ("bench-repairs" if FAST else "bench-repairs-full")))
 
 
@@ -141,7 +142,7 @@ def anp_sweep_rows(cells: list[tuple[Cell, dict]]) -> list[list[object]]:
         chosen = result["anp"].get("pruning_threshold", 0.0)
         at = min(range(len(curve["thresholds"])), key=lambda i: abs(curve["thresholds"][i] - chosen))
         ca0 = curve["test_accuracy"][0]
-        within = [i for i, ca in enumerate(curve["test_accuracy"]) if ca >= ca0 - 0.03]
+        within = [i for i, ca in enumerate(curve["test_accuracy"]) if ca >= ca0 - DROP_BAR]
         best = min(within, key=lambda i: curve["asr"][i])
         p = cell.point
         rows.append(
@@ -157,9 +158,9 @@ def anp_sweep_rows(cells: list[tuple[Cell, dict]]) -> list[list[object]]:
     return rows
 
 
-def meets_bar(before: dict, after: dict) -> bool:
-    """The issue's bar for a repair: ASR below 10% at a clean-accuracy drop of at most 3 points."""
-    return after["asr"] < 0.10 and before["clean_accuracy"] - after["clean_accuracy"] <= 0.03
+def meets_bar(asr: float, drop: float) -> bool:
+    """The issue's bar for a repair: ASR below :data:`ASR_BAR` at a clean-accuracy drop of at most :data:`DROP_BAR`."""
+    return asr < ASR_BAR and drop <= DROP_BAR
 
 
 def _mean(values: list[float]) -> float | None:
@@ -182,10 +183,10 @@ def summary_rows(results: list[tuple[Cell, dict]], set_key: str, repairs: list[s
     undefended = [pair("(none)", "clean_accuracy", "asr", s) for s in settings]
     rows = [["(undefended CA / ASR)", *undefended, *([""] * len(rates))]]
     for name in repairs:
-        ders = [_mean([v for p, r in here if p.rate == rate for v in _values([r], name, "der")]) for rate in rates]
+        ders = [_mean(_values([r for p, r in here if p.rate == rate], name, "der")) for rate in rates]
         mean_der = ["–" if d is None else f"{d:.3f}" for d in ders]
-        ran = [r for _, r in here if name in r and r["(none)"]["asr"] >= 0.10]  # a backdoor to remove
-        met = sum(meets_bar(r["(none)"], r[name]) for r in ran)
+        ran = [r for _, r in here if name in r and r["(none)"]["asr"] >= ASR_BAR]  # a backdoor to remove
+        met = sum(meets_bar(r[name]["asr"], r["(none)"]["clean_accuracy"] - r[name]["clean_accuracy"]) for r in ran)
         rows.append([name, *(pair(name, "asr", "der", s) for s in settings), *mean_der, f"{met} of {len(ran)}"])
     rows[0].append("")
     headers = ["repair", *(f"{a} {rate:.0%}" for a, rate in settings), *(f"mean DER {rate:.0%}" for rate in rates)]
@@ -233,14 +234,14 @@ def main() -> bool:
     if sweep:
         print("\nANP's threshold: the clean-val rule's choice, and the lowest test ASR within 3 points of test CA")
         print_table(["cell", "chosen", "ASR there", "best within 3 pts", "its ASR", "its CA drop"], sweep)
-    met = any(asr < 0.10 and drop <= 0.03 for _, asr, drop in target)
+    met = any(meets_bar(asr, drop) for _, asr, drop in target)
     if target:
         rows = [
             r
             for name, asr, drop in target
             for r in (
-                check(f"colour BadNets 10%: {name} ASR", asr, "< 0.10", asr < 0.10),
-                check(f"colour BadNets 10%: {name} CA drop", drop, "<= 0.03", drop <= 0.03),
+                check(f"colour BadNets 10%: {name} ASR", asr, f"< {ASR_BAR:.2f}", asr < ASR_BAR),
+                check(f"colour BadNets 10%: {name} CA drop", drop, f"<= {DROP_BAR:.2f}", drop <= DROP_BAR),
             )
         ]
         print()

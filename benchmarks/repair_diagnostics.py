@@ -81,7 +81,7 @@ def main() -> bool:
     for seed in bench_seeds():
         bd = bench_models().backdoor(setting, poisoning_attack("BadNets", 0.1), seed)
         probes = make_probes(bd, ds.test)
-        for hidden in (False, True)[: 1 + (os.environ.get("BENCH_DIAG_HIDDEN", "1") == "1")]:
+        for hidden in (False, True) if os.environ.get("BENCH_DIAG_HIDDEN", "1") == "1" else (False,):
             print(f"\n{key} BadNets 10%, seed {seed}: ANP, neurons = conv/BN channels{' + hidden fc' * hidden}")
             rows = anp_sweep(bd.model, ds.val, probes, seed, hidden)
             print_table(["threshold (* chosen)", "pruned", "val acc", "test CA", "test ASR"], rows)
